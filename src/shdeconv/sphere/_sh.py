@@ -1,0 +1,249 @@
+r"""Real, even-order spherical harmonics in the MRtrix3 convention.
+
+This module is the one place that defines the SH basis. Everything that turns directions into
+SH matrices, fits signals, converts bases or rotates fODFs calls it.
+
+Basis (MRtrix3 3.x, identical to DIPY's ``tournier07`` with ``legacy=False``)
+-----------------------------------------------------------------------------
+With polar angle :math:`\theta`, azimuth :math:`\phi` and the orthonormal associated
+Legendre functions :math:`\bar P_l^m` (without the Condon-Shortley phase, which appears
+explicitly as :math:`(-1)^m`),
+
+.. math::
+
+    Y_{lm}(\theta, \phi) = (-1)^m \begin{cases}
+        \sqrt2\, \bar P_l^{|m|}(\cos\theta) \sin(|m|\phi) & m < 0 \\
+        \bar P_l^{0}(\cos\theta) & m = 0 \\
+        \sqrt2\, \bar P_l^{m}(\cos\theta) \cos(m\phi) & m > 0
+    \end{cases}
+
+i.e. :math:`\sqrt2\,\mathrm{Im}\,Y_l^{|m|}` for :math:`m<0` and
+:math:`\sqrt2\,\mathrm{Re}\,Y_l^m` for :math:`m>0` of the complex harmonics with the
+Condon-Shortley phase. Checked against MRtrix3 3.0.3's own ``sh2amp`` (tests/sphere).
+
+for even :math:`l = 0, 2, \dots, l_{max}` only. Coefficient ``j`` holds
+:math:`(l, m)` with :math:`j = l(l+1)/2 + m`: ``(0,0), (2,-2), (2,-1), (2,0), (2,1), (2,2),
+(4,-4), ...``, so there are :math:`(l_{max}+1)(l_{max}+2)/2` coefficients (45 for lmax 8).
+The basis is orthonormal on the sphere: :math:`\int Y_{lm} Y_{l'm'} = \delta`.
+
+Shapes: directions ``(..., 3)`` or ``(G, 3)``; SH matrices ``(G, S)``; coefficients
+``(..., S)``.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+
+__all__ = [
+    "n_coeffs",
+    "lmax_from_ncoeffs",
+    "sh_degrees",
+    "sh_orders",
+    "cart2sphere",
+    "sh_matrix",
+    "sh_fit_matrix",
+    "sh_fit",
+    "sh_eval",
+    "zonal_to_sh",
+    "rotate_sh",
+    "convert_sh_basis",
+    "dense_directions",
+]
+
+
+def n_coeffs(lmax: int) -> int:
+    """Number of even-order coefficients up to ``lmax``: :math:`(l+1)(l+2)/2`."""
+    lmax = int(lmax)
+    if lmax < 0 or lmax % 2:
+        raise ValueError(f"lmax must be a non-negative even integer, got {lmax}")
+    return (lmax + 1) * (lmax + 2) // 2
+
+
+def lmax_from_ncoeffs(n: int) -> int:
+    """Inverse of :func:`n_coeffs`; raises ``ValueError`` if ``n`` is not a valid count."""
+    lmax = int(round((np.sqrt(8 * n + 1) - 3) / 2))
+    if lmax < 0 or lmax % 2 or n_coeffs(lmax) != n:
+        raise ValueError(f"{n} is not the number of even-order SH coefficients of any lmax")
+    return lmax
+
+
+@lru_cache(maxsize=None)
+def _lm(lmax: int) -> tuple[np.ndarray, np.ndarray]:
+    n_coeffs(lmax)  # validates lmax
+    ls, ms = [], []
+    for l in range(0, lmax + 1, 2):
+        for m in range(-l, l + 1):
+            ls.append(l)
+            ms.append(m)
+    return np.array(ls), np.array(ms)
+
+
+def sh_degrees(lmax: int) -> np.ndarray:
+    """Degree ``l`` of every coefficient, shape ``(S,)``."""
+    return _lm(lmax)[0].copy()
+
+
+def sh_orders(lmax: int) -> np.ndarray:
+    """Order ``m`` of every coefficient, shape ``(S,)``."""
+    return _lm(lmax)[1].copy()
+
+
+def cart2sphere(v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Polar angle and azimuth of (not necessarily unit) vectors ``(..., 3)``."""
+    v = np.asarray(v, dtype=np.float64)
+    r = np.linalg.norm(v, axis=-1)
+    if np.any(r == 0):
+        raise ValueError("cannot take the direction of a zero vector")
+    theta = np.arccos(np.clip(v[..., 2] / r, -1.0, 1.0))
+    phi = np.arctan2(v[..., 1], v[..., 0])
+    return theta, phi
+
+
+def _legendre_normalised(lmax: int, x: np.ndarray) -> np.ndarray:
+    """Orthonormal associated Legendre :math:`\\bar P_l^m(x)`, shape ``(lmax+1, lmax+1, N)``.
+
+    Indexed ``[l, m]`` for ``0 <= m <= l``; no Condon-Shortley phase. Standard stable
+    three-term recurrence in ``l`` for each ``m``.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    s = np.sqrt(np.maximum(1.0 - x * x, 0.0))
+    p = np.zeros((lmax + 1, lmax + 1) + x.shape)
+    pmm = np.full(x.shape, np.sqrt(1.0 / (4.0 * np.pi)))
+    for m in range(lmax + 1):
+        if m > 0:
+            pmm = pmm * np.sqrt((2.0 * m + 1.0) / (2.0 * m)) * s
+        p[m, m] = pmm
+        if m + 1 <= lmax:
+            p[m + 1, m] = np.sqrt(2.0 * m + 3.0) * x * pmm
+        for l in range(m + 2, lmax + 1):
+            a = np.sqrt((4.0 * l * l - 1.0) / (l * l - m * m))
+            b = np.sqrt(((l - 1.0) ** 2 - m * m) / (4.0 * (l - 1.0) ** 2 - 1.0))
+            p[l, m] = a * (x * p[l - 1, m] - b * p[l - 2, m])
+    return p
+
+
+def sh_matrix(directions: np.ndarray, lmax: int) -> np.ndarray:
+    """SH matrix :math:`B_{gj} = Y_j(u_g)` for directions ``(G, 3)``, shape ``(G, S)``."""
+    directions = np.asarray(directions, dtype=np.float64).reshape(-1, 3)
+    theta, phi = cart2sphere(directions)
+    ls, ms = _lm(lmax)
+    p = _legendre_normalised(lmax, np.cos(theta))
+    am = np.abs(ms)
+    leg = p[ls, am]  # (S, G)
+    trig = np.where(
+        ms[:, None] < 0,
+        np.sqrt(2.0) * np.sin(am[:, None] * phi[None, :]),
+        np.where(ms[:, None] > 0, np.sqrt(2.0) * np.cos(am[:, None] * phi[None, :]), 1.0),
+    )
+    phase = np.where(am % 2 == 1, -1.0, 1.0)[:, None]
+    return (phase * leg * trig).T
+
+
+def _lb_penalty(lmax: int) -> np.ndarray:
+    ls = sh_degrees(lmax).astype(np.float64)
+    return (ls * (ls + 1.0)) ** 2
+
+
+def sh_fit_matrix(directions: np.ndarray, lmax: int, lambda_lb: float = 0.006) -> np.ndarray:
+    r"""Regularised least-squares fitting matrix, shape ``(S, G)``.
+
+    :math:`F = (B^T B + \lambda\, \mathrm{diag}(l^2 (l+1)^2))^{-1} B^T`, the
+    Laplace-Beltrami regularised fit used by DIPY's ``QballModel`` and Descoteaux 2007.
+    ``lambda_lb = 0`` gives the plain pseudo-inverse.
+    """
+    b = sh_matrix(directions, lmax)
+    if lambda_lb == 0:
+        return np.linalg.pinv(b)
+    a = b.T @ b + lambda_lb * np.diag(_lb_penalty(lmax))
+    return np.linalg.solve(a, b.T)
+
+
+def sh_fit(values: np.ndarray, directions: np.ndarray, lmax: int, lambda_lb: float = 0.006) -> np.ndarray:
+    """Fit SH coefficients to samples ``(..., G)`` at ``directions`` ``(G, 3)`` -> ``(..., S)``."""
+    f = sh_fit_matrix(directions, lmax, lambda_lb)
+    return np.asarray(values) @ f.T
+
+
+def sh_eval(coeffs: np.ndarray, directions: np.ndarray) -> np.ndarray:
+    """Evaluate coefficients ``(..., S)`` at directions ``(G, 3)`` -> ``(..., G)``."""
+    coeffs = np.asarray(coeffs)
+    lmax = lmax_from_ncoeffs(coeffs.shape[-1])
+    return coeffs @ sh_matrix(directions, lmax).T
+
+
+def zonal_to_sh(zonal: np.ndarray, direction: np.ndarray, lmax: int) -> np.ndarray:
+    r"""SH coefficients of the axially symmetric function with zonal coefficients ``zonal``.
+
+    ``zonal[i]`` is the :math:`m=0` coefficient of degree ``2i`` when the symmetry axis is
+    ``z``. Rotated to unit vector ``direction`` the coefficients are
+    :math:`c_{lm} = z_l \sqrt{4\pi/(2l+1)}\, Y_{lm}(u)`.
+    """
+    zonal = np.asarray(zonal, dtype=np.float64)
+    ls = sh_degrees(lmax)
+    z = np.zeros(lmax // 2 + 1)
+    z[: min(len(zonal), len(z))] = zonal[: len(z)]
+    y = sh_matrix(np.asarray(direction, dtype=np.float64).reshape(1, 3), lmax)[0]
+    return z[ls // 2] * np.sqrt(4.0 * np.pi / (2.0 * ls + 1.0)) * y
+
+
+@lru_cache(maxsize=None)
+def dense_directions(n: int = 2000) -> np.ndarray:
+    """``n`` near-uniform unit vectors on the sphere (Fibonacci lattice), shape ``(n, 3)``."""
+    i = np.arange(n) + 0.5
+    z = 1.0 - 2.0 * i / n
+    r = np.sqrt(1.0 - z * z)
+    phi = np.pi * (1.0 + 5**0.5) * i
+    v = np.stack([r * np.cos(phi), r * np.sin(phi), z], axis=1)
+    v.setflags(write=False)
+    return v
+
+
+def rotate_sh(coeffs: np.ndarray, q: np.ndarray) -> np.ndarray:
+    r"""Coefficients of :math:`f'(u) = f(Q^T u)` for an orthogonal 3x3 ``Q`` (proper or not).
+
+    Even-order SH spaces are closed under ``O(3)``, so a least-squares refit on a dense
+    sphere is exact to rounding: :math:`c' = B(U)^+ B(U Q) c`. Shape ``(..., S)``.
+    """
+    coeffs = np.asarray(coeffs)
+    q = np.asarray(q, dtype=np.float64)
+    if q.shape != (3, 3) or not np.allclose(q @ q.T, np.eye(3), atol=1e-6):
+        raise ValueError(f"rotate_sh needs an orthogonal 3x3 matrix, got {q!r}")
+    lmax = lmax_from_ncoeffs(coeffs.shape[-1])
+    u = dense_directions(max(600, 4 * n_coeffs(lmax)))
+    m = np.linalg.pinv(sh_matrix(u, lmax)) @ sh_matrix(u @ q, lmax)
+    return coeffs @ m.T
+
+
+def convert_sh_basis(coeffs: np.ndarray, source: str, target: str) -> np.ndarray:
+    """Convert even-order coefficients ``(..., S)`` between ``'mrtrix3'``/``'tournier07'``
+    and ``'descoteaux07'`` (DIPY, ``legacy=False``).
+
+    The conversion matrix is the least-squares map between the two bases evaluated by DIPY
+    on a dense sphere (a signed permutation).
+    """
+    names = {"mrtrix3": "tournier07", "tournier07": "tournier07", "descoteaux07": "descoteaux07"}
+    for b in (source, target):
+        if b not in names:
+            raise ValueError(f"unknown SH basis {b!r}; expected one of {sorted(names)}")
+    coeffs = np.asarray(coeffs)
+    if names[source] == names[target]:
+        return coeffs.copy()
+    lmax = lmax_from_ncoeffs(coeffs.shape[-1])
+    m = _basis_change(lmax, names[source], names[target])
+    return coeffs @ m.T
+
+
+@lru_cache(maxsize=None)
+def _basis_change(lmax: int, source: str, target: str) -> np.ndarray:
+    from dipy.reconst.shm import real_sh_descoteaux
+
+    u = dense_directions(max(600, 4 * n_coeffs(lmax)))
+    theta, phi = cart2sphere(u)
+    desc = real_sh_descoteaux(lmax, theta, phi, legacy=False)[0]
+    ours = sh_matrix(u, lmax)
+    src, tgt = (ours, desc) if source == "tournier07" else (desc, ours)
+    m = np.linalg.lstsq(tgt, src, rcond=None)[0]
+    m[np.abs(m) < 1e-9] = 0.0
+    return m
