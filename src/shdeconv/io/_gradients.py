@@ -1,0 +1,47 @@
+r"""The orientation frame of gradient directions and fODFs: the one place that knows it.
+
+FSL ``bvecs`` are given in the voxel axes, with ``x`` negated when the 3x3 part ``A`` of the
+image's sform/qform has a positive determinant (FSL's radiological convention). MRtrix3
+turns them into scanner (world) directions
+
+.. math:: g_{world} = R F b, \quad F = \mathrm{diag}(-1, 1, 1)\ \text{if}\ \det A > 0\ \text{else}\ I,
+
+with ``R`` the columns of ``A`` scaled to unit length, and expresses fODF SH in that world
+frame; ``sh2peaks`` and ``tckgen`` read them so. shdeconv follows MRtrix3 for every file it
+writes (``fodf.nii.gz``, ``peaks.nii.gz``) and DIPY's convention (directions as given) for
+the Python ``Model``/``Fit`` API.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["voxel_to_world_matrix", "fsl_bvecs_to_world", "world_to_fsl_bvecs"]
+
+
+def voxel_to_world_matrix(affine: np.ndarray) -> np.ndarray:
+    """The 3x3 matrix ``M = R F`` that maps FSL bvecs to world directions, ``g = M b``."""
+    a = np.asarray(affine, dtype=np.float64)[:3, :3]
+    norms = np.linalg.norm(a, axis=0)
+    if np.any(norms == 0) or abs(np.linalg.det(a)) < 1e-12:
+        raise ValueError(f"the image affine is singular: {a.tolist()}")
+    r = a / norms
+    f = np.diag([-1.0, 1.0, 1.0]) if np.linalg.det(a) > 0 else np.eye(3)
+    return r @ f
+
+
+def _normalise_rows(v: np.ndarray) -> np.ndarray:
+    n = np.linalg.norm(v, axis=-1, keepdims=True)
+    return np.where(n > 0, v / np.where(n > 0, n, 1.0), 0.0)
+
+
+def fsl_bvecs_to_world(bvecs: np.ndarray, affine: np.ndarray) -> np.ndarray:
+    """World-frame unit directions ``(G, 3)`` from FSL bvecs ``(G, 3)``; zero rows stay zero."""
+    b = np.asarray(bvecs, dtype=np.float64)
+    return _normalise_rows(b @ voxel_to_world_matrix(affine).T)
+
+
+def world_to_fsl_bvecs(directions: np.ndarray, affine: np.ndarray) -> np.ndarray:
+    """Inverse of :func:`fsl_bvecs_to_world`: FSL bvecs ``(G, 3)`` for world directions."""
+    g = np.asarray(directions, dtype=np.float64)
+    return _normalise_rows(g @ np.linalg.inv(voxel_to_world_matrix(affine)).T)
