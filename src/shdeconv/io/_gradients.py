@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["voxel_to_world_matrix", "fsl_bvecs_to_world", "world_to_fsl_bvecs"]
+__all__ = ["voxel_to_world_matrix", "fsl_bvecs_to_world", "world_to_fsl_bvecs", "voxel_axes_rotation"]
 
 
 def voxel_to_world_matrix(affine: np.ndarray) -> np.ndarray:
@@ -45,3 +45,19 @@ def world_to_fsl_bvecs(directions: np.ndarray, affine: np.ndarray) -> np.ndarray
     """Inverse of :func:`fsl_bvecs_to_world`: FSL bvecs ``(G, 3)`` for world directions."""
     g = np.asarray(directions, dtype=np.float64)
     return _normalise_rows(g @ np.linalg.inv(voxel_to_world_matrix(affine)).T)
+
+
+def voxel_axes_rotation(affine: np.ndarray) -> np.ndarray:
+    """Orthogonal 3x3 ``R`` whose columns are the world directions of the voxel axes.
+
+    The nearest orthogonal matrix (polar decomposition) to ``A`` with unit columns, so that
+    sheared affines still give a rotation (or a rotation-reflection when ``det A < 0``).
+    Networks run in the voxel-axes frame (``u_vox = R^T u_world``), where the 3-D grid's own
+    symmetries act on space and sphere alike; their SH are turned into the world frame
+    with ``rotate_sh(c, R)``.
+    """
+    a = np.asarray(affine, dtype=np.float64)[:3, :3]
+    if abs(np.linalg.det(a)) < 1e-12:
+        raise ValueError(f"the image affine is singular: {a.tolist()}")
+    u, _, vt = np.linalg.svd(a / np.linalg.norm(a, axis=0))
+    return u @ vt

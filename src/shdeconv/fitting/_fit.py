@@ -1,0 +1,212 @@
+"""Per-subject unsupervised fitting (DESIGN.md section 6) and whole-volume prediction.
+
+The network is optimised on the subject's own data: patches are sampled inside the mask,
+the unsupervised loss is computed inside the mask, and a checkpoint is written atomically
+every ``checkpoint_every`` iterations so that an interrupted fit resumes where it stopped.
+Prediction is fully convolutional on overlapping blended tiles of the training patch size.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from ..inference import SlidingWindowInferer
+from ..io._atomic import atomic_torch_save
+from ..losses import DeconvLoss
+from ..models._deconv import DeconvNet
+
+__all__ = ["FitConfig", "FitResult", "normalise_signal", "sample_patches", "fit_network", "predict_volume",
+           "resolve_device"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class FitConfig:
+    """Optimisation settings, validated once."""
+
+    iterations: int = 300
+    batch_size: int = 4
+    patch_size: int = 8
+    lr: float = 1.7e-3
+    seed: int = 0
+    checkpoint_every: int = 50
+    tile_overlap: float = 0.5
+    grad_clip: float = 1.0
+
+    def __post_init__(self):
+        if self.iterations < 0:
+            raise ValueError(f"iterations must be >= 0, got {self.iterations}")
+        if self.batch_size < 1 or self.patch_size < 1:
+            raise ValueError(f"batch_size and patch_size must be positive, got {self.batch_size}, {self.patch_size}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be positive, got {self.lr}")
+        if not 0.0 <= self.tile_overlap < 1.0:
+            raise ValueError(f"tile_overlap must be in [0, 1), got {self.tile_overlap}")
+
+
+@dataclass
+class FitResult:
+    """What a fit did: the loss curve (one dict per logged iteration) and timings."""
+
+    history: list[dict] = field(default_factory=list)
+    iterations_done: int = 0
+    seconds: float = 0.0
+    resumed_from: int | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    """``auto`` -> CUDA when available else CPU; ``cuda`` without a GPU is an error."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError("--device cuda was asked for, but no CUDA GPU is available")
+    if device not in ("cpu",) and not device.startswith("cuda"):
+        raise ValueError(f"device must be auto, cpu or cuda, got {device!r}")
+    return torch.device(device)
+
+
+def normalise_signal(data: np.ndarray, b0_volumes: np.ndarray, mask: np.ndarray):
+    """``S / mean(S_b0)`` per voxel, clipped to [0, 2]; voxels with no positive S0 leave the mask.
+
+    Returns ``(signal [X, Y, Z, G] float32, s0 [X, Y, Z], mask)``.
+    """
+    s0 = data[..., b0_volumes].mean(-1)
+    good = mask & np.isfinite(s0) & (s0 > 0)
+    denom = np.where(good, s0, 1.0)[..., None]
+    signal = np.where(good[..., None], np.clip(data / denom, 0.0, 2.0), 0.0).astype(np.float32)
+    return signal, s0.astype(np.float32), good
+
+
+def _pad_to(volume: torch.Tensor, size: int, multiple: int) -> torch.Tensor:
+    """Zero-pad the last three dims up to at least ``size`` and a multiple of ``multiple``."""
+    pads = []
+    for n in reversed(volume.shape[-3:]):
+        target = max(n, size)
+        target = int(math.ceil(target / multiple) * multiple)
+        pads += [0, target - n]
+    return torch.nn.functional.pad(volume, pads) if any(pads) else volume
+
+
+def sample_patches(signal: torch.Tensor, mask: torch.Tensor, centres: torch.Tensor, patch: int):
+    """Cut cubes of side ``patch`` around ``centres`` ``[B, 3]`` (clamped inside the volume).
+
+    ``signal`` ``[G, X, Y, Z]``, ``mask`` ``[X, Y, Z]`` -> ``[B, G, p, p, p]``, ``[B, p, p, p]``.
+    """
+    shape = torch.tensor(signal.shape[1:], device=centres.device)
+    starts = (centres - patch // 2).clamp(min=torch.zeros(3, dtype=torch.long, device=centres.device),
+                                            max=shape - patch)
+    sig, msk = [], []
+    for s in starts.tolist():
+        ix = (slice(s[0], s[0] + patch), slice(s[1], s[1] + patch), slice(s[2], s[2] + patch))
+        sig.append(signal[(slice(None),) + ix])
+        msk.append(mask[ix])
+    return torch.stack(sig), torch.stack(msk)
+
+
+def fit_network(
+    net: DeconvNet,
+    loss_fn: DeconvLoss,
+    signal: np.ndarray,
+    mask: np.ndarray,
+    config: FitConfig,
+    *,
+    device: torch.device,
+    checkpoint: Path | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    extra_state: dict | None = None,
+) -> FitResult:
+    """Optimise ``net`` on one subject. ``signal`` ``[X, Y, Z, G]``, ``mask`` ``[X, Y, Z]``."""
+    torch.manual_seed(config.seed)
+    gen = torch.Generator().manual_seed(config.seed)
+    net.to(device).train()
+    loss_fn.to(device)
+    opt = torch.optim.Adam(net.parameters(), lr=config.lr)
+    multiple = net.config.patch_multiple
+    patch = int(math.ceil(config.patch_size / multiple) * multiple)
+    sig = _pad_to(torch.from_numpy(np.ascontiguousarray(np.moveaxis(signal, -1, 0))), patch, multiple).to(device)
+    msk = _pad_to(torch.from_numpy(mask.astype(np.bool_)), patch, multiple).to(device)
+    coords = torch.nonzero(msk)
+    if len(coords) == 0:
+        raise ValueError("the mask is empty: nothing to fit")
+    result = FitResult()
+    start = 0
+    if resume and checkpoint is not None and Path(checkpoint).exists():
+        state = torch.load(checkpoint, map_location=device, weights_only=False)
+        net.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        gen.set_state(state["generator"])
+        result.history = list(state["history"])
+        start = result.resumed_from = int(state["iteration"])
+        log.info("resumed from %s at iteration %d", checkpoint, start)
+    t0 = time.perf_counter()
+    bar = tqdm(range(start, config.iterations), initial=start, total=config.iterations, desc="fit",
+               disable=not progress, dynamic_ncols=True)
+
+    def save(iteration: int):
+        if checkpoint is None:
+            return
+        atomic_torch_save(
+            {"model": net.state_dict(), "optimizer": opt.state_dict(), "generator": gen.get_state(),
+             "history": result.history, "iteration": iteration, "fit_config": asdict(config),
+             "net_config": net.config.to_dict(), **(extra_state or {})},
+            checkpoint,
+        )
+
+    for it in bar:
+        idx = torch.randint(len(coords), (config.batch_size,), generator=gen)
+        x, m = sample_patches(sig, msk, coords[idx.to(device)], patch)
+        wm, iso = net(x)
+        loss, parts = loss_fn(wm, iso, x, m)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if config.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(net.parameters(), config.grad_clip)
+        opt.step()
+        if not math.isfinite(float(loss)):
+            raise FloatingPointError(f"the loss became {float(loss)} at iteration {it}; try a lower --lr")
+        result.history.append({"iteration": it + 1, "loss": float(loss), **parts})
+        bar.set_postfix(loss=f"{float(loss):.4g}", recon=f"{parts['reconstruction']:.3g}")
+        if config.checkpoint_every and (it + 1) % config.checkpoint_every == 0:
+            save(it + 1)
+    bar.close()
+    result.iterations_done = config.iterations
+    result.seconds = time.perf_counter() - t0
+    save(config.iterations)
+    return result
+
+
+@torch.no_grad()
+def predict_volume(net: DeconvNet, signal: np.ndarray, mask: np.ndarray, *, tile: int, overlap: float,
+                   device: torch.device, progress: bool = False, sw_batch_size: int = 2):
+    """Whole-volume prediction. Returns ``wm_sh [X, Y, Z, S]`` and ``iso [X, Y, Z, T]`` (or None).
+
+    Outside ``mask`` the outputs are zero.
+    """
+    net.to(device).eval()
+    multiple = net.config.patch_multiple
+    tile = int(math.ceil(tile / multiple) * multiple)
+    x = torch.from_numpy(np.ascontiguousarray(np.moveaxis(signal, -1, 0)))
+
+    def predictor(tiles):
+        wm, iso = net(tiles)
+        return wm if iso is None else torch.cat([wm, iso], 1)
+
+    inferer = SlidingWindowInferer(tile, overlap=overlap, sw_batch_size=sw_batch_size, sw_device=device,
+                                   device="cpu")
+    out = inferer(x, predictor, progress=progress).numpy()
+    out = np.moveaxis(out, 0, -1) * mask[..., None]
+    s = net.to_sh.shape[0]
+    return out[..., :s].astype(np.float32), (out[..., s:].astype(np.float32) if net.n_iso else None)

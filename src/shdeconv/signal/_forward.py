@@ -1,0 +1,79 @@
+r"""The multi-shell, multi-tissue convolution forward model in torch (DESIGN.md section 2).
+
+For every measured volume ``g`` (direction :math:`u_g`, shell :math:`b(g)`),
+
+.. math::
+
+    \hat s_g = \sum_j Y_j(u_g)\, \kappa_{b(g), j}\, c_j
+             + \sum_t \phi_t\, r^{t}_{0, b(g)} / \sqrt{4\pi},
+    \qquad \kappa_{b, (l, m)} = \sqrt{4\pi / (2l + 1)}\, r_{l, b},
+
+where :math:`c` are the WM fODF SH coefficients (MRtrix3 basis), :math:`r_{l,b}` the WM
+response's zonal coefficients (Funk-Hecke) and :math:`\phi_t` the isotropic tissue fractions
+(GM, CSF). Responses are in units of S0, so :math:`\hat s` models :math:`S / S_0` and a
+tissue fraction of 1 gives a b=0 signal of 1. The WM fraction is :math:`\sqrt{4\pi}\, c_{00}`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..sphere import n_coeffs, sh_matrix
+
+__all__ = ["ForwardModel"]
+
+
+class ForwardModel(nn.Module):
+    """Predict normalised signals from WM SH coefficients and isotropic fractions.
+
+    Parameters
+    ----------
+    directions : ndarray ``(G, 3)``
+        Unit gradient directions in the frame of the SH coefficients (zeros for b=0).
+    shell_index : ndarray ``(G,)``
+        Row of ``wm_kernel``/``iso_response`` for each volume.
+    wm_kernel : ndarray ``(n_shells, S)``
+        :math:`\\kappa_{b,j}` per shell and SH coefficient (``Responses.kernel(lmax)``).
+    iso_response : ndarray ``(n_shells, T)`` or None
+        l=0 response coefficients of the ``T`` isotropic tissues.
+    """
+
+    def __init__(self, directions, shell_index, wm_kernel, iso_response=None):
+        super().__init__()
+        directions = np.asarray(directions, dtype=np.float64)
+        shell_index = np.asarray(shell_index, dtype=np.int64)
+        wm_kernel = np.asarray(wm_kernel, dtype=np.float64)
+        s = wm_kernel.shape[1]
+        lmax = {n_coeffs(l): l for l in range(0, 31, 2)}.get(s)
+        if lmax is None:
+            raise ValueError(f"wm_kernel has {s} columns, not an even-order SH count")
+        if directions.shape != (len(shell_index), 3):
+            raise ValueError(f"directions {directions.shape} and shell_index {shell_index.shape} disagree")
+        safe = np.where(np.linalg.norm(directions, axis=1, keepdims=True) > 0, directions, [0.0, 0.0, 1.0])
+        b = sh_matrix(safe, lmax)  # b=0 rows: only l=0 survives since kappa_{b0, l>0} = 0
+        a_wm = b * wm_kernel[shell_index]
+        self.lmax = lmax
+        self.register_buffer("a_wm", torch.as_tensor(a_wm, dtype=torch.float32), persistent=False)
+        if iso_response is not None:
+            iso = np.asarray(iso_response, dtype=np.float64)[shell_index] / math.sqrt(4 * math.pi)
+            self.register_buffer("a_iso", torch.as_tensor(iso, dtype=torch.float32), persistent=False)
+        else:
+            self.a_iso = None
+
+    @property
+    def n_iso(self) -> int:
+        return 0 if self.a_iso is None else int(self.a_iso.shape[1])
+
+    def forward(self, wm_sh: torch.Tensor, iso: torch.Tensor | None = None) -> torch.Tensor:
+        """``wm_sh`` ``[..., S]``, ``iso`` ``[..., T]`` -> predicted signal ``[..., G]``."""
+        out = wm_sh @ self.a_wm.T
+        if self.a_iso is not None and iso is not None:
+            out = out + iso @ self.a_iso.T
+        return out
+
+    def extra_repr(self) -> str:
+        return f"lmax={self.lmax}, volumes={self.a_wm.shape[0]}, isotropic={self.n_iso}"
