@@ -1,0 +1,208 @@
+"""The ``shdeconv`` command line. Each sub-command is a thin layer over a library function."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import warnings
+from pathlib import Path
+
+__all__ = ["main", "build_parser"]
+
+EXAMPLES = """\
+examples:
+  shdeconv demo -o demo_out
+  shdeconv fit dwi.nii.gz --bvals bvals --bvecs bvecs --mask mask.nii.gz -o out/
+  shdeconv fit dwi.nii.gz --bvals bvals --bvecs bvecs -o out/ --resume
+  shdeconv csd dwi.nii.gz --bvals bvals --bvecs bvecs -o out_csd/ --denoise mppca
+  shdeconv track out/ -o out/tracks.trk --algorithm prob
+  shdeconv simulate phantom/ --scheme clinical --snr 20 --seed 3
+  shdeconv evaluate out/ phantom/
+  mrview dwi.nii.gz -odf.load_sh out/fodf.nii.gz     (MRtrix3 reads our files directly)
+"""
+
+
+def _add_inputs(p: argparse.ArgumentParser) -> None:
+    p.add_argument("dwi", type=Path, help="4-D diffusion NIfTI")
+    p.add_argument("--bvals", type=Path, required=True, help="FSL bvals file")
+    p.add_argument("--bvecs", type=Path, required=True, help="FSL bvecs file")
+    p.add_argument("--mask", type=Path, default=None, help="brain mask NIfTI (default: DIPY median_otsu)")
+    p.add_argument("--response-wm", type=Path, default=None, help="MRtrix3 WM response file (default: estimated)")
+    p.add_argument("--response-gm", type=Path, default=None, help="MRtrix3 GM response file")
+    p.add_argument("--response-csf", type=Path, default=None, help="MRtrix3 CSF response file")
+    p.add_argument("-o", "--output", type=Path, required=True, help="output directory")
+    p.add_argument("--lmax", type=int, default=8, help="maximum SH order of the fODF (default 8)")
+
+
+def _responses(args) -> dict | None:
+    if args.response_wm is None:
+        if args.response_gm or args.response_csf:
+            raise SystemExit("shdeconv: error: --response-gm/--response-csf need --response-wm too")
+        return None
+    return {"wm": args.response_wm, "gm": args.response_gm, "csf": args.response_csf}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="shdeconv",
+        description="fODFs from diffusion MRI with equivariant spatio-hemispherical networks.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="store_true", help="print the version and exit")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("fit", help="fit a network to one subject and write fODFs, tissue maps and peaks",
+                       epilog="example: shdeconv fit dwi.nii.gz --bvals bvals --bvecs bvecs -o out/",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    _add_inputs(p)
+    p.add_argument("--model", default="shd-tv", choices=["shd-tv", "shd", "rtesd", "esd"])
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument("--iterations", type=int, default=None, help="optimisation steps (default 300)")
+    p.add_argument("--batch-size", type=int, default=None, help="patches per step (default 4)")
+    p.add_argument("--patch-size", type=int, default=None, help="training patch and inference tile side")
+    p.add_argument("--lr", type=float, default=None, help="Adam learning rate (default 1.7e-3)")
+    p.add_argument("--tv-weight", type=float, default=None, help="spatial TV weight (shd-tv)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--resume", action="store_true", help="continue from OUTDIR/checkpoint.pt")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_fit)
+
+    p = sub.add_parser("csd", help="the same inputs and outputs computed with DIPY CSD / MSMT-CSD",
+                       epilog="example: shdeconv csd dwi.nii.gz --bvals bvals --bvecs bvecs -o out_csd/")
+    _add_inputs(p)
+    p.add_argument("--algorithm", default="auto", choices=["auto", "ssst", "msmt"],
+                   help="single-shell CSD or multi-shell multi-tissue CSD (auto: by the number of shells)")
+    p.add_argument("--denoise", default="none", choices=["none", "mppca"], help="denoise with DIPY MP-PCA first")
+    p.set_defaults(func=cmd_csd)
+
+    p = sub.add_parser("demo", help="simulate a phantom, run fit and csd on it, print their accuracy",
+                       epilog="example: shdeconv demo -o demo_out")
+    p.add_argument("-o", "--output", type=Path, default=Path("demo_out"))
+    p.add_argument("--quick", action="store_true", help="a smaller phantom and fewer iterations (for tests)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("track", help="deterministic or probabilistic tractography from OUTDIR/fodf.nii.gz (DIPY)",
+                       epilog="example: shdeconv track out/ -o out/tracks.trk --algorithm prob")
+    p.add_argument("fit_dir", type=Path, help="directory written by fit, predict or csd")
+    p.add_argument("-o", "--output", type=Path, required=True, help="output .trk or .tck file")
+    p.add_argument("--algorithm", default="det", choices=["det", "prob"])
+    p.add_argument("--seeds-per-voxel", type=int, default=1)
+    p.add_argument("--step-size", type=float, default=0.5, help="in mm")
+    p.add_argument("--max-angle", type=float, default=30.0, help="degrees")
+    p.add_argument("--wm-threshold", type=float, default=0.25, help="stop where the WM fraction drops below")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_track)
+
+    p = sub.add_parser("simulate", help="write a phantom with known fibres (NIfTI + bvals/bvecs + truth)",
+                       epilog="example: shdeconv simulate phantom/ --scheme clinical --snr 20 --seed 3")
+    p.add_argument("output", type=Path)
+    p.add_argument("--kind", default="spatial", choices=["spatial", "voxelwise"])
+    p.add_argument("--scheme", default="clinical", choices=["clinical", "sparse", "multishell"])
+    p.add_argument("--snr", type=float, default=20.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quick", action="store_true", help="a small phantom")
+    p.set_defaults(func=cmd_simulate)
+
+    p = sub.add_parser("evaluate", help="score a prediction against a phantom's ground truth",
+                       epilog="example: shdeconv evaluate out/ phantom/")
+    p.add_argument("pred_dir", type=Path)
+    p.add_argument("truth_dir", type=Path)
+    p.add_argument("--json", type=Path, default=None, help="also write the scores as JSON")
+    p.set_defaults(func=cmd_evaluate)
+    return parser
+
+
+def cmd_fit(args) -> int:
+    from ..fitting import FitConfig, default_loss_weights, run_fit
+
+    over = {k: getattr(args, k) for k in ("iterations", "batch_size", "patch_size", "lr") if getattr(args, k) is not None}
+    fit_config = FitConfig(seed=args.seed, **over)
+    weights = default_loss_weights(args.model, tv=args.tv_weight)
+    report = run_fit(args.dwi, args.bvals, args.bvecs, args.output, mask=args.mask, response_files=_responses(args),
+                     variant=args.model, lmax=args.lmax, device=args.device, fit_config=fit_config,
+                     loss_weights=weights, resume=args.resume, progress=not args.no_progress)
+    print(f"wrote {', '.join(report['outputs'].values())} to {args.output} "
+          f"in {report['timings_s']['total']:.1f} s")
+    return 0
+
+
+def cmd_csd(args) -> int:
+    from ..fitting import run_csd
+
+    report = run_csd(args.dwi, args.bvals, args.bvecs, args.output, mask=args.mask, response_files=_responses(args),
+                     lmax=args.lmax, algorithm=args.algorithm, denoise=args.denoise)
+    print(f"wrote {', '.join(report['outputs'].values())} to {args.output} "
+          f"in {report['timings_s']['total']:.1f} s")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from ..demo import run_demo
+
+    print(run_demo(args.output, quick=args.quick, seed=args.seed, device=args.device))
+    return 0
+
+
+def cmd_track(args) -> int:
+    from ..tracking import track
+
+    n = track(args.fit_dir, args.output, algorithm=args.algorithm, seeds_per_voxel=args.seeds_per_voxel,
+              step_size=args.step_size, max_angle=args.max_angle, wm_threshold=args.wm_threshold, seed=args.seed)
+    print(f"wrote {n} streamlines to {args.output}")
+    return 0
+
+
+def cmd_simulate(args) -> int:
+    from ..sim import simulate_to_dir
+
+    out = simulate_to_dir(args.output, kind=args.kind, scheme=args.scheme, snr=args.snr, seed=args.seed,
+                          size="quick" if args.quick else "default")
+    print(f"wrote phantom to {out}")
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from ..evaluation import evaluate_dirs, format_scores
+
+    scores = evaluate_dirs(args.pred_dir, args.truth_dir)
+    print(format_scores(scores, str(args.pred_dir)))
+    if args.json:
+        from ..io import atomic_write_text
+
+        atomic_write_text(args.json, json.dumps(scores, indent=2, default=float))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    from ..io import InputError
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.version:
+        from .. import __version__
+
+        print(f"shdeconv {__version__}")
+        return 0
+    if args.command is None:
+        parser.print_help()
+        return 2
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    warnings.simplefilter("default")
+    try:
+        return args.func(args)
+    except InputError as e:
+        print(f"shdeconv: error: {e}", file=sys.stderr)
+        return 2
+    except (ValueError, FileNotFoundError, PermissionError) as e:
+        print(f"shdeconv: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("shdeconv: interrupted; rerun with --resume to continue from the last checkpoint", file=sys.stderr)
+        return 130

@@ -1,0 +1,31 @@
+"""Per-subject fitting, whole-volume prediction and the end-to-end ``fit``/``csd`` jobs."""
+
+from ._fit import FitConfig, FitResult, fit_network, normalise_signal, predict_volume, resolve_device, sample_patches
+from ._pipeline import (
+    Subject,
+    build_network,
+    default_loss_weights,
+    denoise_mppca,
+    load_subject,
+    run_csd,
+    run_fit,
+    write_outputs,
+)
+
+__all__ = [
+    "FitConfig",
+    "FitResult",
+    "Subject",
+    "build_network",
+    "default_loss_weights",
+    "denoise_mppca",
+    "fit_network",
+    "load_subject",
+    "normalise_signal",
+    "predict_volume",
+    "resolve_device",
+    "run_csd",
+    "run_fit",
+    "sample_patches",
+    "write_outputs",
+]

@@ -1,0 +1,232 @@
+"""The main job: a dMRI volume in, fODFs, tissue maps, peaks and a report out.
+
+``run_fit`` (per-subject network fit) and ``run_csd`` (DIPY CSD / MSMT-CSD baseline) share
+everything but the estimator: input checks, masking, responses, and the writing of outputs
+in the MRtrix3 world frame. All outputs are written atomically (temporary name, then
+rename), and nothing is written before the inputs have passed their checks.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import platform
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .. import __version__
+from ..evaluation import sh_peaks
+from ..io import (
+    DWIData,
+    atomic_save_nifti,
+    atomic_write_text,
+    bvals_shells,
+    check_output_dir,
+    load_dwi,
+    make_mask,
+    write_peaks,
+)
+from ..io._gradients import voxel_axes_rotation
+from ..losses import DeconvLoss, LossWeights
+from ..models._deconv import DeconvNet, NetworkConfig
+from ..signal import Responses, estimate_responses
+from ..signal._forward import ForwardModel
+from ..sphere import rotate_sh
+from ..viz._qc import save_qc_figure
+from ._fit import FitConfig, fit_network, normalise_signal, predict_volume, resolve_device
+
+__all__ = ["Subject", "load_subject", "build_network", "run_fit", "run_csd", "write_outputs", "default_loss_weights",
+           "denoise_mppca"]
+
+log = logging.getLogger(__name__)
+
+#: TV weight used by the ``shd-tv`` variant (see README, "Loss weights").
+TV_WEIGHT = 0.5
+
+
+def default_loss_weights(variant: str, **overrides) -> LossWeights:
+    """The published weights, with spatial TV switched on for ``shd-tv`` only."""
+    base = {"tv": TV_WEIGHT if variant == "shd-tv" else 0.0}
+    base.update({k: v for k, v in overrides.items() if v is not None})
+    return LossWeights(**base)
+
+
+@dataclass
+class Subject:
+    """One subject ready for fitting: checked inputs, mask, responses and normalised signal."""
+
+    dwi: DWIData
+    mask: np.ndarray
+    responses: Responses
+    shell_index: np.ndarray  # (G,) row of the responses for every volume
+    signal: np.ndarray  # (X, Y, Z, G) S / S0
+    s0: np.ndarray
+    rotation: np.ndarray  # voxel axes -> world
+    directions_voxel: np.ndarray  # (G, 3) in the voxel-axes frame
+
+    @property
+    def n_iso(self) -> int:
+        return 0 if self.responses.gm is None else 2
+
+    def iso_response(self):
+        if self.responses.gm is None:
+            return None
+        return np.stack([self.responses.gm, self.responses.csf], axis=1)
+
+
+def _shell_rows(bvals: np.ndarray, response_bvals: np.ndarray) -> np.ndarray:
+    shell_values, idx = bvals_shells(bvals)
+    rows = np.array([int(np.argmin(np.abs(np.asarray(response_bvals) - b))) for b in shell_values])
+    return rows[idx]
+
+
+def denoise_mppca(data: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """DIPY's MP-PCA denoising (Veraart 2016) inside the mask, patch radius 2."""
+    from dipy.denoise.localpca import mppca
+
+    return mppca(data, mask=mask, patch_radius=2).astype(np.float32)
+
+
+def load_subject(dwi_path, bvals, bvecs, mask_path=None, *, responses: Responses | None = None,
+                 response_files: dict | None = None, lmax: int = 8, denoise: str = "none") -> Subject:
+    """Load and check one subject, make the mask, denoise if asked, estimate (or read) responses."""
+    if denoise not in ("none", "mppca"):
+        raise ValueError(f"denoise must be 'none' or 'mppca', got {denoise!r}")
+    dwi = load_dwi(dwi_path, bvals, bvecs, mask_path)
+    mask = dwi.mask if dwi.mask is not None else make_mask(dwi.data, dwi.bvals)
+    if denoise == "mppca":
+        dwi.data = denoise_mppca(dwi.data, mask.astype(bool))
+    b0 = dwi.bvals <= 50
+    signal, s0, mask = normalise_signal(dwi.data, np.flatnonzero(b0), mask.astype(bool))
+    if responses is None:
+        if response_files and response_files.get("wm"):
+            responses = Responses.from_files(
+                response_files["wm"], response_files.get("gm"), response_files.get("csf"),
+                bvals_of_data=dwi.bvals, s0_scale=float(np.median(s0[mask])),
+            )
+        else:
+            responses = estimate_responses(dwi.data, dwi.bvals, dwi.directions_world, mask, lmax=lmax)
+    rot = voxel_axes_rotation(dwi.affine)
+    dirs_vox = dwi.directions_world @ rot  # u_vox = R^T u_world, row-wise
+    return Subject(dwi, mask, responses, _shell_rows(dwi.bvals, responses.bvals), signal, s0, rot, dirs_vox)
+
+
+def build_network(subject: Subject, config: NetworkConfig) -> tuple[DeconvNet, ForwardModel]:
+    """The network and the forward model for a subject's acquisition (voxel-axes frame)."""
+    fm = ForwardModel(subject.directions_voxel, subject.shell_index, subject.responses.kernel(config.lmax),
+                      subject.iso_response())
+    rows = sorted({int(r) for r, b in zip(subject.shell_index, subject.dwi.bvals) if b > 50})
+    net = DeconvNet(config, subject.directions_voxel, subject.shell_index, rows, n_iso=subject.n_iso)
+    return net, fm
+
+
+def write_outputs(outdir: Path, subject: Subject, fodf_world: np.ndarray, iso: np.ndarray | None, *,
+                  history: list[dict], report: dict, title: str) -> dict:
+    """Write fodf/gm/csf/peaks/responses/report/qc; ``fodf_world`` ``[X, Y, Z, S]`` in the MRtrix3 frame."""
+    affine = subject.dwi.affine
+    fodf_world = np.where(subject.mask[..., None], fodf_world, 0).astype(np.float32)
+    atomic_save_nifti(fodf_world, affine, outdir / "fodf.nii.gz")
+    files = {"fodf": "fodf.nii.gz"}
+    if iso is not None:
+        for k, name in enumerate(("gm", "csf")):
+            atomic_save_nifti(iso[..., k].astype(np.float32), affine, outdir / f"{name}.nii.gz")
+            files[name] = f"{name}.nii.gz"
+    dirs, amps = sh_peaks(fodf_world)
+    write_peaks(outdir / "peaks.nii.gz", dirs, amps, affine)
+    files["peaks"] = "peaks.nii.gz"
+    files.update(subject.responses.to_files(outdir))
+    fodf_voxel = rotate_sh(fodf_world, subject.rotation.T)
+    wm_fraction = np.sqrt(4 * np.pi) * fodf_voxel[..., 0]
+    save_qc_figure(outdir / "qc.png", fodf_voxel, wm_fraction, history, title=title)
+    files["qc"] = "qc.png"
+    report = dict(report, outputs=files)
+    atomic_write_text(outdir / "report.json", json.dumps(report, indent=2, default=_json_default))
+    return report
+
+
+def _json_default(o):
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.floating,)):
+        return float(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"cannot serialise {type(o).__name__}")
+
+
+def versions() -> dict:
+    import dipy
+    import nibabel
+
+    return {"shdeconv": __version__, "torch": torch.__version__, "numpy": np.__version__,
+            "dipy": dipy.__version__, "nibabel": nibabel.__version__, "python": platform.python_version()}
+
+
+def run_fit(dwi, bvals, bvecs, outdir, *, mask=None, response_files=None, variant="shd-tv", lmax=8,
+            device="auto", fit_config: FitConfig | None = None, net_config: NetworkConfig | None = None,
+            loss_weights: LossWeights | None = None, resume=False, progress=True, denoise="none") -> dict:
+    """Per-subject network fit, end to end. Returns the report dict (also in report.json)."""
+    t_start = time.perf_counter()
+    subject = load_subject(dwi, bvals, bvecs, mask, response_files=response_files, lmax=lmax, denoise=denoise)
+    outdir = check_output_dir(outdir)
+    dev = resolve_device(device)
+    fit_config = fit_config or FitConfig()
+    net_config = (net_config or NetworkConfig(lmax=lmax)).with_variant(variant)
+    weights = loss_weights or default_loss_weights(variant)
+    torch.manual_seed(fit_config.seed)
+    net, fm = build_network(subject, net_config)
+    loss_fn = DeconvLoss(fm, weights)
+    log.info("fitting %s on %d voxels (%s)", variant, int(subject.mask.sum()), dev)
+    result = fit_network(net, loss_fn, subject.signal, subject.mask, fit_config, device=dev,
+                         checkpoint=outdir / "checkpoint.pt", resume=resume, progress=progress)
+    t_pred = time.perf_counter()
+    fodf, iso = predict_volume(net, subject.signal, subject.mask, tile=fit_config.patch_size,
+                               overlap=fit_config.tile_overlap, device=dev, progress=progress)
+    t_done = time.perf_counter()
+    report = {
+        "command": "fit",
+        "versions": versions(),
+        "inputs": {"dwi": str(dwi), "bvals": str(bvals), "bvecs": str(bvecs), "mask": str(mask) if mask else None},
+        "device": str(dev),
+        "denoise": denoise,
+        "network": net_config.to_dict(),
+        "fit": fit_config.__dict__,
+        "loss_weights": weights.__dict__,
+        "voxels_in_mask": int(subject.mask.sum()),
+        "loss_curve": result.history,
+        "resumed_from": result.resumed_from,
+        "timings_s": {"fit": result.seconds, "predict": t_done - t_pred, "total": t_done - t_start},
+    }
+    return write_outputs(outdir, subject, rotate_sh(fodf, subject.rotation), iso, history=result.history,
+                         report=report, title=variant)
+
+
+def run_csd(dwi, bvals, bvecs, outdir, *, mask=None, response_files=None, lmax=8, algorithm="auto",
+            denoise="none") -> dict:
+    """DIPY CSD (single shell) or MSMT-CSD (several shells) with the same inputs and outputs as fit."""
+    from ..baselines import csd_fit
+
+    t_start = time.perf_counter()
+    subject = load_subject(dwi, bvals, bvecs, mask, response_files=response_files, lmax=lmax, denoise=denoise)
+    outdir = check_output_dir(outdir)
+    multi = {"auto": "auto", "ssst": False, "msmt": True}[algorithm]
+    t_fit = time.perf_counter()
+    out = csd_fit(subject.dwi, subject.mask, subject.responses, lmax=lmax, multi_shell=multi)
+    t_done = time.perf_counter()
+    iso = None if out.get("gm") is None else np.stack([out["gm"], out["csf"]], -1)
+    report = {
+        "command": "csd",
+        "versions": versions(),
+        "inputs": {"dwi": str(dwi), "bvals": str(bvals), "bvecs": str(bvecs), "mask": str(mask) if mask else None},
+        "algorithm": algorithm,
+        "denoise": denoise,
+        "voxels_in_mask": int(subject.mask.sum()),
+        "timings_s": {"fit": t_done - t_fit, "total": t_done - t_start},
+    }
+    return write_outputs(outdir, subject, out["fodf"], iso, history=[], report=report, title=f"CSD ({algorithm})")
