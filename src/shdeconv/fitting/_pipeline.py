@@ -39,7 +39,7 @@ from ..sphere import rotate_sh
 from ..viz._qc import save_qc_figure
 from ._fit import FitConfig, fit_network, normalise_signal, predict_volume, resolve_device
 
-__all__ = ["Subject", "load_subject", "build_network", "run_fit", "run_csd", "write_outputs", "default_loss_weights",
+__all__ = ["Subject", "acquisition_model", "prepare_subject", "load_subject", "build_network", "run_fit", "run_csd", "write_outputs", "default_loss_weights",
            "denoise_mppca"]
 
 log = logging.getLogger(__name__)
@@ -57,31 +57,40 @@ def default_loss_weights(variant: str, **overrides) -> LossWeights:
 
 @dataclass
 class Subject:
-    """One subject ready for fitting: checked inputs, mask, responses and normalised signal."""
+    """One subject ready for fitting: mask, responses and normalised signal.
 
-    dwi: DWIData
-    mask: np.ndarray
+    ``directions`` are in the network's frame: the voxel axes for files (``rotation`` maps
+    them to the world frame), the gradient table's own frame for the Python API
+    (``rotation`` = identity).
+    """
+
+    bvals: np.ndarray  # (G,)
+    directions: np.ndarray  # (G, 3), zeros for b=0
+    mask: np.ndarray  # (X, Y, Z) bool
     responses: Responses
-    shell_index: np.ndarray  # (G,) row of the responses for every volume
     signal: np.ndarray  # (X, Y, Z, G) S / S0
-    s0: np.ndarray
-    rotation: np.ndarray  # voxel axes -> world
-    directions_voxel: np.ndarray  # (G, 3) in the voxel-axes frame
+    s0: np.ndarray  # (X, Y, Z)
+    rotation: np.ndarray  # network frame -> world
+    dwi: DWIData | None = None
 
     @property
-    def n_iso(self) -> int:
-        return 0 if self.responses.gm is None else 2
-
-    def iso_response(self):
-        if self.responses.gm is None:
-            return None
-        return np.stack([self.responses.gm, self.responses.csf], axis=1)
+    def affine(self) -> np.ndarray:
+        return self.dwi.affine if self.dwi is not None else np.eye(4)
 
 
-def _shell_rows(bvals: np.ndarray, response_bvals: np.ndarray) -> np.ndarray:
+def acquisition_model(bvals, directions, responses: Responses, lmax: int):
+    """Forward model of an acquisition, the response row of every volume and the input rows.
+
+    Returns ``(ForwardModel, shell_rows (G,), input_rows)``; input rows are the non-zero shells
+    that the network sees as channels.
+    """
+    bvals = np.asarray(bvals, dtype=float)
     shell_values, idx = bvals_shells(bvals)
-    rows = np.array([int(np.argmin(np.abs(np.asarray(response_bvals) - b))) for b in shell_values])
-    return rows[idx]
+    rows = np.array([int(np.argmin(np.abs(np.asarray(responses.bvals) - b))) for b in shell_values])[idx]
+    iso = None if responses.gm is None else np.stack([responses.gm, responses.csf], axis=1)
+    fm = ForwardModel(directions, rows, responses.kernel(lmax), iso)
+    input_rows = sorted({int(r) for r, b in zip(rows, bvals) if b > 50})
+    return fm, rows, input_rows
 
 
 def denoise_mppca(data: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -91,43 +100,55 @@ def denoise_mppca(data: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return mppca(data, mask=mask, patch_radius=2).astype(np.float32)
 
 
-def load_subject(dwi_path, bvals, bvecs, mask_path=None, *, responses: Responses | None = None,
-                 response_files: dict | None = None, lmax: int = 8, denoise: str = "none") -> Subject:
-    """Load and check one subject, make the mask, denoise if asked, estimate (or read) responses."""
+def prepare_subject(data, bvals, directions, mask, *, rotation=None, responses: Responses | None = None,
+                    response_files: dict | None = None, lmax: int = 8, dwi: DWIData | None = None) -> Subject:
+    """Normalise the signal and estimate (or read) the responses of one subject held in memory."""
+    bvals = np.asarray(bvals, dtype=float)
+    directions = np.where(bvals[:, None] > 50, np.asarray(directions, dtype=float), 0.0)
+    signal, s0, mask = normalise_signal(np.asarray(data, np.float32), np.flatnonzero(bvals <= 50),
+                                        np.asarray(mask, bool))
+    if not mask.any():
+        raise ValueError("the mask holds no voxel with a positive b=0 signal")
+    if responses is None:
+        if response_files and response_files.get("wm"):
+            responses = Responses.from_files(
+                response_files["wm"], response_files.get("gm"), response_files.get("csf"),
+                bvals_of_data=bvals, s0_scale=float(np.median(s0[mask])),
+            )
+        else:
+            responses = estimate_responses(data, bvals, directions, mask, lmax=lmax)
+    rotation = np.eye(3) if rotation is None else rotation
+    return Subject(bvals, directions, mask, responses, signal, s0, rotation, dwi)
+
+
+def load_subject(dwi_path, bvals, bvecs, mask_path=None, *, response_files: dict | None = None, lmax: int = 8,
+                 denoise: str = "none") -> Subject:
+    """Load and check one subject's files, make the mask, denoise if asked, prepare it.
+
+    The network works in the voxel-axes frame, ``u_vox = R^T u_world``.
+    """
     if denoise not in ("none", "mppca"):
         raise ValueError(f"denoise must be 'none' or 'mppca', got {denoise!r}")
     dwi = load_dwi(dwi_path, bvals, bvecs, mask_path)
     mask = dwi.mask if dwi.mask is not None else make_mask(dwi.data, dwi.bvals)
     if denoise == "mppca":
         dwi.data = denoise_mppca(dwi.data, mask.astype(bool))
-    b0 = dwi.bvals <= 50
-    signal, s0, mask = normalise_signal(dwi.data, np.flatnonzero(b0), mask.astype(bool))
-    if responses is None:
-        if response_files and response_files.get("wm"):
-            responses = Responses.from_files(
-                response_files["wm"], response_files.get("gm"), response_files.get("csf"),
-                bvals_of_data=dwi.bvals, s0_scale=float(np.median(s0[mask])),
-            )
-        else:
-            responses = estimate_responses(dwi.data, dwi.bvals, dwi.directions_world, mask, lmax=lmax)
     rot = voxel_axes_rotation(dwi.affine)
-    dirs_vox = dwi.directions_world @ rot  # u_vox = R^T u_world, row-wise
-    return Subject(dwi, mask, responses, _shell_rows(dwi.bvals, responses.bvals), signal, s0, rot, dirs_vox)
+    return prepare_subject(dwi.data, dwi.bvals, dwi.directions_world @ rot, mask, rotation=rot,
+                           response_files=response_files, lmax=lmax, dwi=dwi)
 
 
 def build_network(subject: Subject, config: NetworkConfig) -> tuple[DeconvNet, ForwardModel]:
-    """The network and the forward model for a subject's acquisition (voxel-axes frame)."""
-    fm = ForwardModel(subject.directions_voxel, subject.shell_index, subject.responses.kernel(config.lmax),
-                      subject.iso_response())
-    rows = sorted({int(r) for r, b in zip(subject.shell_index, subject.dwi.bvals) if b > 50})
-    net = DeconvNet(config, subject.directions_voxel, subject.shell_index, rows, n_iso=subject.n_iso)
+    """The network and the forward model for a subject's acquisition (in the subject's frame)."""
+    fm, rows, input_rows = acquisition_model(subject.bvals, subject.directions, subject.responses, config.lmax)
+    net = DeconvNet(config, subject.directions, rows, input_rows, n_iso=fm.n_iso)
     return net, fm
 
 
 def write_outputs(outdir: Path, subject: Subject, fodf_world: np.ndarray, iso: np.ndarray | None, *,
                   history: list[dict], report: dict, title: str) -> dict:
     """Write fodf/gm/csf/peaks/responses/report/qc; ``fodf_world`` ``[X, Y, Z, S]`` in the MRtrix3 frame."""
-    affine = subject.dwi.affine
+    affine = subject.affine
     fodf_world = np.where(subject.mask[..., None], fodf_world, 0).astype(np.float32)
     atomic_save_nifti(fodf_world, affine, outdir / "fodf.nii.gz")
     files = {"fodf": "fodf.nii.gz"}

@@ -1,0 +1,130 @@
+"""DIPY-style API: ``SHDModel(gtab, ...).fit(data, mask)`` returning a fit with ``shm_coeff``.
+
+Directions are taken from the DIPY ``GradientTable`` exactly as given (DIPY's convention),
+and ``shm_coeff`` is expressed in that same frame, in ``sh_basis`` (DIPY's default
+``descoteaux07`` unless asked otherwise). Files on disk, by contrast, use the MRtrix3 world
+frame (see :mod:`shdeconv.io`).
+
+The network is fitted to the whole volume at once (it is spatial), so unlike DIPY's
+voxel-wise models ``fit`` must be called on the volume, not voxel by voxel: use
+``fit.peaks()`` instead of ``dipy.direction.peaks_from_model`` (which refits per voxel), and
+``fit.shm_coeff`` with ``basis_type=fit.sh_basis, legacy=False`` in DIPY's direction getters.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ..fitting._fit import FitConfig, fit_network, predict_volume, resolve_device
+from ..fitting._pipeline import acquisition_model, build_network, default_loss_weights, prepare_subject
+from ..losses import DeconvLoss, LossWeights
+from ..models._deconv import NetworkConfig
+from ..signal import Responses
+from ..sphere import convert_sh_basis, sh_matrix
+
+__all__ = ["SHDModel", "SHDFit"]
+
+
+class SHDModel:
+    """Spatio-hemispherical deconvolution, fitted per subject with the unsupervised loss.
+
+    Parameters
+    ----------
+    gtab : dipy.core.gradients.GradientTable
+    responses : Responses, optional
+        Estimated from the data at ``fit`` time when omitted.
+    variant : {'shd-tv', 'shd', 'rtesd', 'esd'}
+    sh_order_max : int
+        Maximum SH order of the fODF (DIPY's name for lmax).
+    sh_basis : {'descoteaux07', 'tournier07'}
+        Basis of ``SHDFit.shm_coeff`` (both with ``legacy=False``).
+    """
+
+    def __init__(self, gtab, responses: Responses | None = None, *, variant: str = "shd-tv", sh_order_max: int = 8,
+                 sh_basis: str = "descoteaux07", net_config: NetworkConfig | None = None,
+                 fit_config: FitConfig | None = None, loss_weights: LossWeights | None = None,
+                 device: str = "auto", progress: bool = False):
+        if sh_basis not in ("descoteaux07", "tournier07"):
+            raise ValueError(f"sh_basis must be 'descoteaux07' or 'tournier07', got {sh_basis!r}")
+        self.gtab = gtab
+        self.responses = responses
+        self.sh_order_max = int(sh_order_max)
+        self.sh_basis = sh_basis
+        self.net_config = (net_config or NetworkConfig(lmax=self.sh_order_max)).with_variant(variant)
+        self.fit_config = fit_config or FitConfig()
+        self.loss_weights = loss_weights or default_loss_weights(variant)
+        self.device = resolve_device(device)
+        self.progress = progress
+
+    def fit(self, data: np.ndarray, mask: np.ndarray | None = None) -> "SHDFit":
+        """Fit the network to ``data`` ``(X, Y, Z, G)`` inside ``mask`` and predict every voxel."""
+        data = np.asarray(data, dtype=np.float32)
+        if data.ndim != 4 or data.shape[-1] != len(self.gtab.bvals):
+            raise ValueError(f"data must be (X, Y, Z, {len(self.gtab.bvals)}) to match gtab, got {data.shape}")
+        mask = np.ones(data.shape[:3], bool) if mask is None else np.asarray(mask, bool)
+        subject = prepare_subject(data, self.gtab.bvals, self.gtab.bvecs, mask, responses=self.responses,
+                                  lmax=self.sh_order_max)
+        self.responses = subject.responses
+        torch.manual_seed(self.fit_config.seed)
+        net, fm = build_network(subject, self.net_config)
+        result = fit_network(net, DeconvLoss(fm, self.loss_weights), subject.signal, subject.mask,
+                             self.fit_config, device=self.device, progress=self.progress)
+        wm, iso_maps = predict_volume(net, subject.signal, subject.mask, tile=self.fit_config.patch_size,
+                                      overlap=self.fit_config.tile_overlap, device=self.device)
+        coeff = convert_sh_basis(wm, "mrtrix3", self.sh_basis)
+        return SHDFit(self, coeff.astype(np.float32), iso_maps, subject.mask, result.history)
+
+
+class SHDFit:
+    """Result of :meth:`SHDModel.fit`.
+
+    Attributes
+    ----------
+    shm_coeff : ndarray ``(X, Y, Z, S)`` in ``model.sh_basis`` (legacy=False), gtab frame.
+    gm, csf : ndarray ``(X, Y, Z)`` or None (multi-shell data only).
+    mask : ndarray ``(X, Y, Z)``.
+    history : list of dict, the loss curve.
+    """
+
+    def __init__(self, model: SHDModel, shm_coeff, iso, mask, history):
+        self.model = model
+        self.shm_coeff = shm_coeff
+        self.mask = mask
+        self.history = history
+        self.gm = None if iso is None else iso[..., 0]
+        self.csf = None if iso is None else iso[..., 1]
+
+    @property
+    def sh_basis(self) -> str:
+        return self.model.sh_basis
+
+    def _mrtrix_coeff(self) -> np.ndarray:
+        if self.sh_basis == "tournier07":
+            return self.shm_coeff
+        return convert_sh_basis(self.shm_coeff, "descoteaux07", "mrtrix3")
+
+    def odf(self, sphere) -> np.ndarray:
+        """fODF amplitudes on a DIPY ``Sphere``: ``(X, Y, Z, n_vertices)``."""
+        return self._mrtrix_coeff() @ sh_matrix(np.asarray(sphere.vertices), self.model.sh_order_max).T
+
+    def peaks(self, *, rel_threshold: float | None = None, min_separation_deg: float | None = None,
+              max_peaks: int = 3):
+        """Peak directions ``(X, Y, Z, P, 3)`` and amplitudes ``(X, Y, Z, P)`` in the gtab frame."""
+        from ..evaluation import sh_peaks
+
+        kw = {k: v for k, v in (("rel_threshold", rel_threshold), ("min_separation_deg", min_separation_deg))
+              if v is not None}
+        return sh_peaks(self._mrtrix_coeff(), max_peaks=max_peaks, **kw)
+
+    def predict(self, gtab=None, S0: float | np.ndarray = 1.0) -> np.ndarray:
+        """Signal predicted by the fitted fODF and fractions for ``gtab`` (default: the model's)."""
+        gtab = gtab or self.model.gtab
+        resp = self.model.responses
+        bvals = np.asarray(gtab.bvals, float)
+        dirs = np.where(bvals[:, None] > 50, np.asarray(gtab.bvecs, float), 0.0)
+        fm, _, _ = acquisition_model(bvals, dirs, resp, self.model.sh_order_max)
+        iso = None if self.gm is None else torch.as_tensor(np.stack([self.gm, self.csf], -1))
+        with torch.no_grad():
+            s = fm(torch.as_tensor(self._mrtrix_coeff()), iso).numpy()
+        return s * np.asarray(S0)[..., None] if np.ndim(S0) else s * S0

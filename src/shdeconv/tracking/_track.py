@@ -1,0 +1,96 @@
+"""Local tractography with DIPY from a ``fodf.nii.gz`` written by shdeconv (or MRtrix3).
+
+The file holds SH in the MRtrix3 world frame. DIPY tracks in voxel index space and reads
+directions in the voxel axes, so the fODF is rotated once into the voxel-axes frame
+(``rotate_sh(c, R^T)``, the inverse of what the writers did) before DIPY sees it.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from ..io import InputError
+from ..io._gradients import voxel_axes_rotation
+from ..sphere import lmax_from_ncoeffs, rotate_sh
+
+__all__ = ["track", "fodf_to_voxel_frame"]
+
+log = logging.getLogger(__name__)
+
+
+def fodf_to_voxel_frame(fodf_world: np.ndarray, affine: np.ndarray) -> np.ndarray:
+    """World-frame MRtrix3 SH ``(..., S)`` -> the same basis in the voxel-axes frame."""
+    return rotate_sh(fodf_world, voxel_axes_rotation(affine).T)
+
+
+def _load(fit_dir: Path):
+    path = fit_dir / "fodf.nii.gz"
+    if not path.exists():
+        raise InputError(f"{path}: not found; run `shdeconv fit` (or predict/csd) first")
+    try:
+        img = nib.load(path)
+        fodf = np.asarray(img.dataobj, dtype=np.float32)
+    except Exception as e:  # nibabel raises several types for corrupt files
+        raise InputError(f"{path}: cannot be read as NIfTI ({e})") from e
+    if fodf.ndim != 4:
+        raise InputError(f"{path}: expected a 4-D SH image, got shape {fodf.shape}")
+    try:
+        lmax_from_ncoeffs(fodf.shape[-1])
+    except ValueError as e:
+        raise InputError(f"{path}: {e}") from e
+    return img, np.nan_to_num(fodf)
+
+
+def track(fit_dir, output, *, algorithm: str = "det", seeds_per_voxel: int = 1, step_size: float = 0.5,
+          max_angle: float = 30.0, wm_threshold: float = 0.25, seed: int = 0, relative_peak_threshold: float = 0.1,
+          min_length: float = 10.0) -> int:
+    """Track from every voxel whose WM fraction exceeds ``wm_threshold``; write ``.trk``/``.tck``.
+
+    The WM fraction is :math:`\\sqrt{4\\pi} c_{00}` of the fODF; tracking stops where it falls
+    below the threshold. Returns the number of streamlines written.
+    """
+    from dipy.data import get_sphere
+    from dipy.direction import DeterministicMaximumDirectionGetter, ProbabilisticDirectionGetter
+    from dipy.io.stateful_tractogram import Space, StatefulTractogram
+    from dipy.io.streamline import save_tractogram
+    from dipy.tracking import utils
+    from dipy.tracking.local_tracking import LocalTracking
+    from dipy.tracking.stopping_criterion import ThresholdStoppingCriterion
+    from dipy.tracking.streamline import Streamlines
+
+    fit_dir, output = Path(fit_dir), Path(output)
+    if algorithm not in ("det", "prob"):
+        raise ValueError(f"algorithm must be 'det' or 'prob', got {algorithm!r}")
+    if output.suffix not in (".trk", ".tck"):
+        raise InputError(f"{output}: the output must end in .trk or .tck")
+    if not output.parent.exists():
+        raise InputError(f"{output.parent}: output directory does not exist")
+    img, fodf_world = _load(fit_dir)
+    affine = img.affine
+    fodf = fodf_to_voxel_frame(fodf_world, affine)
+    wm = np.sqrt(4 * np.pi) * fodf[..., 0]
+    seed_mask = wm > wm_threshold
+    if not seed_mask.any():
+        raise InputError(f"{fit_dir / 'fodf.nii.gz'}: no voxel has a WM fraction above {wm_threshold}")
+    sphere = get_sphere(name="repulsion724")
+    getter_cls = DeterministicMaximumDirectionGetter if algorithm == "det" else ProbabilisticDirectionGetter
+    getter = getter_cls.from_shcoeff(fodf.astype(np.float64), max_angle=max_angle, sphere=sphere,
+                                     basis_type="tournier07", legacy=False, pmf_threshold=relative_peak_threshold)
+    zooms = np.asarray(img.header.get_zooms()[:3], dtype=float)
+    if not np.allclose(zooms, zooms[0], rtol=1e-3):
+        log.warning("anisotropic voxels %s: DIPY steps in voxel units of the first axis", zooms)
+    density = max(1, int(round(seeds_per_voxel ** (1 / 3)))) if seeds_per_voxel > 1 else 1
+    seeds = utils.seeds_from_mask(seed_mask, affine, density=(density,) * 3)
+    stopping = ThresholdStoppingCriterion(wm, wm_threshold)
+    tracker = LocalTracking(getter, stopping, seeds, affine, step_size=step_size, random_seed=seed,
+                            minlen=max(2, int(min_length / step_size)), return_all=False)
+    streamlines = Streamlines(tracker)
+    sft = StatefulTractogram(streamlines, img, Space.RASMM)
+    tmp = output.with_name(f".{output.stem}.partial{output.suffix}")
+    save_tractogram(sft, str(tmp), bbox_valid_check=False)
+    tmp.replace(output)
+    return len(streamlines)
