@@ -1,0 +1,32 @@
+"""Synthetic phantoms: acquisition schemes, a multi-compartment tensor forward model,
+spatial and voxel-wise phantoms with known fibres, and their files on disk."""
+
+from ._io import Truth, load_truth, simulate_to_dir, write_phantom
+from ._phantom import (
+    GENERATOR_VERSION,
+    SIZES,
+    Phantom,
+    default_affine,
+    spatial_phantom,
+    voxelwise_phantom,
+)
+from ._schemes import SCHEMES, acquisition_scheme, repulsion_directions
+from ._signal import add_rician_noise, tensor_signal
+
+__all__ = [
+    "GENERATOR_VERSION",
+    "SCHEMES",
+    "SIZES",
+    "Phantom",
+    "Truth",
+    "acquisition_scheme",
+    "add_rician_noise",
+    "default_affine",
+    "load_truth",
+    "repulsion_directions",
+    "simulate_to_dir",
+    "spatial_phantom",
+    "tensor_signal",
+    "voxelwise_phantom",
+    "write_phantom",
+]

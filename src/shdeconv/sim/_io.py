@@ -1,0 +1,149 @@
+"""Writing phantoms to disk (dwi, FSL gradients, mask, truth) and reading the truth back.
+
+Layout of ``outdir``::
+
+    dwi.nii.gz  bvals  bvecs  mask.nii.gz
+    truth/peaks.nii.gz      MRtrix3 sh2peaks layout: world-frame unit direction x fraction
+    truth/fractions.nii.gz  (X, Y, Z, 3) fibre volume fractions
+    truth/nfib.nii.gz       (X, Y, Z) number of fibres
+    truth/gm.nii.gz  truth/csf.nii.gz  truth/wm.nii.gz  truth/mask.nii.gz
+    truth/truth.json        kind, scheme, snr, seed, shape, generator version, ...
+
+``bvecs`` follow the FSL convention (voxel axes, x flipped for a positive-determinant
+affine), produced by :func:`shdeconv.io.world_to_fsl_bvecs`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from ..io._gradients import world_to_fsl_bvecs
+from ..io._peaks_file import atomic_save_nifti, read_peaks, write_peaks
+from ._phantom import SIZES, Phantom, spatial_phantom, voxelwise_phantom
+
+__all__ = ["Truth", "write_phantom", "load_truth", "simulate_to_dir"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Truth:
+    """Ground truth read from a ``truth/`` directory (arrays as in :class:`Phantom`)."""
+
+    peak_dirs: np.ndarray  # (X, Y, Z, 3, 3) world-frame unit vectors
+    peak_fractions: np.ndarray  # (X, Y, Z, 3)
+    n_fibres: np.ndarray  # (X, Y, Z) int
+    gm: np.ndarray
+    csf: np.ndarray
+    wm: np.ndarray
+    mask: np.ndarray  # (X, Y, Z) bool
+    affine: np.ndarray  # (4, 4)
+    meta: dict = field(default_factory=dict)
+
+
+def _save(data: np.ndarray, affine: np.ndarray, path: Path, dtype) -> None:
+    img = nib.Nifti1Image(np.asarray(data).astype(dtype), affine)
+    img.header.set_xyzt_units("mm")
+    atomic_save_nifti(img, path)
+
+
+def _write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def write_phantom(phantom: Phantom, outdir: str | os.PathLike) -> Path:
+    """Write a phantom (acquisition and truth) to ``outdir``; returns ``outdir``.
+
+    Parameters
+    ----------
+    phantom : Phantom
+    outdir : path-like
+        Created if needed; existing files of the layout are replaced.
+    """
+    out = Path(outdir)
+    truth = out / "truth"
+    truth.mkdir(parents=True, exist_ok=True)
+    aff = phantom.affine
+    _save(phantom.dwi, aff, out / "dwi.nii.gz", np.float32)
+    _save(phantom.mask, aff, out / "mask.nii.gz", np.uint8)
+    bvecs = world_to_fsl_bvecs(phantom.directions_world, aff)
+    _write_text(out / "bvals", " ".join(f"{b:g}" for b in phantom.bvals) + "\n")
+    _write_text(out / "bvecs", "\n".join(" ".join(f"{v:.8f}" for v in row) for row in bvecs.T)
+                + "\n")
+    write_peaks(truth / "peaks.nii.gz", phantom.peak_dirs, phantom.peak_fractions, aff)
+    _save(phantom.peak_fractions, aff, truth / "fractions.nii.gz", np.float32)
+    _save(phantom.n_fibres, aff, truth / "nfib.nii.gz", np.int16)
+    for name in ("gm", "csf", "wm"):
+        _save(getattr(phantom, name), aff, truth / f"{name}.nii.gz", np.float32)
+    _save(phantom.mask, aff, truth / "mask.nii.gz", np.uint8)
+    _write_text(truth / "truth.json", json.dumps(phantom.meta, indent=2, sort_keys=True) + "\n")
+    logger.info("wrote phantom to %s", out)
+    return out
+
+
+def load_truth(truth_dir: str | os.PathLike) -> Truth:
+    """Read the truth written by :func:`write_phantom`.
+
+    Parameters
+    ----------
+    truth_dir : path-like
+        The ``truth/`` directory or the phantom directory that contains it.
+    """
+    d = Path(truth_dir)
+    if not (d / "truth.json").exists() and (d / "truth" / "truth.json").exists():
+        d = d / "truth"
+    if not (d / "truth.json").exists():
+        raise FileNotFoundError(f"no truth.json in {truth_dir} or {Path(truth_dir) / 'truth'}")
+    meta = json.loads((d / "truth.json").read_text())
+    img = nib.load(str(d / "nfib.nii.gz"))
+    n_fib = np.asarray(img.dataobj).astype(np.int64)
+    dirs, _ = read_peaks(d / "peaks.nii.gz")
+    fr = np.asarray(nib.load(str(d / "fractions.nii.gz")).dataobj, dtype=np.float64)
+
+    def vol(name):
+        return np.asarray(nib.load(str(d / f"{name}.nii.gz")).dataobj, dtype=np.float64)
+
+    mask_path = d / "mask.nii.gz" if (d / "mask.nii.gz").exists() else d.parent / "mask.nii.gz"
+    mask = np.asarray(nib.load(str(mask_path)).dataobj) > 0
+    return Truth(peak_dirs=dirs, peak_fractions=fr, n_fibres=n_fib, gm=vol("gm"),
+                 csf=vol("csf"), wm=vol("wm"), mask=mask, affine=img.affine, meta=meta)
+
+
+def simulate_to_dir(outdir: str | os.PathLike, kind: str = "spatial", scheme: str = "clinical",
+                    snr: float | None = 20.0, seed: int = 0, size: str = "default") -> Path:
+    """Simulate a phantom and write it to ``outdir`` (the CLI's ``shdeconv simulate``).
+
+    Parameters
+    ----------
+    outdir : path-like
+    kind : {"spatial", "voxelwise"}
+    scheme : str
+        Acquisition scheme name (``multishell``/``hcp``, ``clinical``, ``sparse``).
+    snr : float or None
+        b=0 SNR of pure white matter; ``None`` for noise-free.
+    seed : int
+    size : {"default", "quick"}
+
+    Returns
+    -------
+    Path
+        ``outdir``.
+    """
+    if size not in SIZES:
+        raise ValueError(f"size must be one of {sorted(SIZES)}, got {size!r}")
+    if kind == "spatial":
+        ph = spatial_phantom(scheme=scheme, snr=snr, seed=seed, size=size)
+    elif kind == "voxelwise":
+        ph = voxelwise_phantom(scheme=scheme, snr=snr, seed=seed, size=size)
+    else:
+        raise ValueError(f"kind must be 'spatial' or 'voxelwise', got {kind!r}")
+    return write_phantom(ph, outdir)
