@@ -1,5 +1,28 @@
 """NIfTI and gradient-table I/O, input validation, the orientation frame and file formats."""
 
+from ._atomic import atomic_save_nifti, atomic_torch_save, atomic_write_bytes, atomic_write_text, check_output_dir
 from ._gradients import fsl_bvecs_to_world, voxel_to_world_matrix, world_to_fsl_bvecs
+from ._nifti import B0_THRESHOLD, DWIData, bvals_shells, combine_masks, load_dwi, load_mask, make_mask
+from ._response_file import read_response_file, write_response_file
+from ._validate import InputError
 
-__all__ = ["fsl_bvecs_to_world", "voxel_to_world_matrix", "world_to_fsl_bvecs"]
+__all__ = [
+    "B0_THRESHOLD",
+    "DWIData",
+    "InputError",
+    "atomic_save_nifti",
+    "atomic_torch_save",
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "bvals_shells",
+    "check_output_dir",
+    "combine_masks",
+    "fsl_bvecs_to_world",
+    "load_dwi",
+    "load_mask",
+    "make_mask",
+    "read_response_file",
+    "voxel_to_world_matrix",
+    "world_to_fsl_bvecs",
+    "write_response_file",
+]

@@ -1,0 +1,135 @@
+"""Output directories and atomic writes.
+
+Every output is written to a temporary file in the destination directory and moved into
+place with :func:`os.replace`, so a file under its final name is always complete: an
+interrupted run leaves either the old file or none, never a truncated one.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import tempfile
+from contextlib import contextmanager
+from os import PathLike
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from ._validate import InputError
+
+__all__ = ["check_output_dir", "atomic_write_bytes", "atomic_write_text", "atomic_save_nifti", "atomic_torch_save"]
+
+
+def check_output_dir(path: str | PathLike) -> Path:
+    """Create ``path`` if needed and make sure files can be written in it.
+
+    Writability is tested by really creating (and removing) a temporary file, which also
+    holds for root, read-only mounts and ACLs.
+
+    Raises
+    ------
+    InputError
+        When ``path`` exists but is not a directory, cannot be created, or is not writable.
+    """
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise InputError(p, "output path exists and is not a directory")
+    try:
+        p.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise InputError(p, f"cannot create the output directory ({e.strerror or e})") from e
+    try:
+        fd, tmp = tempfile.mkstemp(dir=p, prefix=".shdeconv-write-test-")
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as e:
+        raise InputError(p, f"output directory is not writable ({e.strerror or e})") from e
+    return p
+
+
+def _umask_mode() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+@contextmanager
+def _temporary_sibling(path: Path):
+    """Yield a temporary path next to ``path`` (same suffixes); replace ``path`` on success."""
+    path = Path(path)
+    suffix = "".join(path.suffixes[-2:]) if path.name.endswith(".nii.gz") else path.suffix
+    fd, tmp = tempfile.mkstemp(dir=path.parent if str(path.parent) else ".", prefix=f".{path.stem}.tmp-",
+                               suffix=suffix)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.chmod(tmp, _umask_mode())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def atomic_write_bytes(path: str | PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically (temporary file, fsync, :func:`os.replace`)."""
+    path = Path(path)
+    with _temporary_sibling(path) as tmp:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+    return path
+
+
+def atomic_write_text(path: str | PathLike, text: str) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` atomically."""
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_save_nifti(data: np.ndarray, affine: np.ndarray, path: str | PathLike,
+                      header: nib.Nifti1Header | None = None) -> Path:
+    """Save an array as NIfTI atomically.
+
+    Parameters
+    ----------
+    data : ndarray ``(X, Y, Z)`` or ``(X, Y, Z, S)``
+        Stored with its own dtype (bool is stored as uint8).
+    affine : ndarray ``(4, 4)``
+        Written as both sform and qform (code 1, scanner).
+    path : str or PathLike
+        ``.nii`` or ``.nii.gz``.
+    header : nibabel header, optional
+        Template (e.g. the dwi's); shape, dtype and scaling are reset for ``data``.
+    """
+    path = Path(path)
+    data = np.asarray(data)
+    if data.dtype == bool:
+        data = data.astype(np.uint8)
+    affine = np.asarray(affine, dtype=np.float64)
+    hdr = None
+    if header is not None:
+        hdr = nib.Nifti1Header.from_header(header)
+    img = nib.Nifti1Image(data, affine, header=hdr)
+    img.header.set_data_dtype(data.dtype)
+    img.header.set_slope_inter(1.0, 0.0)
+    img.set_sform(affine, code=1)
+    img.set_qform(affine, code=1)
+    with _temporary_sibling(path) as tmp:
+        img.to_filename(str(tmp))
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+    return path
+
+
+def atomic_torch_save(obj, path: str | PathLike) -> Path:
+    """``torch.save(obj)`` to ``path`` atomically."""
+    import torch
+
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    return atomic_write_bytes(path, buf.getvalue())

@@ -1,0 +1,366 @@
+"""Loading and validating a diffusion data set: NIfTI + FSL bvals/bvecs (+ optional mask).
+
+:func:`load_dwi` is the single entry point for user data. It checks everything it can before
+any computation starts and raises :class:`~shdeconv.io.InputError` (``"<file>: <problem>"``)
+on the first problem. Gradient directions are turned into the MRtrix3 world frame with
+:func:`~shdeconv.io.fsl_bvecs_to_world`, the one place that knows the frame convention.
+
+Shapes: volume ``(X, Y, Z, G)``, ``bvals`` ``(G,)``, ``bvecs``/``directions_world``
+``(G, 3)``, masks ``(X, Y, Z)``.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from dataclasses import dataclass, field
+from os import PathLike
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from ._gradients import fsl_bvecs_to_world
+from ._validate import InputError, check_file_exists, read_numeric_table
+
+__all__ = [
+    "B0_THRESHOLD",
+    "DWIData",
+    "load_dwi",
+    "load_mask",
+    "bvals_shells",
+    "make_mask",
+    "combine_masks",
+]
+
+logger = logging.getLogger(__name__)
+
+#: b-values at or below this (s/mm^2) count as b=0 volumes.
+B0_THRESHOLD = 50.0
+
+#: Tolerance on the norm of a non-zero bvec.
+_UNIT_TOL = 1e-2
+
+#: Tolerance on the difference between the dwi and mask affines.
+_AFFINE_TOL = 1e-3
+
+
+@dataclass
+class DWIData:
+    """A validated diffusion data set.
+
+    Attributes
+    ----------
+    data : ndarray ``(X, Y, Z, G)`` float32
+        The diffusion-weighted volumes; voxels that held NaN/Inf are set to 0.
+    affine : ndarray ``(4, 4)``
+        Voxel-to-world (scanner) affine of the dwi image.
+    header : nibabel.Nifti1Header
+        Header of the dwi image (to copy into outputs).
+    bvals : ndarray ``(G,)``
+        b-values as in the file (s/mm^2).
+    bvecs : ndarray ``(G, 3)``
+        Gradient directions as in the file (FSL voxel convention), one row per volume.
+    directions_world : ndarray ``(G, 3)``
+        Unit gradient directions in the MRtrix3 world frame; zero rows for b=0 volumes.
+    mask : ndarray ``(X, Y, Z)`` bool or None
+        The user's mask (with non-finite voxels removed), or None when none was given.
+    path : Path
+        The dwi file.
+    bad_voxels : ndarray ``(X, Y, Z)`` bool
+        Voxels that held NaN/Inf in any volume (excluded from every mask).
+    """
+
+    data: np.ndarray
+    affine: np.ndarray
+    header: nib.Nifti1Header
+    bvals: np.ndarray
+    bvecs: np.ndarray
+    directions_world: np.ndarray
+    mask: np.ndarray | None
+    path: Path
+    bad_voxels: np.ndarray = field(default=None, repr=False)
+
+    def __post_init__(self):
+        if self.bad_voxels is None:
+            self.bad_voxels = np.zeros(self.data.shape[:3], dtype=bool)
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """Spatial shape ``(X, Y, Z)``."""
+        return tuple(self.data.shape[:3])
+
+    @property
+    def b0_mask(self) -> np.ndarray:
+        """Volumes counted as b=0 (``bvals <= B0_THRESHOLD``), shape ``(G,)``."""
+        return self.bvals <= B0_THRESHOLD
+
+    def get_mask(self) -> np.ndarray:
+        """The mask to fit in: the user's mask, else :func:`make_mask` on the data.
+
+        Always excludes non-finite voxels and voxels whose mean b=0 signal is not positive.
+        """
+        base = self.mask if self.mask is not None else make_mask(self.data, self.bvals)
+        b0 = self.data[..., self.b0_mask].mean(axis=-1)
+        return combine_masks(base, ~self.bad_voxels, b0 > 0)
+
+
+def _load_nifti(path: Path, what: str) -> nib.Nifti1Image:
+    try:
+        img = nib.load(str(path))
+    except Exception as e:  # nibabel raises many types for garbage input
+        raise InputError(path, f"the {what} is not a readable NIfTI image ({type(e).__name__}: {e})") from e
+    if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
+        raise InputError(path, f"the {what} is a {type(img).__name__}, expected a NIfTI image")
+    affine = np.asarray(img.affine, dtype=np.float64)
+    if not np.all(np.isfinite(affine)):
+        raise InputError(path, f"the {what} has a non-finite affine {affine[:3].tolist()}")
+    if abs(np.linalg.det(affine[:3, :3])) < 1e-12:
+        raise InputError(path, f"the {what} has a singular affine {affine[:3, :3].tolist()}")
+    return img
+
+
+def _read_bvals(path: Path, n_volumes: int) -> np.ndarray:
+    table = read_numeric_table(path, "bvals")
+    if table.ndim != 2 or min(table.shape) != 1:
+        raise InputError(path, f"bvals must be one row or one column, got shape {table.shape}")
+    bvals = table.ravel()
+    if bvals.size != n_volumes:
+        raise InputError(path, f"{bvals.size} b-values but the dwi has {n_volumes} volumes")
+    if np.any(bvals < 0):
+        raise InputError(path, f"negative b-values, e.g. {bvals[bvals < 0][0]}")
+    return bvals
+
+
+def _read_bvecs(path: Path, n_volumes: int) -> np.ndarray:
+    table = read_numeric_table(path, "bvecs")
+    if table.shape == (3, n_volumes):  # FSL layout, preferred when 3 x 3
+        return table.T.copy()
+    if table.shape == (n_volumes, 3):
+        return table.copy()
+    raise InputError(
+        path, f"bvecs have shape {table.shape}, expected 3x{n_volumes} (FSL) or {n_volumes}x3 "
+        f"for a dwi with {n_volumes} volumes")
+
+
+def _check_bvecs(path: Path, bvecs: np.ndarray, bvals: np.ndarray) -> None:
+    norms = np.linalg.norm(bvecs, axis=1)
+    if np.all(norms == 0):
+        raise InputError(path, "all gradient directions are zero")
+    dw = bvals > B0_THRESHOLD
+    zero = dw & (norms == 0)
+    if np.any(zero):
+        i = int(np.flatnonzero(zero)[0])
+        raise InputError(path, f"volume {i} has b={bvals[i]:g} but a zero gradient direction")
+    bad = (norms > 0) & (np.abs(norms - 1.0) > _UNIT_TOL)
+    if np.any(bad):
+        i = int(np.flatnonzero(bad)[0])
+        raise InputError(
+            path, f"{int(bad.sum())} gradient directions are not unit vectors (volume {i} has norm "
+            f"{norms[i]:.4f}, expected 1 within {_UNIT_TOL:g})")
+
+
+def load_mask(mask_path: str | PathLike, shape: tuple[int, ...], affine: np.ndarray) -> np.ndarray:
+    """Read a mask image and check it against the dwi's grid.
+
+    Parameters
+    ----------
+    mask_path : str or PathLike
+        NIfTI mask; non-zero finite voxels are inside.
+    shape : tuple ``(X, Y, Z)``
+        Spatial shape of the dwi.
+    affine : ndarray ``(4, 4)``
+        Affine of the dwi.
+
+    Returns
+    -------
+    ndarray ``(X, Y, Z)`` bool
+    """
+    p = check_file_exists(mask_path, "mask")
+    img = _load_nifti(p, "mask")
+    mshape = tuple(img.shape)
+    if len(mshape) == 4 and mshape[3] == 1:
+        mshape = mshape[:3]
+    if mshape != tuple(shape):
+        raise InputError(p, f"mask shape {mshape} does not match the dwi's spatial shape {tuple(shape)}")
+    if not np.allclose(img.affine, affine, atol=_AFFINE_TOL, rtol=0):
+        raise InputError(
+            p, f"mask affine {np.round(img.affine[:3], 4).tolist()} does not match the dwi affine "
+            f"{np.round(affine[:3], 4).tolist()} (tolerance {_AFFINE_TOL:g})")
+    m = np.asarray(img.dataobj).reshape(shape)
+    m = np.isfinite(m) & (m != 0)
+    if not m.any():
+        raise InputError(p, "the mask is empty")
+    return m
+
+
+def load_dwi(
+    dwi_path: str | PathLike,
+    bvals_path: str | PathLike,
+    bvecs_path: str | PathLike,
+    mask_path: str | PathLike | None = None,
+    *,
+    max_bad_fraction: float = 0.001,
+) -> DWIData:
+    """Load and validate a diffusion data set.
+
+    Parameters
+    ----------
+    dwi_path : str or PathLike
+        4-D NIfTI ``(X, Y, Z, G)``.
+    bvals_path, bvecs_path : str or PathLike
+        FSL b-values (``1xG`` or ``Gx1``) and directions (``3xG`` or ``Gx3``, voxel
+        convention; see :mod:`shdeconv.io._gradients`).
+    mask_path : str or PathLike, optional
+        3-D mask on the same grid (same shape, affine within 1e-3).
+    max_bad_fraction : float
+        Largest fraction of voxels with NaN/Inf values that is repaired (set to 0, excluded
+        from the mask, with a warning) rather than refused.
+
+    Returns
+    -------
+    DWIData
+
+    Raises
+    ------
+    InputError
+        Missing or unreadable files, a non-4-D image, counts that do not match the number
+        of volumes, non-unit or zero directions, no b=0 volume, too many non-finite voxels,
+        a mask on another grid, or a non-finite affine.
+    """
+    dwi_p = check_file_exists(dwi_path, "dwi")
+    bvals_p = check_file_exists(bvals_path, "bvals")
+    bvecs_p = check_file_exists(bvecs_path, "bvecs")
+    mask_p = check_file_exists(mask_path, "mask") if mask_path is not None else None
+
+    img = _load_nifti(dwi_p, "dwi")
+    if len(img.shape) != 4:
+        raise InputError(dwi_p, f"the dwi must be a 4-D image (X, Y, Z, volumes), got shape {tuple(img.shape)}")
+    n_vol = int(img.shape[3])
+    affine = np.asarray(img.affine, dtype=np.float64)
+
+    bvals = _read_bvals(bvals_p, n_vol)
+    bvecs = _read_bvecs(bvecs_p, n_vol)
+    _check_bvecs(bvecs_p, bvecs, bvals)
+    b0 = bvals <= B0_THRESHOLD
+    if not b0.any():
+        raise InputError(bvals_p, f"no b=0 volume (b <= {B0_THRESHOLD:g}); smallest b-value is {bvals.min():g}")
+    if b0.all():
+        raise InputError(bvals_p, f"all {n_vol} volumes are b=0; no diffusion weighting")
+
+    try:
+        data = np.asarray(img.get_fdata(dtype=np.float32))
+    except Exception as e:
+        raise InputError(dwi_p, f"cannot read the image data ({type(e).__name__}: {e})") from e
+    bad = ~np.all(np.isfinite(data), axis=-1)
+    n_bad = int(bad.sum())
+    if n_bad:
+        frac = n_bad / bad.size
+        if frac >= max_bad_fraction:
+            raise InputError(
+                dwi_p, f"{n_bad} of {bad.size} voxels ({100 * frac:.3g}%) contain NaN or Inf, more than "
+                f"the {100 * max_bad_fraction:.3g}% that can be repaired")
+        data[bad] = 0.0
+        warnings.warn(f"{dwi_p}: {n_bad} voxels contain NaN or Inf; set to 0 and excluded from the mask",
+                      UserWarning, stacklevel=2)
+
+    mask = None
+    if mask_p is not None:
+        mask = load_mask(mask_p, data.shape[:3], affine) & ~bad
+        if not mask.any():
+            raise InputError(mask_p, "the mask holds no voxel with finite dwi data")
+
+    directions = fsl_bvecs_to_world(bvecs, affine)
+    directions[b0] = 0.0
+    logger.info("loaded %s: shape %s, %d volumes (%d b=0), shells %s", dwi_p, data.shape[:3], n_vol,
+                int(b0.sum()), bvals_shells(bvals)[0].round().tolist())
+    return DWIData(data=data, affine=affine, header=img.header, bvals=bvals, bvecs=bvecs,
+                   directions_world=directions, mask=mask, path=dwi_p, bad_voxels=bad)
+
+
+def bvals_shells(bvals: np.ndarray, tol: float = 50.0) -> tuple[np.ndarray, np.ndarray]:
+    """Group b-values into shells.
+
+    b-values at or below :data:`B0_THRESHOLD` form the b=0 shell (listed first). The others
+    are sorted and split wherever two consecutive values differ by more than ``tol``;
+    each shell's value is the mean of its members.
+
+    Parameters
+    ----------
+    bvals : ndarray ``(G,)``
+    tol : float
+        Largest gap between b-values of the same shell.
+
+    Returns
+    -------
+    shell_values : ndarray ``(n_shells,)``
+        Ascending; 0 (the b=0 mean) first when b=0 volumes exist.
+    shell_index : ndarray ``(G,)`` int
+        Shell of every volume.
+    """
+    bvals = np.asarray(bvals, dtype=np.float64).ravel()
+    index = np.full(bvals.shape, -1, dtype=np.int64)
+    values: list[float] = []
+    b0 = bvals <= B0_THRESHOLD
+    if b0.any():
+        values.append(float(bvals[b0].mean()))
+        index[b0] = 0
+    dw = np.flatnonzero(~b0)
+    if dw.size:
+        order = dw[np.argsort(bvals[dw], kind="stable")]
+        sorted_b = bvals[order]
+        breaks = np.flatnonzero(np.diff(sorted_b) > tol) + 1
+        for group in np.split(np.arange(order.size), breaks):
+            index[order[group]] = len(values)
+            values.append(float(sorted_b[group].mean()))
+    return np.asarray(values), index
+
+
+def combine_masks(*masks: np.ndarray | None) -> np.ndarray:
+    """Logical AND of the given masks (``None`` entries are ignored), shape ``(X, Y, Z)``."""
+    given = [np.asarray(m, dtype=bool) for m in masks if m is not None]
+    if not given:
+        raise ValueError("combine_masks needs at least one mask that is not None")
+    out = given[0].copy()
+    for m in given[1:]:
+        if m.shape != out.shape:
+            raise ValueError(f"cannot combine masks of shapes {out.shape} and {m.shape}")
+        out &= m
+    return out
+
+
+def make_mask(data: np.ndarray, bvals: np.ndarray, *, median_radius: int = 2, numpass: int = 1) -> np.ndarray:
+    """Brain mask from the mean b=0 image with DIPY's ``median_otsu``.
+
+    Parameters
+    ----------
+    data : ndarray ``(X, Y, Z, G)``
+    bvals : ndarray ``(G,)``
+
+    Returns
+    -------
+    ndarray ``(X, Y, Z)`` bool
+        Excludes non-finite voxels and voxels with a non-positive mean b=0. If Otsu's
+        threshold leaves nothing (e.g. a constant phantom), every voxel with a positive
+        mean b=0 is kept, with a warning.
+    """
+    from dipy.segment.mask import median_otsu
+
+    data = np.asarray(data)
+    b0 = np.asarray(bvals).ravel() <= B0_THRESHOLD
+    if not b0.any():
+        raise ValueError("make_mask needs at least one b=0 volume")
+    mean_b0 = np.mean(data[..., b0], axis=-1)
+    finite = np.isfinite(mean_b0)
+    mean_b0 = np.where(finite, mean_b0, 0.0)
+    valid = finite & (mean_b0 > 0)
+    if np.ptp(mean_b0) == 0:
+        mask = valid
+    else:
+        _, mask = median_otsu(mean_b0.astype(np.float32), median_radius=median_radius, numpass=numpass)
+        mask = np.asarray(mask, dtype=bool) & valid
+    if not mask.any():
+        warnings.warn("median_otsu found no brain voxels; using every voxel with a positive mean b=0",
+                      UserWarning, stacklevel=2)
+        mask = valid
+    return mask
