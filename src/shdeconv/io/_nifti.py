@@ -133,7 +133,7 @@ def _read_bvals(path: Path, n_volumes: int) -> np.ndarray:
 
 
 def _read_bvecs(path: Path, n_volumes: int) -> np.ndarray:
-    table = read_numeric_table(path, "bvecs")
+    table = read_numeric_table(path, "bvecs", allow_nonfinite=True)
     if table.shape == (3, n_volumes):  # FSL layout, preferred when 3 x 3
         return table.T.copy()
     if table.shape == (n_volumes, 3):
@@ -143,11 +143,18 @@ def _read_bvecs(path: Path, n_volumes: int) -> np.ndarray:
         f"for a dwi with {n_volumes} volumes")
 
 
-def _check_bvecs(path: Path, bvecs: np.ndarray, bvals: np.ndarray) -> None:
+def _check_bvecs(path: Path, bvecs: np.ndarray, bvals: np.ndarray) -> np.ndarray:
+    """Validate directions; returns them with non-finite b=0 rows (as in some scanners'
+    files, e.g. DIPY's small_64D) set to zero."""
+    dw = bvals > B0_THRESHOLD
+    nonfinite = ~np.all(np.isfinite(bvecs), axis=1)
+    if np.any(nonfinite & dw):
+        i = int(np.flatnonzero(nonfinite & dw)[0])
+        raise InputError(path, f"volume {i} (b={bvals[i]:g}) has a NaN or Inf gradient direction")
+    bvecs = np.where(nonfinite[:, None], 0.0, bvecs)
     norms = np.linalg.norm(bvecs, axis=1)
     if np.all(norms == 0):
         raise InputError(path, "all gradient directions are zero")
-    dw = bvals > B0_THRESHOLD
     zero = dw & (norms == 0)
     if np.any(zero):
         i = int(np.flatnonzero(zero)[0])
@@ -158,6 +165,7 @@ def _check_bvecs(path: Path, bvecs: np.ndarray, bvals: np.ndarray) -> None:
         raise InputError(
             path, f"{int(bad.sum())} gradient directions are not unit vectors (volume {i} has norm "
             f"{norms[i]:.4f}, expected 1 within {_UNIT_TOL:g})")
+    return bvecs
 
 
 def load_mask(mask_path: str | PathLike, shape: tuple[int, ...], affine: np.ndarray) -> np.ndarray:
@@ -241,7 +249,7 @@ def load_dwi(
 
     bvals = _read_bvals(bvals_p, n_vol)
     bvecs = _read_bvecs(bvecs_p, n_vol)
-    _check_bvecs(bvecs_p, bvecs, bvals)
+    bvecs = _check_bvecs(bvecs_p, bvecs, bvals)
     b0 = bvals <= B0_THRESHOLD
     if not b0.any():
         raise InputError(bvals_p, f"no b=0 volume (b <= {B0_THRESHOLD:g}); smallest b-value is {bvals.min():g}")

@@ -20,15 +20,21 @@ class InputError(ValueError):
     Parameters
     ----------
     path : str or PathLike
-        The file (or directory) at fault.
-    problem : str
+        The file (or directory) at fault. Called with a single argument, it is taken as
+        the whole, already formatted ``"<file>: <problem>"`` message.
+    problem : str, optional
         What is wrong with it and, where possible, what was expected.
     """
 
-    def __init__(self, path: str | PathLike, problem: str):
-        self.path = str(path)
-        self.problem = " ".join(str(problem).split())  # always one line
-        super().__init__(f"{self.path}: {self.problem}")
+    def __init__(self, path: str | PathLike, problem: str | None = None):
+        if problem is None:
+            message = " ".join(str(path).split())
+            self.path, _, self.problem = message.partition(": ")
+        else:
+            self.path = str(path)
+            self.problem = " ".join(str(problem).split())  # always one line
+            message = f"{self.path}: {self.problem}"
+        super().__init__(message)
 
 
 def check_file_exists(path: str | PathLike, what: str) -> Path:
@@ -46,11 +52,11 @@ def check_file_exists(path: str | PathLike, what: str) -> Path:
     return p
 
 
-def read_numeric_table(path: str | PathLike, what: str) -> np.ndarray:
+def read_numeric_table(path: str | PathLike, what: str, *, allow_nonfinite: bool = False) -> np.ndarray:
     """Read a whitespace (or comma) separated table of numbers, shape ``(rows, cols)``.
 
     Lines starting with ``#`` and blank lines are skipped. All rows must have the same
-    length. Raises :class:`InputError` naming the file, line and token on any problem.
+    length (``nan``/``inf`` tokens are kept only with ``allow_nonfinite``). Raises :class:`InputError` naming the file, line and token on any problem.
     """
     p = check_file_exists(path, what)
     try:
@@ -73,6 +79,6 @@ def read_numeric_table(path: str | PathLike, what: str) -> np.ndarray:
     if len(lengths) != 1:
         raise InputError(p, f"the {what} file has rows of different lengths {sorted(lengths)}")
     table = np.asarray(rows, dtype=np.float64)
-    if not np.all(np.isfinite(table)):
+    if not allow_nonfinite and not np.all(np.isfinite(table)):
         raise InputError(p, f"the {what} file contains NaN or Inf values")
     return table

@@ -1,0 +1,16 @@
+"""Signal models: tissue responses, the convolution forward model and signal-to-grid maps."""
+
+from ._forward import ForwardModel
+from ._grid import grid_directions, grid_to_sh_matrix, input_lmax, signal_to_grid_matrix
+from ._response import Responses, estimate_responses, zonal_design
+
+__all__ = [
+    "ForwardModel",
+    "Responses",
+    "estimate_responses",
+    "grid_directions",
+    "grid_to_sh_matrix",
+    "input_lmax",
+    "signal_to_grid_matrix",
+    "zonal_design",
+]
