@@ -183,3 +183,12 @@ def test_spherical_cheb_conv(spatial):
             conv.radial.fill_(1.0)
             conv.bias.copy_(layer.bias)
         torch.testing.assert_close(conv(x), layer(x))
+
+
+def test_equivariance_check_is_not_vacuous():
+    """A random pixel permutation is not a symmetry: the equivariance test can fail."""
+    layer = make_layer(2, 3, 2, True, 3, 4, torch.float64)
+    x = torch.randn(1, 2, layer.V, 4, 4, 4, dtype=torch.float64)
+    g = np.random.default_rng(0).permutation(layer.V)
+    q = grid_symmetries(2)[3][0]
+    assert (layer(transform(x, q, g)) - transform(layer(x), q, g)).abs().max() > 1e-3
