@@ -303,7 +303,7 @@ def _draw_bundles(shape, rng) -> list[_Bundle]:
     return bundles
 
 
-def _merge_voxel(w, d, lp, lq, merge_cos, max_fibres):
+def _merge_voxel(w, d, lp, lq, merge_cos):
     """Merge nearly parallel fibres of one voxel; returns lists sorted by weight."""
     order = np.argsort(-w)
     groups: list[list] = []
@@ -407,8 +407,7 @@ def spatial_phantom(shape: tuple[int, int, int] | None = None, scheme: str = "cl
     present = frac_b > 0
     for v in np.nonzero(present.any(axis=1))[0]:
         ks = np.nonzero(present[v])[0]
-        groups = _merge_voxel(frac_b[v, ks], d_w[v, ks], lp[v, ks], lq[v, ks], merge_cos,
-                              MAX_FIBRES)
+        groups = _merge_voxel(frac_b[v, ks], d_w[v, ks], lp[v, ks], lq[v, ks], merge_cos)
         top = groups[0][0]
         kept = [g for g in groups if g[0] >= min_fraction and g[0] >= min_relative * top]
         for j, g in enumerate(kept[:MAX_FIBRES]):
