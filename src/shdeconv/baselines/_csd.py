@@ -42,7 +42,9 @@ def _dipy_to_mrtrix_matrix(lmax: int) -> np.ndarray:
 
     u = dense_directions(max(600, 4 * n_coeffs(lmax)))
     theta, phi = cart2sphere(u)
-    dipy_b = real_sh_descoteaux(lmax, theta, phi, legacy=True)[0]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PendingDeprecationWarning)  # DIPY's CSD still uses this basis
+        dipy_b = real_sh_descoteaux(lmax, theta, phi, legacy=True)[0]
     m = np.linalg.lstsq(sh_matrix(u, lmax), dipy_b, rcond=None)[0]
     m[np.abs(m) < 1e-9] = 0.0
     return m
@@ -107,6 +109,26 @@ def csd_fit(dwi: DWIData, mask: np.ndarray | None, responses: Responses, *, lmax
     else:
         raise ValueError(f"multi_shell must be 'auto', True or False, got {multi_shell!r}")
 
+    with warnings.catch_warnings():
+        # DIPY's CSD models build their matrices in the legacy descoteaux07 basis and say so
+        warnings.simplefilter("ignore", PendingDeprecationWarning)
+        fodf, out_iso, algorithm, fit_mask = _fit(data, bvals, dirs, mask, responses, lmax, use_msmt, shells, idx, b0)
+    logger.info("%s fit of %d voxels (lmax %d)", algorithm.upper(), int(fit_mask.sum()), lmax)
+    s = n_coeffs(lmax)
+    full = np.zeros(data.shape[:3] + (s,), dtype=np.float32)
+    full[fit_mask] = fodf
+    res = {"fodf": full, "gm": None, "csf": None, "algorithm": algorithm,
+           "wm": (np.sqrt(4 * np.pi) * full[..., 0]).astype(np.float32)}
+    if out_iso is not None:
+        for j, name in enumerate(("csf", "gm")):
+            v = np.zeros(data.shape[:3], dtype=np.float32)
+            v[fit_mask] = out_iso[:, j]
+            res[name] = v
+    return res
+
+
+def _fit(data, bvals, dirs, mask, responses, lmax, use_msmt, shells, idx, b0):
+    """The DIPY fit itself: fODF ``(N, S)`` (MRtrix3 basis), iso ``(N, 2)`` or None, name, mask."""
     s0 = data[..., b0].mean(axis=-1)
     fit_mask = mask & np.isfinite(s0) & (s0 > 0)
     signal = data[fit_mask].astype(np.float64) / s0[fit_mask][:, None]  # (N, G)
@@ -147,20 +169,9 @@ def csd_fit(dwi: DWIData, mask: np.ndarray | None, responses: Responses, *, lmax
             model = ConstrainedSphericalDeconvModel(gtab, AxSymShResponse(1.0, r), sh_order_max=lmax)
         if s > int(np.sum(idx == shell)):
             warnings.warn(f"lmax {lmax} needs {s} coefficients but the b={shells[shell]:g} shell has only "
-                          f"{int(np.sum(idx == shell))} directions", UserWarning, stacklevel=2)
+                          f"{int(np.sum(idx == shell))} directions", UserWarning, stacklevel=3)
         fit = model.fit(signal[:, vols]) if signal.size else None
         coef = np.nan_to_num(fit.shm_coeff) if fit is not None else np.zeros((0, s))
         fodf = coef @ to_mrtrix.T
         algorithm = "csd"
-    logger.info("%s fit of %d voxels (lmax %d)", algorithm.upper(), int(fit_mask.sum()), lmax)
-
-    full = np.zeros(data.shape[:3] + (s,), dtype=np.float32)
-    full[fit_mask] = fodf
-    res = {"fodf": full, "gm": None, "csf": None, "algorithm": algorithm,
-           "wm": (np.sqrt(4 * np.pi) * full[..., 0]).astype(np.float32)}
-    if out_iso is not None:
-        for j, name in enumerate(("csf", "gm")):
-            v = np.zeros(data.shape[:3], dtype=np.float32)
-            v[fit_mask] = out_iso[:, j]
-            res[name] = v
-    return res
+    return fodf, out_iso, algorithm, fit_mask
