@@ -76,6 +76,7 @@ def _unit(v):
     return v / np.linalg.norm(v, axis=-1, keepdims=True)
 
 
+@pytest.mark.filterwarnings("ignore::PendingDeprecationWarning")
 def test_dipy_basis_conversion():
     """DIPY's legacy descoteaux07 coefficients map to MRtrix3's by a signed permutation."""
     m = _dipy_to_mrtrix_matrix(8)
