@@ -1,8 +1,9 @@
 """NIfTI and gradient-table I/O, input validation, the orientation frame and file formats."""
 
 from ._atomic import atomic_save_nifti, atomic_torch_save, atomic_write_bytes, atomic_write_text, check_output_dir
-from ._gradients import fsl_bvecs_to_world, voxel_to_world_matrix, world_to_fsl_bvecs
+from ._gradients import fsl_bvecs_to_world, voxel_axes_rotation, voxel_to_world_matrix, world_to_fsl_bvecs
 from ._nifti import B0_THRESHOLD, DWIData, bvals_shells, combine_masks, load_dwi, load_mask, make_mask
+from ._peaks_file import read_peaks, write_peaks
 from ._response_file import read_response_file, write_response_file
 from ._validate import InputError
 
@@ -21,8 +22,11 @@ __all__ = [
     "load_dwi",
     "load_mask",
     "make_mask",
+    "read_peaks",
     "read_response_file",
+    "voxel_axes_rotation",
     "voxel_to_world_matrix",
     "world_to_fsl_bvecs",
+    "write_peaks",
     "write_response_file",
 ]

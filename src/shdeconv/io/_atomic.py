@@ -119,6 +119,8 @@ def atomic_save_nifti(data: np.ndarray, affine: np.ndarray, path: str | PathLike
     img.header.set_slope_inter(1.0, 0.0)
     img.set_sform(affine, code=1)
     img.set_qform(affine, code=1)
+    if header is None:
+        img.header.set_xyzt_units("mm")
     with _temporary_sibling(path) as tmp:
         img.to_filename(str(tmp))
         with open(tmp, "rb+") as f:

@@ -10,33 +10,16 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 
-__all__ = ["write_peaks", "read_peaks", "atomic_save_nifti"]
+from ._atomic import atomic_save_nifti
+
+__all__ = ["write_peaks", "read_peaks"]
 
 logger = logging.getLogger(__name__)
-
-
-def atomic_save_nifti(img: nib.Nifti1Image, path: str | os.PathLike) -> Path:
-    """Save ``img`` under a temporary name in the target directory, then ``os.replace`` it."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    suffix = "".join(path.suffixes) or ".nii.gz"
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name.split('.')[0]}-", suffix=suffix,
-                               dir=path.parent)
-    os.close(fd)
-    try:
-        nib.save(img, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
 
 
 def write_peaks(path: str | os.PathLike, dirs: np.ndarray, amps: np.ndarray,
@@ -68,9 +51,7 @@ def write_peaks(path: str | os.PathLike, dirs: np.ndarray, amps: np.ndarray,
     unit = dirs / np.where(ok, norm, 1.0)[..., None]
     vec = np.where(ok[..., None], unit * np.where(ok, amps, 0.0)[..., None], np.nan)
     data = vec.reshape(*dirs.shape[:3], -1).astype(np.float32)
-    img = nib.Nifti1Image(data, np.asarray(affine, dtype=np.float64))
-    img.header.set_xyzt_units("mm")
-    out = atomic_save_nifti(img, path)
+    out = atomic_save_nifti(data, affine, path)
     logger.debug("wrote %d peaks per voxel to %s", dirs.shape[3], out)
     return out
 

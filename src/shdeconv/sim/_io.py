@@ -25,7 +25,8 @@ import nibabel as nib
 import numpy as np
 
 from ..io._gradients import world_to_fsl_bvecs
-from ..io._peaks_file import atomic_save_nifti, read_peaks, write_peaks
+from ..io._atomic import atomic_save_nifti, atomic_write_text
+from ..io._peaks_file import read_peaks, write_peaks
 from ._phantom import SIZES, Phantom, spatial_phantom, voxelwise_phantom
 
 __all__ = ["Truth", "write_phantom", "load_truth", "simulate_to_dir"]
@@ -49,15 +50,7 @@ class Truth:
 
 
 def _save(data: np.ndarray, affine: np.ndarray, path: Path, dtype) -> None:
-    img = nib.Nifti1Image(np.asarray(data).astype(dtype), affine)
-    img.header.set_xyzt_units("mm")
-    atomic_save_nifti(img, path)
-
-
-def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    atomic_save_nifti(np.asarray(data).astype(dtype), affine, path)
 
 
 def write_phantom(phantom: Phantom, outdir: str | os.PathLike) -> Path:
@@ -76,8 +69,8 @@ def write_phantom(phantom: Phantom, outdir: str | os.PathLike) -> Path:
     _save(phantom.dwi, aff, out / "dwi.nii.gz", np.float32)
     _save(phantom.mask, aff, out / "mask.nii.gz", np.uint8)
     bvecs = world_to_fsl_bvecs(phantom.directions_world, aff)
-    _write_text(out / "bvals", " ".join(f"{b:g}" for b in phantom.bvals) + "\n")
-    _write_text(out / "bvecs", "\n".join(" ".join(f"{v:.8f}" for v in row) for row in bvecs.T)
+    atomic_write_text(out / "bvals", " ".join(f"{b:g}" for b in phantom.bvals) + "\n")
+    atomic_write_text(out / "bvecs", "\n".join(" ".join(f"{v:.8f}" for v in row) for row in bvecs.T)
                 + "\n")
     write_peaks(truth / "peaks.nii.gz", phantom.peak_dirs, phantom.peak_fractions, aff)
     _save(phantom.peak_fractions, aff, truth / "fractions.nii.gz", np.float32)
@@ -85,7 +78,7 @@ def write_phantom(phantom: Phantom, outdir: str | os.PathLike) -> Path:
     for name in ("gm", "csf", "wm"):
         _save(getattr(phantom, name), aff, truth / f"{name}.nii.gz", np.float32)
     _save(phantom.mask, aff, truth / "mask.nii.gz", np.uint8)
-    _write_text(truth / "truth.json", json.dumps(phantom.meta, indent=2, sort_keys=True) + "\n")
+    atomic_write_text(truth / "truth.json", json.dumps(phantom.meta, indent=2, sort_keys=True) + "\n")
     logger.info("wrote phantom to %s", out)
     return out
 
