@@ -118,6 +118,46 @@ def _axis_sum(a: torch.Tensor, b: torch.Tensor, dim: int) -> torch.Tensor:
     return out
 
 
+def _stencil_forward(y: torch.Tensor, dim: int) -> torch.Tensor:
+    w = _axis_sum(y.narrow(dim, 0, 3), y.narrow(dim, 1, 3), -1)
+    v = _axis_sum(w.narrow(dim, 0, 2), w.narrow(dim, 1, 2), -2)
+    return _axis_sum(v.narrow(dim, 0, 1), v.narrow(dim, 1, 1), -3).squeeze(dim)
+
+
+def _edge(t: torch.Tensor, axis: int) -> torch.Tensor:
+    """``e(t)``: sum of the two neighbours along ``axis`` (zero padding)."""
+    return _axis_sum(torch.zeros_like(t), t, axis)
+
+
+def _stencil_adjoint(g: torch.Tensor, dim: int) -> torch.Tensor:
+    r"""``[S_0 g, S_1 g, S_2 g, S_3 g]`` stacked along ``dim``: the adjoint (``S_r`` symmetric).
+
+    :math:`S_r = [t^r] \prod_a (c + t e_a)`, expanded axis by axis: six neighbour sums.
+    """
+    a = [g, _edge(g, -1)]
+    b = [a[0], a[1] + _edge(a[0], -2), _edge(a[1], -2)]
+    c = [b[0], b[1] + _edge(b[0], -3), b[2] + _edge(b[1], -3), _edge(b[2], -3)]
+    return torch.stack(c, dim=dim)
+
+
+class _ClassStencil(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, y, dim):
+        ctx.dim = dim
+        return _stencil_forward(y, dim)
+
+    @staticmethod
+    def backward(ctx, g):
+        return _ClassStencil.apply_adjoint(g, ctx.dim), None
+
+    @staticmethod
+    def apply_adjoint(g, dim):
+        if torch.is_grad_enabled():  # double backward: stay differentiable
+            return _stencil_adjoint(g, dim)
+        with torch.no_grad():
+            return _stencil_adjoint(g, dim)
+
+
 def separable_class_stencil(y: torch.Tensor, dim: int) -> torch.Tensor:
     r"""Apply :math:`\sum_r S_r y_r` over the last three (spatial) dims, classes along ``dim``.
 
@@ -131,13 +171,15 @@ def separable_class_stencil(y: torch.Tensor, dim: int) -> torch.Tensor:
         \quad \mathrm{out} = v_0 + e_x v_1,
 
     six neighbour sums. ``y`` has size 4 along ``dim`` (``dim`` not one of the last three);
-    the result drops that dim.
+    the result drops that dim. The backward pass is the adjoint
+    :math:`g \mapsto [S_0 g, \dots, S_3 g]`, also six neighbour sums, without autograd's
+    copies of in-place slices.
     """
     if y.shape[dim] != 4:
         raise ValueError(f"expected 4 distance classes along dim {dim}, got shape {tuple(y.shape)}")
-    w = _axis_sum(y.narrow(dim, 0, 3), y.narrow(dim, 1, 3), -1)
-    v = _axis_sum(w.narrow(dim, 0, 2), w.narrow(dim, 1, 2), -2)
-    return _axis_sum(v.narrow(dim, 0, 1), v.narrow(dim, 1, 1), -3).squeeze(dim)
+    if dim < 0:
+        dim += y.dim()
+    return _ClassStencil.apply(y, dim)
 
 
 # ----------------------------------------------------------------------------------------
