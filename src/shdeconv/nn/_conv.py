@@ -108,13 +108,31 @@ def _chebyshev_recursion(lap: torch.Tensor, lap_t: torch.Tensor, x: torch.Tensor
     return out
 
 
-def _axis_sum(a: torch.Tensor, b: torch.Tensor, dim: int) -> torch.Tensor:
-    """``a + e(b)``, ``e`` = sum of the two neighbours along ``dim`` with zero padding."""
+def _axis_sum(a: torch.Tensor, b: torch.Tensor, dim: int, out: torch.Tensor | None = None) -> torch.Tensor:
+    """``a + e(b)``, ``e`` = sum of the two neighbours along ``dim`` with zero padding.
+
+    Two passes over memory; writes into ``out`` when given. Not for autograd (see
+    :class:`_ClassStencil`).
+    """
     n = b.shape[dim]
-    out = a.clone()
-    if n > 1:
-        out.narrow(dim, 1, n - 1).add_(b.narrow(dim, 0, n - 1))
-        out.narrow(dim, 0, n - 1).add_(b.narrow(dim, 1, n - 1))
+    out = torch.empty_like(a) if out is None else out
+    if n == 1:
+        return out.copy_(a)
+    torch.add(a.narrow(dim, 0, n - 1), b.narrow(dim, 1, n - 1), out=out.narrow(dim, 0, n - 1))
+    out.narrow(dim, n - 1, 1).copy_(a.narrow(dim, n - 1, 1))
+    out.narrow(dim, 1, n - 1).add_(b.narrow(dim, 0, n - 1))
+    return out
+
+
+def _edge(t: torch.Tensor, dim: int, out: torch.Tensor | None = None) -> torch.Tensor:
+    """``e(t)``: sum of the two neighbours along ``dim`` (zero padding), two passes."""
+    n = t.shape[dim]
+    out = torch.empty_like(t) if out is None else out
+    if n == 1:
+        return out.zero_()
+    out.narrow(dim, 0, n - 1).copy_(t.narrow(dim, 1, n - 1))
+    out.narrow(dim, n - 1, 1).zero_()
+    out.narrow(dim, 1, n - 1).add_(t.narrow(dim, 0, n - 1))
     return out
 
 
@@ -124,23 +142,29 @@ def _stencil_forward(y: torch.Tensor, dim: int) -> torch.Tensor:
     return _axis_sum(v.narrow(dim, 0, 1), v.narrow(dim, 1, 1), -3).squeeze(dim)
 
 
-def _edge(t: torch.Tensor, axis: int) -> torch.Tensor:
-    """``e(t)``: sum of the two neighbours along ``axis`` (zero padding)."""
-    return _axis_sum(torch.zeros_like(t), t, axis)
-
-
 def _stencil_adjoint(g: torch.Tensor, dim: int) -> torch.Tensor:
     r"""``[S_0 g, S_1 g, S_2 g, S_3 g]`` stacked along ``dim``: the adjoint (``S_r`` symmetric).
 
-    :math:`S_r = [t^r] \prod_a (c + t e_a)`, expanded axis by axis: six neighbour sums.
+    :math:`S_r = [t^r] \prod_a (c + t e_a)`, expanded axis by axis: six neighbour sums,
+    written straight into the stacked result.
     """
-    a = [g, _edge(g, -1)]
-    b = [a[0], a[1] + _edge(a[0], -2), _edge(a[1], -2)]
-    c = [b[0], b[1] + _edge(b[0], -3), b[2] + _edge(b[1], -3), _edge(b[2], -3)]
-    return torch.stack(c, dim=dim)
+    shape = list(g.shape)
+    shape.insert(dim, 4)
+    res = torch.empty(shape, dtype=g.dtype, device=g.device)
+    c = [res.select(dim, r) for r in range(4)]
+    a1 = _edge(g, -1)                       # e_z g
+    b1 = _axis_sum(a1, g, -2)               # e_z g + e_y g
+    b2 = _edge(a1, -2)                      # e_y e_z g
+    c[0].copy_(g)
+    _axis_sum(b1, g, -3, out=c[1])
+    _axis_sum(b2, b1, -3, out=c[2])
+    _edge(b2, -3, out=c[3])
+    return res
 
 
 class _ClassStencil(torch.autograd.Function):
+    """``sum_r S_r y_r`` with the adjoint as its backward (linear, constant coefficients)."""
+
     @staticmethod
     def forward(ctx, y, dim):
         ctx.dim = dim
@@ -148,14 +172,20 @@ class _ClassStencil(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, g):
-        return _ClassStencil.apply_adjoint(g, ctx.dim), None
+        return _ClassStencilAdjoint.apply(g, ctx.dim), None
+
+
+class _ClassStencilAdjoint(torch.autograd.Function):
+    """``g -> [S_r g]_r``; its backward is the forward stencil (double backward works)."""
 
     @staticmethod
-    def apply_adjoint(g, dim):
-        if torch.is_grad_enabled():  # double backward: stay differentiable
-            return _stencil_adjoint(g, dim)
-        with torch.no_grad():
-            return _stencil_adjoint(g, dim)
+    def forward(ctx, g, dim):
+        ctx.dim = dim
+        return _stencil_adjoint(g.contiguous(), dim)
+
+    @staticmethod
+    def backward(ctx, gg):
+        return _ClassStencil.apply(gg, ctx.dim), None
 
 
 def separable_class_stencil(y: torch.Tensor, dim: int) -> torch.Tensor:
