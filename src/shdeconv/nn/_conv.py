@@ -23,6 +23,7 @@ import math
 import warnings
 
 import numpy as np
+import scipy.sparse as sp
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -46,9 +47,14 @@ def _projector_tensor(nside: int, K: int, hemisphere: bool) -> torch.Tensor:
     return torch.tensor(chebyshev_projector(nside, K, hemisphere), dtype=torch.get_default_dtype())
 
 
-def _sparse_laplacian_tensors(nside: int, hemisphere: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """Rescaled Laplacian and its transpose as CSR tensors in torch's default dtype."""
-    m = sparse_rescaled_laplacian(nside, hemisphere)
+def _sparse_laplacian_tensors(nside: int, hemisphere: bool, channels: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    r"""Block-diagonal :math:`I_C \otimes \tilde L` and its transpose as CSR tensors.
+
+    ``(C V, C V)`` in torch's default dtype: one sparse product applies :math:`\tilde L` to
+    every channel of a ``[C, V, N]`` signal stored as ``(C V, N)``.
+    """
+    m = sp.kron(sp.identity(int(channels), format="csr"), sparse_rescaled_laplacian(nside, hemisphere))
+    m = m.tocsr()
     out = []
     for a in (m.tocsr(), m.T.tocsr()):
         a.sort_indices()
@@ -94,7 +100,7 @@ def _cast_sparse(a: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 
 
 def _chebyshev_recursion(lap: torch.Tensor, lap_t: torch.Tensor, x: torch.Tensor, K: int) -> list[torch.Tensor]:
-    r"""``[T_0 x, ..., T_{K-1} x]`` for ``x`` of shape ``(V, N)`` by the three-term recursion.
+    r"""``[T_0 x, ..., T_{K-1} x]`` for ``x`` of shape ``(C V, N)`` by the three-term recursion.
 
     :math:`T_0 x = x,\; T_1 x = \tilde L x,\; T_k x = 2 \tilde L T_{k-1} x - T_{k-2} x`:
     ``K - 1`` sparse products with about 9 non-zeros a row.
@@ -336,7 +342,7 @@ class SpatioSphericalConv(nn.Module):
 
         self.register_buffer("projector", _projector_tensor(self.nside, self.K, self.hemisphere),
                              persistent=False)
-        lap, lap_t = _sparse_laplacian_tensors(self.nside, self.hemisphere)
+        lap, lap_t = _sparse_laplacian_tensors(self.nside, self.hemisphere, self.in_channels)
         self.register_buffer("laplacian", lap, persistent=False)
         self.register_buffer("laplacian_t", lap_t, persistent=False)
         self.register_buffer("classes", torch.as_tensor(_distance_classes(self.kernel_size)),
@@ -435,13 +441,13 @@ class SpatioSphericalConv(nn.Module):
     def _forward_fast_sparse(self, x: torch.Tensor) -> torch.Tensor:
         b, c, v, nx, ny, nz = x.shape
         s = nx * ny * nz
-        xv = x.permute(2, 0, 1, 3, 4, 5).reshape(v, b * c * s)  # [V, B C S]
+        xv = x.permute(1, 2, 0, 3, 4, 5).reshape(c * v, b * s)  # [C V, B S] (free when B = 1)
         ts = _chebyshev_recursion(self.laplacian, self.laplacian_t, xv, self.K)
-        z = torch.stack([t.view(v, b, c, s) for t in ts], dim=2)  # [V, B, K, C, S]
-        y = torch.matmul(self.mixing_matrix("ki"), z.view(v * b, self.K * c, s))  # [V B, R O, S]
-        y = y.view(v, b, self.R, self.out_channels, nx, ny, nz)
-        y = y[:, :, 0] if self.R == 1 else separable_class_stencil(y, 2)  # [V, B, O, X, Y, Z]
-        return y.permute(1, 2, 0, 3, 4, 5)
+        z = torch.stack(ts, dim=0).view(self.K * c, v * b * s)  # [K C, V B S]
+        y = torch.matmul(self.mixing_matrix("ki"), z)  # [R O, V B S]: one GEMM
+        y = y.view(self.R, self.out_channels, v, b, nx, ny, nz)
+        y = y[0] if self.R == 1 else separable_class_stencil(y, 0)  # [O, V, B, X, Y, Z]
+        return y.permute(2, 0, 1, 3, 4, 5)
 
     def extra_repr(self) -> str:
         return (f"{self.in_channels}, {self.out_channels}, nside={self.nside}, K={self.K}, "
