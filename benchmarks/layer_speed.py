@@ -155,7 +155,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     ap.add_argument("--json", action="store_true", help="last stdout line: JSON list of layer rows")
-    ap.add_argument("--quick", action="store_true", help="fewer repetitions, nside 8 U-Net skipped")
+    ap.add_argument("--quick", action="store_true", help="3 repetitions instead of 5 (U-Net: 2)")
     ap.add_argument("--reps", type=int, default=None)
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
