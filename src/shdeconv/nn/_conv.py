@@ -294,9 +294,10 @@ class SpatioSphericalConv(nn.Module):
 
     with ``r(d)`` the number of non-zero offsets of tap ``d`` in the 3x3x3 window
     (distances 0, 1, sqrt2, sqrt3: ``R = 4``), zero 'same' padding. ``kernel_size=1`` gives
-    the voxel-wise spherical layer (``R = 1``). Equivariant to translations, to the 48
-    signed axis permutations of space acting jointly with the sphere's grid symmetries, and,
-    on the hemisphere, exact for antipodally symmetric signals.
+    the voxel-wise spherical layer (``R = 1``). Equivariant to translations and to the 48
+    signed axis permutations of space, and to the sphere's grid symmetries (16 for HEALPix),
+    separately and jointly; on the hemisphere it equals the full-sphere layer on antipodally
+    symmetric signals.
 
     Parameters
     ----------
