@@ -47,7 +47,7 @@ def test_sparse_recursion_matches_projector(hemisphere):
         lap, lap_t = _sparse_laplacian_tensors(4, hemisphere)
     finally:
         torch.set_default_dtype(torch.float32)
-    P = torch.as_tensor(chebyshev_projector(4, 5, hemisphere))
+    P = torch.tensor(chebyshev_projector(4, 5, hemisphere))
     x = torch.randn(P.shape[1], 7, dtype=torch.float64)
     z = torch.cat(_chebyshev_recursion(lap, lap_t, x, 5), dim=0)
     torch.testing.assert_close(z, P @ x, rtol=0, atol=1e-12)
