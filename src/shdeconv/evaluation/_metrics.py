@@ -324,3 +324,35 @@ def format_scores(scores: dict, name: str = "method") -> str:
               f"mean angle {_fmt(c['pred_angle_deg'], '.2f')}° "
               f"(truth {_fmt(c['truth_angle_deg'], '.2f')}°)."]
     return "\n".join(lines) + "\n"
+
+
+def crossing_error(scores: dict) -> float | None:
+    """Mean angular error over all matched peaks of 2- and 3-fibre voxels (voxel-weighted)."""
+    num = den = 0.0
+    for key in ("2", "3"):
+        g = scores["groups"][key]
+        if g["n_voxels"] and g["angular_error_mean"] is not None:
+            num += g["angular_error_mean"] * g["n_voxels"]
+            den += g["n_voxels"]
+    return num / den if den else None
+
+
+def format_comparison(rows) -> str:
+    """One Markdown table comparing methods.
+
+    ``rows``: iterable of ``(name, seconds, scores)`` with ``scores`` from :func:`score` or
+    :func:`evaluate_dirs`. Columns: success rate per fibre count, mean angular error of
+    single-fibre and of crossing (2-3 fibre) voxels, missing/spurious peaks per WM voxel,
+    and main-peak coherence.
+    """
+    lines = ["| method | seconds | success 1 | success 2 | success 3 | success all | AE 1-fibre (°) "
+             "| AE crossings (°) | n- | n+ | coherence |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for name, seconds, s in rows:
+        g = s["groups"]
+        lines.append(
+            f"| {name} | {seconds:.1f} | {_fmt(g['1']['success_rate'])} | {_fmt(g['2']['success_rate'])} | "
+            f"{_fmt(g['3']['success_rate'])} | {_fmt(g['all']['success_rate'])} | "
+            f"{_fmt(g['1']['angular_error_mean'], '.2f')} | {_fmt(crossing_error(s), '.2f')} | "
+            f"{_fmt(g['all']['n_minus'])} | {_fmt(g['all']['n_plus'])} | {_fmt(s['coherence']['pred_abs_cos'])} |")
+    return "\n".join(lines) + "\n"
