@@ -175,10 +175,11 @@ def fit_network(
         if config.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(net.parameters(), config.grad_clip)
         opt.step()
-        if not math.isfinite(float(loss)):
-            raise FloatingPointError(f"the loss became {float(loss)} at iteration {it}; try a lower --lr")
-        result.history.append({"iteration": it + 1, "loss": float(loss), **parts})
-        bar.set_postfix(loss=f"{float(loss):.4g}", recon=f"{parts['reconstruction']:.3g}")
+        value = float(loss.detach())
+        if not math.isfinite(value):
+            raise FloatingPointError(f"the loss became {value} at iteration {it}; try a lower --lr")
+        result.history.append({"iteration": it + 1, "loss": value, **parts})
+        bar.set_postfix(loss=f"{value:.4g}", recon=f"{parts['reconstruction']:.3g}")
         if config.checkpoint_every and (it + 1) % config.checkpoint_every == 0:
             save(it + 1)
     bar.close()

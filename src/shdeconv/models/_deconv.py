@@ -35,8 +35,8 @@ class NetworkConfig:
 
     variant: str = "shd-tv"
     nside: int = 4
-    depth: int = 3
-    width: int = 16
+    depth: int = 2
+    width: int = 8
     K: int = 3
     lmax: int = 8
     spatial_levels: int = 1

@@ -1,0 +1,61 @@
+"""The command line: help lists every command, bad input exits 2 with one line and no outputs."""
+
+import subprocess
+import sys
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from shdeconv.cli import build_parser, main
+
+
+def test_help_lists_every_command(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["--help"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    for cmd in ("fit", "csd", "demo", "track", "simulate", "evaluate"):
+        assert cmd in out
+    assert "examples:" in out
+
+
+def _write_dwi(d, shape=(6, 6, 4), n=10, bvals=None):
+    rng = np.random.default_rng(0)
+    data = rng.uniform(50, 100, size=shape + (n,)).astype(np.float32)
+    nib.save(nib.Nifti1Image(data, np.diag([2.0, 2.0, 2.0, 1.0])), d / "dwi.nii.gz")
+    b = np.r_[0, [1000] * (n - 1)] if bvals is None else bvals
+    np.savetxt(d / "bvals", b[None], fmt="%d")
+    v = rng.normal(size=(3, n))
+    v /= np.linalg.norm(v, axis=0)
+    v[:, b == 0] = 0
+    np.savetxt(d / "bvecs", v)
+    return d / "dwi.nii.gz", d / "bvals", d / "bvecs"
+
+
+def test_bad_bvals_count_exit_2_no_outputs(tmp_path, capsys):
+    dwi, bvals, bvecs = _write_dwi(tmp_path)
+    np.savetxt(bvals, np.r_[0, [1000] * 5][None], fmt="%d")
+    out = tmp_path / "out"
+    code = main(["fit", str(dwi), "--bvals", str(bvals), "--bvecs", str(bvecs), "-o", str(out), "--no-progress"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert len(err.splitlines()) == 1 and "bvals" in err
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_no_b0_exit_2(tmp_path, capsys):
+    dwi, bvals, bvecs = _write_dwi(tmp_path, bvals=np.array([1000] * 10))
+    code = main(["csd", str(dwi), "--bvals", str(bvals), "--bvecs", str(bvecs), "-o", str(tmp_path / "o")])
+    assert code == 2 and "b=0" in capsys.readouterr().err
+
+
+def test_missing_file_exit_2(tmp_path, capsys):
+    code = main(["fit", str(tmp_path / "nope.nii.gz"), "--bvals", "x", "--bvecs", "y", "-o", str(tmp_path / "o")])
+    assert code == 2 and "nope.nii.gz" in capsys.readouterr().err
+
+
+def test_console_script_entry_point():
+    r = subprocess.run([sys.executable, "-m", "shdeconv", "--version"], capture_output=True, text=True)
+    assert r.returncode == 0 and "shdeconv" in r.stdout
+    assert build_parser().prog == "shdeconv"
