@@ -34,7 +34,7 @@ from ..io._gradients import voxel_axes_rotation
 from ..losses import DeconvLoss, LossWeights
 from ..models._deconv import DeconvNet, NetworkConfig
 from ..signal import Responses, estimate_responses
-from ..signal._forward import ForwardModel
+from ..signal._forward import ForwardModel, linear_deconvolution
 from ..sphere import rotate_sh
 from ..viz._qc import save_qc_figure
 from ._fit import FitConfig, fit_network, normalise_signal, predict_volume, resolve_device
@@ -45,7 +45,7 @@ __all__ = ["Subject", "acquisition_model", "prepare_subject", "load_subject", "b
 log = logging.getLogger(__name__)
 
 #: TV weight used by the ``shd-tv`` variant (see README, "Loss weights").
-TV_WEIGHT = 0.5
+TV_WEIGHT = 0.01
 
 
 def default_loss_weights(variant: str, **overrides) -> LossWeights:
@@ -141,7 +141,8 @@ def load_subject(dwi_path, bvals, bvecs, mask_path=None, *, response_files: dict
 def build_network(subject: Subject, config: NetworkConfig) -> tuple[DeconvNet, ForwardModel]:
     """The network and the forward model for a subject's acquisition (in the subject's frame)."""
     fm, rows, input_rows = acquisition_model(subject.bvals, subject.directions, subject.responses, config.lmax)
-    net = DeconvNet(config, subject.directions, rows, input_rows, n_iso=fm.n_iso)
+    net = DeconvNet(config, subject.directions, rows, input_rows, n_iso=fm.n_iso,
+                    init_matrix=linear_deconvolution(fm))
     return net, fm
 
 

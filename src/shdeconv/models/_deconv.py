@@ -90,12 +90,18 @@ class DeconvNet(nn.Module):
         Shell rows that become input channels (the non-zero shells).
     n_iso : int
         Number of isotropic tissue fractions to predict (0, or 2 for GM and CSF).
+    init_matrix : ndarray ``(S + T, G)``, optional
+        A fixed linear deconvolution (e.g. :func:`shdeconv.signal.linear_deconvolution`).
+        When given, the network predicts a correction to it: ``wm_sh = D_wm s + head``,
+        ``iso = softplus(head_iso + softplus^-1(D_iso s))``, and the last layer starts at zero,
+        so optimisation starts from the regularised least-squares solution.
 
     ``forward(signal)``: ``signal`` ``[B, G, X, Y, Z]`` -> ``(wm_sh [B, S, X, Y, Z],
     iso [B, T, X, Y, Z] or None)``. X, Y, Z must be multiples of ``config.patch_multiple``.
     """
 
-    def __init__(self, config: NetworkConfig, directions, shell_index, input_shells, n_iso: int = 0):
+    def __init__(self, config: NetworkConfig, directions, shell_index, input_shells, n_iso: int = 0,
+                 init_matrix=None):
         super().__init__()
         self.config = config
         self.n_iso = int(n_iso)
@@ -116,12 +122,32 @@ class DeconvNet(nn.Module):
             impl=config.impl,
             spatial_levels=0 if config.kernel_size == 1 else config.spatial_levels,
         )
+        if init_matrix is not None:
+            init = torch.as_tensor(np.asarray(init_matrix), dtype=torch.float32)
+            if init.shape[0] != to_sh.shape[0] + self.n_iso:
+                raise ValueError(f"init_matrix has {init.shape[0]} rows, expected {to_sh.shape[0] + self.n_iso}")
+            self.register_buffer("init_matrix", init, persistent=False)
+            # start exactly at the linear solution: zero the head's spherical weights and bias
+            # (not its radial weights: the product theta * radial would sit on a saddle)
+            torch.nn.init.zeros_(self.unet.head.theta)
+            if self.unet.head.bias is not None:
+                torch.nn.init.zeros_(self.unet.head.bias)
+        else:
+            self.init_matrix = None
 
     def forward(self, signal: torch.Tensor):
         x = torch.einsum("cvg,bgxyz->bcvxyz", self.to_grid, signal)
         y = self.unet(x)  # [B, 1 + T, V, X, Y, Z]
         wm_sh = torch.einsum("sv,bvxyz->bsxyz", self.to_sh, y[:, 0])
-        iso = F.softplus(y[:, 1:].mean(2)) if self.n_iso else None
+        iso_logit = y[:, 1:].mean(2) if self.n_iso else None
+        if self.init_matrix is not None:
+            lin = torch.einsum("pg,bgxyz->bpxyz", self.init_matrix, signal)
+            s = wm_sh.shape[1]
+            wm_sh = wm_sh + lin[:, :s]
+            if self.n_iso:
+                start = lin[:, s:].clamp(1e-3, 10.0)
+                iso_logit = iso_logit + start + torch.log(-torch.expm1(-start))  # softplus^-1
+        iso = F.softplus(iso_logit) if self.n_iso else None
         return wm_sh, iso
 
     def extra_repr(self) -> str:

@@ -124,7 +124,7 @@ class SHDFit:
         bvals = np.asarray(gtab.bvals, float)
         dirs = np.where(bvals[:, None] > 50, np.asarray(gtab.bvecs, float), 0.0)
         fm, _, _ = acquisition_model(bvals, dirs, resp, self.model.sh_order_max)
-        iso = None if self.gm is None else torch.as_tensor(np.stack([self.gm, self.csf], -1))
+        iso = None if self.gm is None else torch.as_tensor(np.stack([self.gm, self.csf], -1), dtype=torch.float32)
         with torch.no_grad():
-            s = fm(torch.as_tensor(self._mrtrix_coeff()), iso).numpy()
+            s = fm(torch.as_tensor(self._mrtrix_coeff(), dtype=torch.float32), iso).numpy()
         return s * np.asarray(S0)[..., None] if np.ndim(S0) else s * S0

@@ -24,7 +24,7 @@ from torch import nn
 
 from ..sphere import n_coeffs, sh_matrix
 
-__all__ = ["ForwardModel"]
+__all__ = ["ForwardModel", "linear_deconvolution"]
 
 
 class ForwardModel(nn.Module):
@@ -77,3 +77,24 @@ class ForwardModel(nn.Module):
 
     def extra_repr(self) -> str:
         return f"lmax={self.lmax}, volumes={self.a_wm.shape[0]}, isotropic={self.n_iso}"
+
+
+def linear_deconvolution(forward_model: ForwardModel, regularisation: float = 1.0) -> np.ndarray:
+    r"""Regularised least-squares inverse of the forward model, shape ``(S + T, G)``.
+
+    :math:`D = (A^T A + \lambda\, \bar a\, \Lambda)^{-1} A^T` with :math:`A = [A_{wm}\ A_{iso}]`,
+    :math:`\Lambda = \mathrm{diag}(l^2 (l+1)^2 / l_{max}^2 (l_{max}+1)^2)` on the WM block (0 on
+    the isotropic block) and :math:`\bar a` the mean diagonal of :math:`A^T A`, so that
+    ``regularisation`` is scale-free. Rotation equivariant (the penalty depends on ``l`` only).
+    """
+    from ..sphere import sh_degrees
+
+    a = forward_model.a_wm.double().numpy()
+    if forward_model.a_iso is not None:
+        a = np.concatenate([a, forward_model.a_iso.double().numpy()], 1)
+    ls = sh_degrees(forward_model.lmax).astype(float)
+    pen = np.zeros(a.shape[1])
+    pen[: len(ls)] = (ls * (ls + 1)) ** 2 / (forward_model.lmax * (forward_model.lmax + 1)) ** 2
+    ata = a.T @ a
+    lam = regularisation * np.mean(np.diag(ata))
+    return np.linalg.solve(ata + lam * np.diag(pen + 1e-6), a.T)
