@@ -18,7 +18,7 @@ def glyph_outlines(sh: np.ndarray, axis: int = 2, n: int = 72) -> tuple[np.ndarr
 
     ``sh`` ``[A, B, S]`` (a slice, frame aligned with the voxel axes); ``axis`` is the slice
     normal. Returns ``(xy [A, B, n, 2], colour [A, B, 3])``: the fODF amplitude along ``n``
-    in-plane directions (clipped at 0, scaled so each slice's largest lobe spans 0.45 voxel)
+    in-plane directions (clipped at 0, scaled so the slice's 95th-percentile lobe spans 0.45 voxel)
     and an RGB direction colour of the main in-plane lobe.
     """
     t = np.linspace(0, 2 * np.pi, n, endpoint=False)
@@ -27,8 +27,9 @@ def glyph_outlines(sh: np.ndarray, axis: int = 2, n: int = 72) -> tuple[np.ndarr
     dirs[:, plane[0]], dirs[:, plane[1]] = np.cos(t), np.sin(t)
     lmax = int(round((np.sqrt(8 * sh.shape[-1] + 1) - 3) / 2))
     amp = np.clip(sh @ sh_matrix(dirs, lmax).T, 0, None)  # [A, B, n]
-    scale = 0.45 / max(float(amp.max()), 1e-12)
-    r = amp * scale
+    peak = amp.max(-1)
+    typical = float(np.percentile(peak[peak > 0], 95)) if np.any(peak > 0) else 1.0
+    r = np.minimum(amp * (0.45 / max(typical, 1e-12)), 0.6)
     xy = np.stack([r * np.cos(t), r * np.sin(t)], -1)
     main = dirs[np.argmax(amp, -1)]
     colour = np.abs(main)
