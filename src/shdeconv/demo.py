@@ -7,7 +7,6 @@ the demo does not grade the methods on their own assumptions.
 
 from __future__ import annotations
 
-import logging
 import time
 from pathlib import Path
 
@@ -16,8 +15,6 @@ from .fitting import FitConfig, run_csd, run_fit
 from .sim import simulate_to_dir
 
 __all__ = ["run_demo"]
-
-log = logging.getLogger(__name__)
 
 
 def run_demo(outdir="demo_out", *, quick: bool = False, seed: int = 0, device: str = "auto",

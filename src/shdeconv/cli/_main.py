@@ -39,7 +39,7 @@ def _add_inputs(p: argparse.ArgumentParser) -> None:
 def _responses(args) -> dict | None:
     if args.response_wm is None:
         if args.response_gm or args.response_csf:
-            raise SystemExit("shdeconv: error: --response-gm/--response-csf need --response-wm too")
+            raise ValueError("--response-gm/--response-csf need --response-wm too")
         return None
     return {"wm": args.response_wm, "gm": args.response_gm, "csf": args.response_csf}
 

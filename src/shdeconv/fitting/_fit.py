@@ -126,7 +126,6 @@ def fit_network(
     checkpoint: Path | None = None,
     resume: bool = False,
     progress: bool = True,
-    extra_state: dict | None = None,
 ) -> FitResult:
     """Optimise ``net`` on one subject. ``signal`` ``[X, Y, Z, G]``, ``mask`` ``[X, Y, Z]``."""
     torch.manual_seed(config.seed)
@@ -161,7 +160,7 @@ def fit_network(
         atomic_torch_save(
             {"model": net.state_dict(), "optimizer": opt.state_dict(), "generator": gen.get_state(),
              "history": result.history, "iteration": iteration, "fit_config": asdict(config),
-             "net_config": net.config.to_dict(), **(extra_state or {})},
+             "net_config": net.config.to_dict()},
             checkpoint,
         )
 

@@ -24,7 +24,6 @@ from ..io import (
     DWIData,
     atomic_save_nifti,
     atomic_write_text,
-    bvals_shells,
     check_output_dir,
     load_dwi,
     make_mask,
@@ -85,8 +84,7 @@ def acquisition_model(bvals, directions, responses: Responses, lmax: int):
     that the network sees as channels.
     """
     bvals = np.asarray(bvals, dtype=float)
-    shell_values, idx = bvals_shells(bvals)
-    rows = np.array([int(np.argmin(np.abs(np.asarray(responses.bvals) - b))) for b in shell_values])[idx]
+    rows = responses.rows_for(bvals)
     iso = None if responses.gm is None else np.stack([responses.gm, responses.csf], axis=1)
     fm = ForwardModel(directions, rows, responses.kernel(lmax), iso)
     input_rows = sorted({int(r) for r, b in zip(rows, bvals) if b > 50})

@@ -41,7 +41,7 @@ import numpy as np
 from scipy.special import eval_legendre
 
 from ..io import B0_THRESHOLD, InputError, bvals_shells, read_response_file, write_response_file
-from ..sphere import n_coeffs, sh_degrees
+from ..sphere import sh_degrees
 
 __all__ = ["Responses", "estimate_responses", "zonal_design"]
 
