@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -16,6 +17,8 @@ examples:
   shdeconv demo -o demo_out
   shdeconv fit dwi.nii.gz --bvals bvals --bvecs bvecs --mask mask.nii.gz -o out/
   shdeconv fit dwi.nii.gz --bvals bvals --bvecs bvecs -o out/ --resume
+  shdeconv predict dwi.nii.gz --bvals bvals --bvecs bvecs -o out/ [--finetune 50]
+  torchrun --nproc_per_node 2 -m shdeconv train sub-01/ sub-02/ -o model/
   shdeconv csd dwi.nii.gz --bvals bvals --bvecs bvecs -o out_csd/ --denoise mppca
   shdeconv track out/ -o out/tracks.trk --algorithm prob
   shdeconv simulate phantom/ --scheme clinical --snr 20 --seed 3
@@ -79,6 +82,43 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--denoise", default="none", choices=["none", "mppca"], help="denoise with DIPY MP-PCA first")
     p.set_defaults(func=cmd_csd)
 
+    p = sub.add_parser("predict", help="fODFs in one pass from a trained network (default: the shipped model)",
+                       epilog="example: shdeconv predict dwi.nii.gz --bvals bvals --bvecs bvecs -o out/ "
+                              "--finetune 50")
+    _add_inputs(p)
+    p.add_argument("--model", type=Path, default=None, help="model.pt from `shdeconv train` (default: shipped)")
+    p.add_argument("--finetune", type=int, default=0, help="unsupervised steps on this subject first (default 0)")
+    p.add_argument("--tile", type=int, default=None, help="inference tile side (default: from free memory)")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("train", help="train one network on many subjects (torchrun for several processes/GPUs)",
+                       epilog="example: torchrun --nproc_per_node 2 -m shdeconv train sub-*/ -o model/")
+    p.add_argument("subjects", type=Path, nargs="+",
+                   help="subject folders: dwi.nii.gz, bvals, bvecs [, mask.nii.gz, response_*.txt, truth/]")
+    p.add_argument("-o", "--output", type=Path, required=True, help="output directory (model.pt, logs)")
+    p.add_argument("--model", default="shd-tv", choices=["shd-tv", "shd", "rtesd", "esd"])
+    p.add_argument("--iterations", type=int, default=2000)
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--patch-size", type=int, default=8)
+    p.add_argument("--lr", type=float, default=1.7e-3)
+    p.add_argument("--width", type=int, default=8, help="channels at the top level")
+    p.add_argument("--depth", type=int, default=2)
+    p.add_argument("--supervised-weight", type=float, default=0.0,
+                   help="weight of the ground-truth term for subjects with truth/ (phantoms)")
+    p.add_argument("--tv-weight", type=float, default=None, help="spatial TV weight (shd-tv)")
+    p.add_argument("--checkpoint-every", type=int, default=100)
+    p.add_argument("--log-every", type=int, default=10, help="steps between train_log.jsonl records")
+    p.add_argument("--amp", action="store_true", help="bfloat16 mixed precision (CUDA only)")
+    p.add_argument("--cache", type=Path, default=None, help="folder for the memory-mapped subject caches")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--resume", action="store_true", help="continue from OUTDIR/checkpoint.pt")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_train)
+
     p = sub.add_parser("demo", help="simulate a phantom, run fit and csd on it, print their accuracy",
                        epilog="example: shdeconv demo -o demo_out")
     p.add_argument("-o", "--output", type=Path, default=Path("demo_out"))
@@ -139,6 +179,35 @@ def cmd_csd(args) -> int:
                      lmax=args.lmax, algorithm=args.algorithm, denoise=args.denoise)
     print(f"wrote {', '.join(report['outputs'].values())} to {args.output} "
           f"in {report['timings_s']['total']:.1f} s")
+    return 0
+
+
+def cmd_predict(args) -> int:
+    from ..fitting import run_predict
+
+    report = run_predict(args.dwi, args.bvals, args.bvecs, args.output, mask=args.mask,
+                         response_files=_responses(args), model=args.model, finetune=args.finetune,
+                         device=args.device, tile=args.tile, seed=args.seed, progress=not args.no_progress)
+    print(f"wrote {', '.join(report['outputs'].values())} to {args.output} "
+          f"in {report['timings_s']['total']:.1f} s")
+    return 0
+
+
+def cmd_train(args) -> int:
+    from ..fitting import default_loss_weights
+    from ..models import NetworkConfig
+    from ..training import TrainConfig, train
+
+    weights = default_loss_weights(args.model, tv=args.tv_weight, supervised=args.supervised_weight)
+    config = TrainConfig(iterations=args.iterations, batch_size=args.batch_size, patch_size=args.patch_size,
+                         lr=args.lr, seed=args.seed, checkpoint_every=args.checkpoint_every,
+                         log_every=args.log_every, amp=args.amp)
+    net_config = NetworkConfig(variant=args.model, width=args.width, depth=args.depth, inputs="linear")
+    summary = train(args.subjects, args.output, net_config=net_config, weights=weights, config=config,
+                    device=args.device, resume=args.resume, progress=not args.no_progress, cache_dir=args.cache)
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"trained {summary['iterations']} steps on {len(args.subjects)} subjects "
+              f"(loss {summary['first_loss']:.4g} -> {summary['last_loss']:.4g}); wrote {args.output / 'model.pt'}")
     return 0
 
 

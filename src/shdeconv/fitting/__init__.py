@@ -1,6 +1,15 @@
 """Per-subject fitting, whole-volume prediction and the end-to-end ``fit``/``csd`` jobs."""
 
-from ._fit import FitConfig, FitResult, fit_network, normalise_signal, predict_volume, resolve_device, sample_patches
+from ._fit import (
+    FitConfig,
+    FitResult,
+    auto_tile,
+    fit_network,
+    normalise_signal,
+    predict_volume,
+    resolve_device,
+    sample_patches,
+)
 from ._pipeline import (
     Subject,
     build_network,
@@ -9,6 +18,7 @@ from ._pipeline import (
     load_subject,
     run_csd,
     run_fit,
+    run_predict,
     write_outputs,
 )
 
@@ -16,6 +26,7 @@ __all__ = [
     "FitConfig",
     "FitResult",
     "Subject",
+    "auto_tile",
     "build_network",
     "default_loss_weights",
     "denoise_mppca",
@@ -26,6 +37,7 @@ __all__ = [
     "resolve_device",
     "run_csd",
     "run_fit",
+    "run_predict",
     "sample_patches",
     "write_outputs",
 ]

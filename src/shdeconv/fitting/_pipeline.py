@@ -36,10 +36,28 @@ from ..signal import Responses, estimate_responses
 from ..signal._forward import ForwardModel, linear_deconvolution
 from ..sphere import rotate_sh
 from ..viz._qc import save_qc_figure
-from ._fit import FitConfig, fit_network, normalise_signal, predict_volume, resolve_device
+from ._fit import (
+    FitConfig,
+    auto_tile,
+    fit_network,
+    normalise_signal,
+    predict_volume,
+    resolve_device,
+)
 
-__all__ = ["Subject", "acquisition_model", "prepare_subject", "load_subject", "build_network", "run_fit", "run_csd", "write_outputs", "default_loss_weights",
-           "denoise_mppca"]
+__all__ = [
+    "Subject",
+    "acquisition_model",
+    "build_network",
+    "default_loss_weights",
+    "denoise_mppca",
+    "load_subject",
+    "prepare_subject",
+    "run_csd",
+    "run_fit",
+    "run_predict",
+    "write_outputs",
+]
 
 log = logging.getLogger(__name__)
 
@@ -225,6 +243,57 @@ def run_fit(dwi, bvals, bvecs, outdir, *, mask=None, response_files=None, varian
     }
     return write_outputs(outdir, subject, rotate_sh(fodf, subject.rotation), iso, history=result.history,
                          report=report, title=variant)
+
+
+def run_predict(dwi, bvals, bvecs, outdir, *, mask=None, response_files=None, model=None, finetune: int = 0,
+                device="auto", tile: int | None = None, overlap: float = 0.25, seed: int = 0, progress=True,
+                denoise="none") -> dict:
+    """Amortized inference: a trained network (default: the shipped one) predicts a subject in one pass.
+
+    ``finetune > 0`` first runs that many unsupervised steps on the subject (the loss of
+    ``shdeconv fit`` for the model's variant). ``tile`` defaults to :func:`auto_tile`.
+    Returns the report dict (also in report.json).
+    """
+    from ..models._store import load_model, pretrained_path
+
+    if finetune < 0:
+        raise ValueError(f"--finetune must be >= 0, got {finetune}")
+    t_start = time.perf_counter()
+    model_path = Path(model) if model is not None else pretrained_path()
+    net, meta = load_model(model_path)
+    subject = load_subject(dwi, bvals, bvecs, mask, response_files=response_files, lmax=net.config.lmax,
+                           denoise=denoise)
+    outdir = check_output_dir(outdir)
+    dev = resolve_device(device)
+    fm, _, _ = acquisition_model(subject.bvals, subject.directions, subject.responses, net.config.lmax)
+    net.set_init_matrix(linear_deconvolution(fm))
+    history, t_fit = [], time.perf_counter()
+    if finetune:
+        torch.manual_seed(seed)
+        config = FitConfig(iterations=finetune, seed=seed)
+        result = fit_network(net, DeconvLoss(fm, default_loss_weights(net.config.variant)), subject.signal,
+                             subject.mask, config, device=dev, checkpoint=outdir / "checkpoint.pt", progress=progress)
+        history = result.history
+    t_pred = time.perf_counter()
+    tile = tile or auto_tile(net, dev)
+    fodf, iso = predict_volume(net, subject.signal, subject.mask, tile=tile, overlap=overlap, device=dev,
+                               progress=progress, sw_batch_size=1)
+    t_done = time.perf_counter()
+    report = {
+        "command": "predict",
+        "versions": versions(),
+        "inputs": {"dwi": str(dwi), "bvals": str(bvals), "bvecs": str(bvecs), "mask": str(mask) if mask else None},
+        "model": str(model_path),
+        "model_meta": {k: meta[k] for k in ("recipe", "iterations", "world_size") if k in meta},
+        "device": str(dev),
+        "denoise": denoise,
+        "finetune": finetune,
+        "tile": tile,
+        "voxels_in_mask": int(subject.mask.sum()),
+        "timings_s": {"finetune": t_pred - t_fit, "predict": t_done - t_pred, "total": t_done - t_start},
+    }
+    return write_outputs(outdir, subject, rotate_sh(fodf, subject.rotation), iso, history=history,
+                         report=report, title="predict" + (f" + finetune {finetune}" if finetune else ""))
 
 
 def run_csd(dwi, bvals, bvecs, outdir, *, mask=None, response_files=None, lmax=8, algorithm="auto",

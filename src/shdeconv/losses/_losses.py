@@ -9,6 +9,8 @@ signal :math:`s` and the fODF sampled on a dense hemisphere :math:`f = B_{dense}
 * spatial total variation: :math:`\mathrm{mean}_{(x, x')} \lVert c_x - c_{x'} \rVert^2`
   over 6-neighbour pairs inside the mask; by orthonormality of the SH basis this is
   :math:`\int (f_x - f_{x'})^2`.
+* supervised (only when a ground-truth fODF :math:`t` is given, e.g. phantoms in training):
+  :math:`\sum_{x \in M} \lVert c_x - t_x \rVert^2 / \sum_{x \in M} \lVert t_x \rVert^2`.
 
 Tensors: ``wm_sh`` ``[B, S, X, Y, Z]``, ``iso`` ``[B, T, X, Y, Z]``, ``signal``
 ``[B, G, X, Y, Z]``, ``mask`` ``[B, X, Y, Z]`` (bool or 0/1).
@@ -24,7 +26,7 @@ from torch import nn
 from ..signal._forward import ForwardModel
 from ..sphere import hemisphere_directions, sh_matrix
 
-__all__ = ["LossWeights", "DeconvLoss", "total_variation"]
+__all__ = ["DeconvLoss", "LossWeights", "supervised_sh_loss", "total_variation"]
 
 
 @dataclass(frozen=True)
@@ -36,6 +38,7 @@ class LossWeights:
     sparsity: float = 5e-5
     sparsity_sigma: float = 1e-5
     tv: float = 0.0
+    supervised: float = 0.0
 
     def __post_init__(self):
         for k, v in asdict(self).items():
@@ -59,6 +62,13 @@ def total_variation(wm_sh: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return num / den.clamp_min(1.0)
 
 
+def supervised_sh_loss(wm_sh: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Relative squared SH error inside ``mask``; ``wm_sh``, ``target`` ``[B, S, X, Y, Z]``."""
+    m = mask.to(wm_sh.dtype).unsqueeze(1)
+    num = (((wm_sh - target) ** 2) * m).sum()
+    return num / ((target ** 2) * m).sum().clamp_min(1e-12)
+
+
 class DeconvLoss(nn.Module):
     """Weighted sum of the unsupervised losses; returns ``(total, parts)``."""
 
@@ -69,7 +79,8 @@ class DeconvLoss(nn.Module):
         b = sh_matrix(hemisphere_directions(nside_dense), forward_model.lmax)
         self.register_buffer("b_dense", torch.as_tensor(b, dtype=torch.float32), persistent=False)
 
-    def forward(self, wm_sh, iso, signal, mask):
+    def forward(self, wm_sh, iso, signal, mask, target=None):
+        """``target`` ``[B, S, X, Y, Z]``: ground-truth SH for the supervised term (optional)."""
         w = self.weights
         m = mask.to(wm_sh.dtype)
         nvox = m.sum().clamp_min(1.0)
@@ -87,5 +98,7 @@ class DeconvLoss(nn.Module):
                 parts["sparsity"] = (cauchy * m).sum() / nvox
         if w.tv > 0:
             parts["tv"] = total_variation(wm_sh, mask)
+        if w.supervised > 0 and target is not None:
+            parts["supervised"] = supervised_sh_loss(wm_sh, target, mask)
         total = sum(getattr(w, k) * v for k, v in parts.items())
         return total, {k: float(v.detach()) for k, v in parts.items()}

@@ -21,12 +21,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..signal._grid import grid_to_sh_matrix, signal_to_grid_matrix
+from ..signal._grid import grid_directions, grid_to_sh_matrix, signal_to_grid_matrix
+from ..sphere import sh_matrix
 from ._unet import SphericalUNet
 
-__all__ = ["VARIANTS", "NetworkConfig", "DeconvNet"]
+__all__ = ["INPUTS", "VARIANTS", "DeconvNet", "NetworkConfig"]
 
 VARIANTS = ("esd", "rtesd", "shd", "shd-tv")
+#: What the U-Net sees: ``"signal"``, each non-zero shell resampled on the grid (one channel per
+#: shell, tied to an acquisition), or ``"linear"``, the linear-deconvolution fODF on the grid (one
+#: channel, the same for every acquisition: what a network shared by many subjects needs).
+INPUTS = ("signal", "linear")
 
 
 @dataclass(frozen=True)
@@ -41,10 +46,13 @@ class NetworkConfig:
     lmax: int = 8
     spatial_levels: int = 1
     impl: str = "fast"
+    inputs: str = "signal"
 
     def __post_init__(self):
         if self.variant not in VARIANTS:
             raise ValueError(f"unknown model variant {self.variant!r}; expected one of {VARIANTS}")
+        if self.inputs not in INPUTS:
+            raise ValueError(f"unknown network inputs {self.inputs!r}; expected one of {INPUTS}")
         if self.depth < 1 or self.width < 1 or self.K < 1:
             raise ValueError(f"depth, width and K must be positive, got {self.depth}, {self.width}, {self.K}")
         if self.nside < 2 ** (self.depth - 1):
@@ -69,10 +77,10 @@ class NetworkConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "NetworkConfig":
+    def from_dict(cls, d: dict) -> NetworkConfig:
         return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
 
-    def with_variant(self, variant: str) -> "NetworkConfig":
+    def with_variant(self, variant: str) -> NetworkConfig:
         return replace(self, variant=variant)
 
 
@@ -83,35 +91,47 @@ class DeconvNet(nn.Module):
     ----------
     config : NetworkConfig
     directions : ndarray ``(G, 3)``
-        Gradient directions in the frame the SH should be expressed in.
+        Gradient directions in the frame the SH should be expressed in (only for
+        ``config.inputs == "signal"``).
     shell_index : ndarray ``(G,)``
-        Shell row of each volume.
+        Shell row of each volume (``"signal"`` inputs only).
     input_shells : sequence of int
-        Shell rows that become input channels (the non-zero shells).
+        Shell rows that become input channels (``"signal"`` inputs only).
     n_iso : int
         Number of isotropic tissue fractions to predict (0, or 2 for GM and CSF).
     init_matrix : ndarray ``(S + T, G)``, optional
-        A fixed linear deconvolution (e.g. :func:`shdeconv.signal.linear_deconvolution`).
-        When given, the network predicts a correction to it: ``wm_sh = D_wm s + head``,
-        ``iso = softplus(head_iso + softplus^-1(D_iso s))``, and the last layer starts at zero,
-        so optimisation starts from the regularised least-squares solution.
+        A fixed linear deconvolution (e.g. :func:`shdeconv.signal.linear_deconvolution`), with
+        ``T`` = ``n_iso`` or 0. When given, the network predicts a correction to it:
+        ``wm_sh = D_wm s + head``, ``iso = softplus(head_iso + softplus^-1(D_iso s))``, and the last
+        layer starts at zero, so optimisation starts from the regularised least-squares solution.
+        Required for ``"linear"`` inputs (or set later with :meth:`set_init_matrix`).
 
     ``forward(signal)``: ``signal`` ``[B, G, X, Y, Z]`` -> ``(wm_sh [B, S, X, Y, Z],
-    iso [B, T, X, Y, Z] or None)``. X, Y, Z must be multiples of ``config.patch_multiple``.
+    iso [B, T, X, Y, Z] or None)``; ``forward(linear=lin)`` with ``lin = D s`` ``[B, S + T', X, Y, Z]``
+    skips the acquisition-specific first step (``"linear"`` inputs; ``iso`` is None when
+    ``T' = 0``). X, Y, Z must be multiples of ``config.patch_multiple``.
     """
 
-    def __init__(self, config: NetworkConfig, directions, shell_index, input_shells, n_iso: int = 0,
-                 init_matrix=None):
+    def __init__(self, config: NetworkConfig, directions=None, shell_index=None, input_shells=(1,),
+                 n_iso: int = 0, init_matrix=None):
         super().__init__()
         self.config = config
         self.n_iso = int(n_iso)
         hemi = config.hemisphere
-        to_grid = signal_to_grid_matrix(directions, shell_index, list(input_shells), config.nside, hemi)
-        self.register_buffer("to_grid", torch.as_tensor(to_grid, dtype=torch.float32), persistent=False)
         to_sh = grid_to_sh_matrix(config.nside, hemi, config.lmax)
         self.register_buffer("to_sh", torch.as_tensor(np.array(to_sh), dtype=torch.float32), persistent=False)
+        if config.inputs == "signal":
+            if directions is None or shell_index is None:
+                raise ValueError("'signal' inputs need the acquisition's directions and shell_index")
+            to_grid = signal_to_grid_matrix(directions, shell_index, list(input_shells), config.nside, hemi)
+            in_channels = len(input_shells)
+        else:
+            # SH -> grid evaluation of the linear fODF: the same matrix for every acquisition
+            to_grid = sh_matrix(grid_directions(config.nside, hemi), config.lmax)
+            in_channels = 1
+        self.register_buffer("to_grid", torch.as_tensor(to_grid, dtype=torch.float32), persistent=False)
         self.unet = SphericalUNet(
-            in_channels=len(input_shells),
+            in_channels=in_channels,
             out_channels=1 + self.n_iso,
             nside=config.nside,
             depth=config.depth,
@@ -122,34 +142,60 @@ class DeconvNet(nn.Module):
             impl=config.impl,
             spatial_levels=0 if config.kernel_size == 1 else config.spatial_levels,
         )
-        if init_matrix is not None:
-            init = torch.as_tensor(np.asarray(init_matrix), dtype=torch.float32)
-            if init.shape[0] != to_sh.shape[0] + self.n_iso:
-                raise ValueError(f"init_matrix has {init.shape[0]} rows, expected {to_sh.shape[0] + self.n_iso}")
-            self.register_buffer("init_matrix", init, persistent=False)
+        self.register_buffer("init_matrix", None, persistent=False)
+        if init_matrix is not None or config.inputs == "linear":
             # start exactly at the linear solution: zero the head's spherical weights and bias
             # (not its radial weights: the product theta * radial would sit on a saddle)
             torch.nn.init.zeros_(self.unet.head.theta)
             if self.unet.head.bias is not None:
                 torch.nn.init.zeros_(self.unet.head.bias)
-        else:
-            self.init_matrix = None
+        if init_matrix is not None:
+            self.set_init_matrix(init_matrix)
 
-    def forward(self, signal: torch.Tensor):
-        x = torch.einsum("cvg,bgxyz->bcvxyz", self.to_grid, signal)
+    @property
+    def n_coeffs(self) -> int:
+        return self.to_sh.shape[0]
+
+    def set_init_matrix(self, init_matrix) -> None:
+        """Use a subject's linear deconvolution ``(S + T, G)`` (``T`` = ``n_iso`` or 0)."""
+        init = torch.as_tensor(np.asarray(init_matrix), dtype=torch.float32, device=self.to_sh.device)
+        if init.shape[0] not in (self.n_coeffs, self.n_coeffs + self.n_iso) or init.dim() != 2:
+            raise ValueError(f"init_matrix has {init.shape[0]} rows, expected {self.n_coeffs + self.n_iso}"
+                             + (f" or {self.n_coeffs}" if self.n_iso else ""))
+        if self.config.inputs == "signal" and init.shape[0] != self.n_coeffs + self.n_iso:
+            raise ValueError(f"init_matrix has {init.shape[0]} rows, expected {self.n_coeffs + self.n_iso}")
+        self.init_matrix = init
+
+    def forward(self, signal: torch.Tensor | None = None, *, linear: torch.Tensor | None = None):
+        if linear is None:
+            if signal is None:
+                raise TypeError("forward needs a signal or linear=")
+            if self.init_matrix is not None:
+                linear = torch.einsum("pg,bgxyz->bpxyz", self.init_matrix, signal)
+        if self.config.inputs == "linear":
+            if linear is None:
+                raise ValueError("a 'linear'-input network needs set_init_matrix() before forward(signal)")
+            x = torch.einsum("vs,bsxyz->bvxyz", self.to_grid, linear[:, : self.n_coeffs]).unsqueeze(1)
+        else:
+            if signal is None:
+                raise ValueError("a 'signal'-input network needs the signal")
+            x = torch.einsum("cvg,bgxyz->bcvxyz", self.to_grid, signal)
         y = self.unet(x)  # [B, 1 + T, V, X, Y, Z]
+        return self._heads(y, linear)
+
+    def _heads(self, y: torch.Tensor, linear: torch.Tensor | None):
+        s = self.n_coeffs
         wm_sh = torch.einsum("sv,bvxyz->bsxyz", self.to_sh, y[:, 0])
-        iso_logit = y[:, 1:].mean(2) if self.n_iso else None
-        if self.init_matrix is not None:
-            lin = torch.einsum("pg,bgxyz->bpxyz", self.init_matrix, signal)
-            s = wm_sh.shape[1]
-            wm_sh = wm_sh + lin[:, :s]
-            if self.n_iso:
-                start = lin[:, s:].clamp(1e-3, 10.0)
-                iso_logit = iso_logit + start + torch.log(-torch.expm1(-start))  # softplus^-1
-        iso = F.softplus(iso_logit) if self.n_iso else None
-        return wm_sh, iso
+        if linear is not None:
+            wm_sh = wm_sh + linear[:, :s]
+        if not self.n_iso or (linear is not None and linear.shape[1] == s):
+            return wm_sh, None
+        iso_logit = y[:, 1:].mean(2)
+        if linear is not None:
+            start = linear[:, s:].clamp(1e-3, 10.0)
+            iso_logit = iso_logit + start + torch.log(-torch.expm1(-start))  # softplus^-1
+        return wm_sh, F.softplus(iso_logit)
 
     def extra_repr(self) -> str:
         c = self.config
-        return f"variant={c.variant}, nside={c.nside}, lmax={c.lmax}, n_iso={self.n_iso}"
+        return f"variant={c.variant}, inputs={c.inputs}, nside={c.nside}, lmax={c.lmax}, n_iso={self.n_iso}"

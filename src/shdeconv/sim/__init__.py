@@ -1,7 +1,7 @@
 """Synthetic phantoms: acquisition schemes, a multi-compartment tensor forward model,
 spatial and voxel-wise phantoms with known fibres, and their files on disk."""
 
-from ._io import Truth, load_truth, simulate_to_dir, write_phantom
+from ._io import Truth, load_truth, simulate_to_dir, truth_fodf_sh, write_phantom
 from ._phantom import (
     GENERATOR_VERSION,
     SIZES,
@@ -27,6 +27,7 @@ __all__ = [
     "simulate_to_dir",
     "spatial_phantom",
     "tensor_signal",
+    "truth_fodf_sh",
     "voxelwise_phantom",
     "write_phantom",
 ]

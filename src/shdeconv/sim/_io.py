@@ -24,12 +24,16 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from ..io._gradients import world_to_fsl_bvecs
 from ..io._atomic import atomic_save_nifti, atomic_write_text
+from ..io._gradients import world_to_fsl_bvecs
 from ..io._peaks_file import read_peaks, write_peaks
 from ._phantom import SIZES, Phantom, spatial_phantom, voxelwise_phantom
 
-__all__ = ["Truth", "write_phantom", "load_truth", "simulate_to_dir"]
+__all__ = ["Truth", "load_truth", "simulate_to_dir", "truth_fodf_sh", "write_phantom"]
+
+#: Heat-kernel apodisation of the ground-truth fODF: order l is weighted by
+#: ``exp(-TRUTH_SMOOTHING l (l + 1))`` (0.5 at l = 8), which tames the ringing of truncated deltas.
+TRUTH_SMOOTHING = 0.0096
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +51,37 @@ class Truth:
     mask: np.ndarray  # (X, Y, Z) bool
     affine: np.ndarray  # (4, 4)
     meta: dict = field(default_factory=dict)
+
+
+def truth_fodf_sh(peak_dirs: np.ndarray, fractions: np.ndarray, lmax: int = 8, *,
+                  rotation: np.ndarray | None = None, smoothing: float = TRUTH_SMOOTHING) -> np.ndarray:
+    r"""Ground-truth fODF SH (MRtrix3 basis): apodised deltas weighted by the fibre fractions.
+
+    :math:`t_{lm}(x) = e^{-\kappa l (l+1)} \sum_i f_i(x) Y_{lm}(u_i(x))`. With responses scaled
+    as the forward model's, a pure single-fibre voxel's fODF has :math:`t_{00} = Y_{00}`.
+
+    Parameters
+    ----------
+    peak_dirs : ndarray ``(..., P, 3)`` (world frame); fractions : ndarray ``(..., P)``
+    rotation : ndarray ``(3, 3)``, optional
+        Express the result in the frame ``u' = R^T u`` (e.g. the voxel axes of
+        :func:`~shdeconv.io.voxel_axes_rotation`).
+
+    Returns
+    -------
+    ndarray ``(..., n_coeffs(lmax))``
+    """
+    from ..sphere import sh_degrees, sh_matrix
+
+    d = np.asarray(peak_dirs, dtype=np.float64)
+    if rotation is not None:
+        d = d @ np.asarray(rotation, dtype=np.float64)
+    f = np.asarray(fractions, dtype=np.float64)
+    norm = np.linalg.norm(d, axis=-1, keepdims=True)
+    safe = np.where(norm > 0, d / np.where(norm > 0, norm, 1.0), [0.0, 0.0, 1.0])
+    y = sh_matrix(safe.reshape(-1, 3), lmax).reshape(d.shape[:-1] + (-1,))
+    l = sh_degrees(lmax)
+    return np.einsum("...p,...ps->...s", f * (norm[..., 0] > 0), y) * np.exp(-smoothing * l * (l + 1))
 
 
 def _save(data: np.ndarray, affine: np.ndarray, path: Path, dtype) -> None:

@@ -1,0 +1,68 @@
+"""Saving and loading trained networks, and the pretrained model shipped inside the package.
+
+A model file (``torch.save`` of a plain dict) holds ``format``, ``net_config`` (a
+:class:`NetworkConfig` dict), ``n_iso``, ``state_dict`` and ``meta`` (how it was trained). The
+shipped weights live in ``shdeconv/models/pretrained/`` next to a JSON record of the command,
+data and seed that produced them.
+"""
+
+from __future__ import annotations
+
+import json
+from importlib import resources
+from pathlib import Path
+
+import torch
+
+from ..io._atomic import atomic_torch_save
+from ._deconv import DeconvNet, NetworkConfig
+
+__all__ = ["PRETRAINED", "load_model", "pretrained_path", "save_model"]
+
+FORMAT = "shdeconv-model-1"
+#: Name of the shipped amortized model (``shdeconv predict`` without ``--model``).
+PRETRAINED = "shd-tv-amortized"
+
+
+def save_model(path, net: DeconvNet, meta: dict | None = None) -> Path:
+    """Write ``net``'s weights and configuration to ``path`` atomically (float32, CPU)."""
+    state = {k: v.detach().cpu() for k, v in net.state_dict().items()}
+    return atomic_torch_save({"format": FORMAT, "net_config": net.config.to_dict(), "n_iso": net.n_iso,
+                              "state_dict": state, "meta": meta or {}}, path)
+
+
+def load_model(path) -> tuple[DeconvNet, dict]:
+    """Rebuild the (``"linear"``-input) network saved by :func:`save_model`; returns ``(net, meta)``.
+
+    The network still needs ``net.set_init_matrix(D)`` for a subject before
+    ``net(signal)``.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: model file not found")
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise ValueError(f"{path}: not a readable shdeconv model file ({e})") from e
+    if not isinstance(blob, dict) or blob.get("format") != FORMAT:
+        raise ValueError(f"{path}: not a shdeconv model file (expected format {FORMAT!r})")
+    config = NetworkConfig.from_dict(blob["net_config"])
+    if config.inputs != "linear":
+        raise ValueError(f"{path}: a per-subject ('signal'-input) network is tied to its subject's acquisition "
+                         "and cannot predict other subjects; train one with `shdeconv train`")
+    net = DeconvNet(config, n_iso=int(blob["n_iso"]))
+    net.load_state_dict(blob["state_dict"])
+    return net, dict(blob["meta"])
+
+
+def pretrained_path(name: str = PRETRAINED) -> Path:
+    """Path of a model shipped in the package (``FileNotFoundError`` if absent)."""
+    p = Path(str(resources.files("shdeconv.models").joinpath("pretrained", f"{name}.pt")))
+    if not p.exists():
+        raise FileNotFoundError(f"{p}: the shipped model {name!r} is not installed")
+    return p
+
+
+def pretrained_record(name: str = PRETRAINED) -> dict:
+    """The JSON record of how the shipped model was trained."""
+    return json.loads(pretrained_path(name).with_suffix(".json").read_text())

@@ -1,0 +1,233 @@
+"""Multi-subject training of an amortized network (DESIGN.md section 6), on one device or many.
+
+One network with ``"linear"`` inputs (the linear-deconvolution fODF on the grid, the same for every
+acquisition) is trained on many subjects with the unsupervised loss of each subject's own forward
+model, plus a supervised term where a ground truth exists. Every step, each process draws one
+subject (a fresh shuffled round over the subjects, so subjects are balanced) and a batch of
+patches from it. Several processes (``torchrun``) run PyTorch DistributedDataParallel: gloo on
+CPU, nccl on GPU; gradients are averaged, so all ranks keep identical weights.
+
+Outputs in ``outdir``: ``model.pt`` (weights + configs, loadable by ``shdeconv predict --model``),
+``checkpoint.pt`` (every ``checkpoint_every`` steps; ``resume=True`` continues from it) and
+``train_log.jsonl`` (one JSON object per logged step: loss parts, seconds, voxels per second).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from tqdm.auto import tqdm
+
+from ..io._atomic import atomic_torch_save, atomic_write_text
+from ..losses import DeconvLoss, LossWeights
+from ..models._deconv import DeconvNet, NetworkConfig
+from ..models._store import save_model
+from ._data import load_training_subjects
+
+__all__ = ["TrainConfig", "parameter_checksum", "train"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Training settings, validated once."""
+
+    iterations: int = 2000
+    batch_size: int = 4
+    patch_size: int = 8
+    lr: float = 1.7e-3
+    seed: int = 0
+    checkpoint_every: int = 100
+    log_every: int = 10
+    grad_clip: float = 1.0
+    amp: bool = False
+
+    def __post_init__(self):
+        if self.iterations < 1 or self.batch_size < 1 or self.patch_size < 1:
+            raise ValueError("iterations, batch_size and patch_size must be positive, got "
+                             f"{self.iterations}, {self.batch_size}, {self.patch_size}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be positive, got {self.lr}")
+        if self.checkpoint_every < 1 or self.log_every < 1:
+            raise ValueError("checkpoint_every and log_every must be positive")
+
+
+def parameter_checksum(module: torch.nn.Module, *, buffers: bool = True) -> str:
+    """SHA-256 of every parameter (and persistent buffer), in state-dict order (bitwise identity)."""
+    h = hashlib.sha256()
+    names = set(module.state_dict()) if buffers else {k for k, _ in module.named_parameters()}
+    for k, v in module.state_dict().items():
+        if k not in names:
+            continue
+        h.update(k.encode())
+        h.update(v.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def _distributed_setup(device: str) -> tuple[int, int, torch.device]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        from ..fitting._fit import resolve_device
+
+        return 0, 1, resolve_device(device)
+    rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    use_cuda = device in ("auto", "cuda") and torch.cuda.is_available()
+    if use_cuda:
+        torch.cuda.set_device(local)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if use_cuda else "gloo")
+    return rank, world, torch.device(f"cuda:{local}" if use_cuda else "cpu")
+
+
+def train(subject_dirs, outdir, *, net_config: NetworkConfig | None = None, weights: LossWeights | None = None,
+          config: TrainConfig = TrainConfig(), device: str = "auto", resume: bool = False, progress: bool = True,
+          cache_dir=None, extra_meta: dict | None = None) -> dict:
+    """Train one network on many subjects; returns a summary (also written in ``model.pt``).
+
+    Parameters
+    ----------
+    subject_dirs : sequence of path-like
+        Subject folders (see :mod:`shdeconv.training._data`); schemes and shells may differ.
+    outdir : path-like
+    net_config : NetworkConfig
+        Forced to ``inputs="linear"`` and ``n_iso=2`` outputs (GM and CSF are used where a
+        subject's responses have them).
+    weights : LossWeights
+        Loss weights; ``supervised > 0`` adds the ground-truth term for subjects that have one.
+    cache_dir : path-like, optional
+        Where the memory-mapped subject caches go (default ``outdir/cache``).
+    """
+    from dataclasses import replace
+
+    rank, world, dev = _distributed_setup(device)
+    outdir = Path(outdir)
+    if rank == 0:
+        outdir.mkdir(parents=True, exist_ok=True)
+    net_config = replace(net_config or NetworkConfig(), inputs="linear")
+    weights = weights or LossWeights()
+    subject_dirs = [Path(p) for p in subject_dirs]
+    if not subject_dirs:
+        raise ValueError("no training subjects given")
+    cache_dir = Path(cache_dir) if cache_dir is not None else outdir / "cache"
+    if rank == 0:
+        subjects = load_training_subjects(subject_dirs, cache_dir, lmax=net_config.lmax, progress=progress)
+    if world > 1:
+        dist.barrier()
+    if rank != 0:
+        subjects = load_training_subjects(subject_dirs, cache_dir, lmax=net_config.lmax)
+    losses = [DeconvLoss(s.forward_model(), weights).to(dev) for s in subjects]
+
+    torch.manual_seed(config.seed)  # identical initial weights on every rank
+    net = DeconvNet(net_config, n_iso=2).to(dev)
+    model = net
+    if world > 1:
+        # sparse geometry buffers (graph Laplacians) are built identically on every rank and
+        # cannot be broadcast; the batch-norm statistics still are
+        DDP = torch.nn.parallel.DistributedDataParallel
+        DDP._set_params_and_buffers_to_ignore_for_model(
+            net, [k for k, b in net.named_buffers() if b.layout != torch.strided])
+        model = DDP(net)
+    opt = torch.optim.Adam(net.parameters(), lr=config.lr)
+    rng = np.random.default_rng([config.seed, rank])
+    multiple = net_config.patch_multiple
+    patch = int(math.ceil(config.patch_size / multiple) * multiple)
+    log_path, ckpt_path = outdir / "train_log.jsonl", outdir / "checkpoint.pt"
+    start, order = 0, []
+    if resume and ckpt_path.exists():
+        state = torch.load(ckpt_path, map_location=dev, weights_only=False)
+        net.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        rng.bit_generator.state = state["rng"][rank]
+        order = list(state["order"][rank])
+        start = int(state["iteration"])
+        log.info("resumed from %s at step %d", ckpt_path, start)
+    elif rank == 0:
+        atomic_write_text(log_path, "")
+    amp = config.amp and dev.type == "cuda"
+    if config.amp and not amp:
+        log.warning("mixed precision needs a CUDA device; training in float32")
+
+    def save_checkpoint(iteration: int):
+        rng_states = [rng.bit_generator.state]
+        orders = [list(order)]
+        if world > 1:
+            rng_states, orders = [None] * world, [None] * world
+            dist.all_gather_object(rng_states, rng.bit_generator.state)
+            dist.all_gather_object(orders, list(order))
+        if rank == 0:
+            atomic_torch_save({"model": net.state_dict(), "optimizer": opt.state_dict(), "rng": rng_states,
+                               "order": orders, "iteration": iteration, "train_config": asdict(config),
+                               "net_config": net_config.to_dict()}, ckpt_path)
+
+    model.train()
+    bar = tqdm(range(start, config.iterations), initial=start, total=config.iterations, desc="train",
+               disable=not progress or rank != 0, dynamic_ncols=True)
+    t_log, vox = time.perf_counter(), 0
+    first_loss = last_loss = None
+    for it in bar:
+        if not order:
+            order = list(rng.permutation(len(subjects)))
+        k = int(order.pop())
+        batch = {key: v.to(dev, non_blocking=True) for key, v in subjects[k].sample(config.batch_size, patch, rng).items()}
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
+            wm, iso = model(linear=batch["linear"])
+        loss, parts = losses[k](wm.float(), None if iso is None else iso.float(), batch["signal"], batch["mask"],
+                                target=batch.get("target"))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if config.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(net.parameters(), config.grad_clip)
+        opt.step()
+        value = float(loss.detach())
+        if not math.isfinite(value):
+            raise FloatingPointError(f"the training loss became {value} at step {it + 1}; try a lower --lr")
+        first_loss = value if first_loss is None else first_loss
+        last_loss = value
+        vox += int(batch["mask"].sum())
+        if (it + 1) % config.log_every == 0:
+            t = time.perf_counter()
+            record = {"iteration": it + 1, "rank": rank, "subject": subjects[k].name, "loss": value, **parts,
+                      "voxels_per_s": vox * world / max(t - t_log, 1e-9), "seconds": t - t_log}
+            t_log, vox = t, 0
+            if rank == 0:
+                with open(log_path, "a") as f:
+                    f.write(json.dumps(record) + "\n")
+            bar.set_postfix(loss=f"{value:.4g}")
+        if (it + 1) % config.checkpoint_every == 0:
+            save_checkpoint(it + 1)
+    bar.close()
+    # DDP keeps parameters identical; batch-norm statistics are synchronised from rank 0 at
+    # each forward, so do that once more for the last step's update
+    param_checksums = [parameter_checksum(net, buffers=False)]
+    if world > 1:
+        for b in net.buffers():
+            if b.layout == torch.strided:
+                dist.broadcast(b, 0)
+    save_checkpoint(config.iterations)
+    checksums = [parameter_checksum(net)]
+    if world > 1:
+        param_checksums, checksums = [None] * world, [None] * world
+        dist.all_gather_object(param_checksums, parameter_checksum(net, buffers=False))
+        dist.all_gather_object(checksums, parameter_checksum(net))
+    summary = {"iterations": config.iterations, "world_size": world, "device": str(dev),
+               "subjects": [str(p) for p in subject_dirs], "train_config": asdict(config),
+               "loss_weights": asdict(weights), "rank_checksums": checksums, "rank_parameter_checksums": param_checksums,
+               "first_loss": first_loss, "last_loss": last_loss, **(extra_meta or {})}
+    if rank == 0:
+        with open(log_path, "a") as f:
+            f.write(json.dumps({"event": "end", **summary}) + "\n")
+        save_model(outdir / "model.pt", net, summary)
+    if world > 1:
+        dist.barrier()
+    return summary

@@ -1,0 +1,86 @@
+"""Amortized inference: ``run_predict`` / ``shdeconv predict`` with a saved model."""
+
+from __future__ import annotations
+
+import json
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+from shdeconv.cli import main
+from shdeconv.fitting import auto_tile, load_subject, run_predict
+from shdeconv.fitting._pipeline import acquisition_model
+from shdeconv.models import DeconvNet, NetworkConfig
+from shdeconv.models._store import save_model
+from shdeconv.signal import linear_deconvolution
+from shdeconv.sim import simulate_to_dir
+from shdeconv.sphere import rotate_sh
+
+SMALL = NetworkConfig(inputs="linear", width=4, depth=2, K=2)
+
+
+@pytest.fixture(scope="module")
+def phantom(tmp_path_factory):
+    return simulate_to_dir(tmp_path_factory.mktemp("ph") / "multi", scheme="multishell", snr=30, seed=5,
+                           size="quick")
+
+
+@pytest.fixture(scope="module")
+def zero_model(tmp_path_factory):
+    """A linear-input network whose correction head is still zero: it must return the linear solution."""
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("m") / "zero.pt"
+    save_model(path, DeconvNet(SMALL, n_iso=2))
+    return path
+
+
+def _inputs(ph):
+    return ph / "dwi.nii.gz", ph / "bvals", ph / "bvecs"
+
+
+def test_zero_head_model_predicts_the_linear_deconvolution_in_the_world_frame(phantom, zero_model, tmp_path):
+    report = run_predict(*_inputs(phantom), tmp_path / "out", mask=phantom / "mask.nii.gz", model=zero_model,
+                         tile=8, progress=False)
+    assert report["tile"] == 8 and set(report["outputs"]) >= {"fodf", "gm", "csf", "peaks"}
+    subject = load_subject(*_inputs(phantom), phantom / "mask.nii.gz")
+    fm, _, _ = acquisition_model(subject.bvals, subject.directions, subject.responses, 8)
+    lin = subject.signal @ linear_deconvolution(fm).T
+    expected = rotate_sh(lin[..., :45], subject.rotation) * subject.mask[..., None]
+    got = np.asarray(nib.load(tmp_path / "out" / "fodf.nii.gz").dataobj)
+    np.testing.assert_allclose(got, expected, atol=2e-5 * np.abs(expected).max())
+    gm = np.asarray(nib.load(tmp_path / "out" / "gm.nii.gz").dataobj)[subject.mask]
+    np.testing.assert_allclose(gm, np.clip(lin[..., 45][subject.mask], 1e-3, 10), rtol=1e-3, atol=1e-4)
+
+
+def test_finetune_runs_unsupervised_steps_first(phantom, zero_model, tmp_path):
+    run_predict(*_inputs(phantom), tmp_path / "ft", mask=phantom / "mask.nii.gz", model=zero_model, finetune=3,
+                progress=False)
+    report = json.loads((tmp_path / "ft" / "report.json").read_text())
+    assert report["finetune"] == 3 and (tmp_path / "ft" / "checkpoint.pt").exists()
+    assert report["tile"] == auto_tile(DeconvNet(SMALL, n_iso=2), torch.device("cpu"))
+
+
+def test_predict_cli_errors(phantom, tmp_path, capsys):
+    args = [str(p) for p in _inputs(phantom)]
+    code = main(["predict", args[0], "--bvals", args[1], "--bvecs", args[2], "-o", str(tmp_path / "o"),
+                 "--model", str(tmp_path / "missing.pt")])
+    assert code == 2 and "missing.pt" in capsys.readouterr().err
+    signal_net = DeconvNet(NetworkConfig(width=4, K=2), np.eye(3), np.array([1, 1, 1]), [1])
+    save_model(tmp_path / "per_subject.pt", signal_net)
+    code = main(["predict", args[0], "--bvals", args[1], "--bvecs", args[2], "-o", str(tmp_path / "o2"),
+                 "--model", str(tmp_path / "per_subject.pt")])
+    assert code == 2 and "cannot predict other subjects" in capsys.readouterr().err
+    assert not (tmp_path / "o2" / "fodf.nii.gz").exists()
+
+
+def test_auto_tile_fits_the_budget():
+    net = DeconvNet(NetworkConfig(inputs="linear"), n_iso=2)
+    cpu = torch.device("cpu")
+    per_voxel = 135 * 8 * 96
+    for budget in (1 << 28, 1 << 30, 3 << 30):
+        side = auto_tile(net, cpu, budget_bytes=budget)
+        assert side % 2 == 0 and 8 <= side <= 64
+        assert side ** 3 * per_voxel <= budget or side == 8
+        assert (side + 2) ** 3 * per_voxel > budget or side == 64

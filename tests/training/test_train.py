@@ -1,0 +1,118 @@
+"""Multi-subject training: caches, sampling, loss decrease, resume, DDP with torchrun, model files."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from shdeconv.losses import LossWeights
+from shdeconv.models import DeconvNet, NetworkConfig
+from shdeconv.models._store import load_model, save_model
+from shdeconv.sim import simulate_to_dir, truth_fodf_sh
+from shdeconv.sphere import sh_eval, sh_matrix
+from shdeconv.training import (
+    TrainConfig,
+    TrainingSubject,
+    parameter_checksum,
+    prepare_training_subject,
+    train,
+)
+
+SMALL = NetworkConfig(inputs="linear", width=4, depth=2, K=2)
+
+
+@pytest.fixture(scope="module")
+def subjects(tmp_path_factory):
+    root = tmp_path_factory.mktemp("train_subjects")
+    return [simulate_to_dir(root / "clin", scheme="clinical", snr=30, seed=11, size="quick"),
+            simulate_to_dir(root / "multi", scheme="multishell", snr=30, seed=12, size="quick")]
+
+
+def test_truth_fodf_peaks_at_the_fibre_and_rotates():
+    u = np.array([0.0, 0.6, 0.8])
+    t = truth_fodf_sh(u[None], np.array([1.0]), 8)
+    dense = np.random.default_rng(0).normal(size=(4000, 3))
+    dense /= np.linalg.norm(dense, axis=1, keepdims=True)
+    assert abs(dense[np.argmax(sh_eval(t, dense))] @ u) > 0.99
+    np.testing.assert_allclose(t[0], sh_matrix(u[None], 0)[0, 0])  # l = 0 untouched: fraction 1
+    q = np.linalg.qr(np.random.default_rng(1).normal(size=(3, 3)))[0]
+    t_rot = truth_fodf_sh(u[None], np.array([1.0]), 8, rotation=q)
+    np.testing.assert_allclose(sh_eval(t_rot, (q.T @ u)[None]), sh_eval(t, u[None]), rtol=1e-10)
+
+
+def test_cache_is_reused_and_sampling_pads_borders(subjects, tmp_path):
+    c1 = prepare_training_subject(subjects[0], tmp_path)
+    mtime = (c1 / "signal.npy").stat().st_mtime_ns
+    assert prepare_training_subject(subjects[0], tmp_path) == c1
+    assert (c1 / "signal.npy").stat().st_mtime_ns == mtime
+    s = TrainingSubject.open(c1)
+    assert isinstance(s.signal, np.memmap)
+    batch = s.sample(3, 20, np.random.default_rng(0))  # larger than the 16 x 16 x 6 volume
+    g = s.signal.shape[-1]
+    assert batch["signal"].shape == (3, g, 20, 20, 20) and batch["linear"].shape == (3, 45, 20, 20, 20)
+    assert batch["target"].shape == (3, 45, 20, 20, 20) and batch["mask"].dtype == torch.bool
+    assert not batch["mask"][:, :, :, 6:].any() and batch["mask"].any()
+    np.testing.assert_array_equal(batch["signal"][0].numpy()[:, :16, :16, :6], np.moveaxis(s.signal, -1, 0))
+
+
+def test_train_lowers_the_loss_and_resumes_bit_exactly(subjects, tmp_path):
+    cfg = {"batch_size": 2, "patch_size": 8, "lr": 5e-3, "seed": 3, "log_every": 1, "checkpoint_every": 6}
+    w = LossWeights(tv=0.01, supervised=1.0)
+    cache = tmp_path / "cache"
+    full = train(subjects, tmp_path / "full", net_config=SMALL, weights=w, config=TrainConfig(iterations=12, **cfg),
+                 progress=False, cache_dir=cache)
+    log = [json.loads(x) for x in (tmp_path / "full" / "train_log.jsonl").read_text().splitlines()]
+    steps = [r for r in log if "iteration" in r]
+    assert len(steps) == 12 and log[-1]["event"] == "end"
+    assert np.mean([r["supervised"] for r in steps[-3:]]) < np.mean([r["supervised"] for r in steps[:3]])
+    train(subjects, tmp_path / "part", net_config=SMALL, weights=w, config=TrainConfig(iterations=6, **cfg),
+          progress=False, cache_dir=cache)
+    resumed = train(subjects, tmp_path / "part", net_config=SMALL, weights=w,
+                    config=TrainConfig(iterations=12, **cfg), progress=False, cache_dir=cache, resume=True)
+    assert resumed["rank_checksums"] == full["rank_checksums"]
+    net, meta = load_model(tmp_path / "full" / "model.pt")
+    assert parameter_checksum(net) == full["rank_checksums"][0] and meta["iterations"] == 12
+
+
+def test_torchrun_two_cpu_ranks_keep_identical_weights(subjects, tmp_path):
+    out = tmp_path / "ddp"
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "shdeconv", "train", *map(str, subjects), "-o", str(out), "--iterations", "16",
+           "--width", "4", "--batch-size", "2", "--lr", "5e-3", "--supervised-weight", "1",
+           "--device", "cpu", "--no-progress", "--checkpoint-every", "8", "--log-every", "1"]
+    proc = subprocess.run(cmd, check=False, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    log = [json.loads(x) for x in (out / "train_log.jsonl").read_text().splitlines()]
+    end = log[-1]
+    assert end["world_size"] == 2 and len(end["rank_checksums"]) == 2
+    assert end["rank_parameter_checksums"][0] == end["rank_parameter_checksums"][1]  # before any sync
+    assert end["rank_checksums"][0] == end["rank_checksums"][1]  # with batch-norm statistics
+    steps = [r for r in log if "iteration" in r]
+    assert np.mean([r["supervised"] for r in steps[-3:]]) < np.mean([r["supervised"] for r in steps[:3]])
+    net, _ = load_model(out / "model.pt")
+    assert parameter_checksum(net) == end["rank_checksums"][0]
+
+
+def test_model_file_round_trip_and_bad_files(tmp_path):
+    torch.manual_seed(0)
+    net = DeconvNet(SMALL, n_iso=2)
+    torch.nn.init.normal_(net.unet.head.theta)
+    save_model(tmp_path / "m.pt", net, {"note": "x"})
+    back, meta = load_model(tmp_path / "m.pt")
+    assert meta == {"note": "x"} and back.config == SMALL
+    assert parameter_checksum(back) == parameter_checksum(net)
+    (tmp_path / "bad.pt").write_bytes(b"not a model")
+    with pytest.raises(ValueError, match="bad.pt"):
+        load_model(tmp_path / "bad.pt")
+    with pytest.raises(FileNotFoundError, match="nope.pt"):
+        load_model(tmp_path / "nope.pt")
+    torch.save({"format": "other"}, tmp_path / "other.pt")
+    with pytest.raises(ValueError, match="not a shdeconv model"):
+        load_model(tmp_path / "other.pt")
