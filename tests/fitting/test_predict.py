@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from shdeconv.cli import main
-from shdeconv.fitting import auto_tile, load_subject, run_predict
+from shdeconv.fitting import auto_batch, load_subject, run_predict
 from shdeconv.fitting._pipeline import acquisition_model
 from shdeconv.models import DeconvNet, NetworkConfig
 from shdeconv.models._store import save_model
@@ -59,7 +59,8 @@ def test_finetune_runs_unsupervised_steps_first(phantom, zero_model, tmp_path):
                 progress=False)
     report = json.loads((tmp_path / "ft" / "report.json").read_text())
     assert report["finetune"] == 3 and (tmp_path / "ft" / "checkpoint.pt").exists()
-    assert report["tile"] == auto_tile(DeconvNet(SMALL, n_iso=2), torch.device("cpu"))
+    assert report["tile"] == 8  # no training record in this model file: the default patch size
+    assert report["tiles_per_batch"] == auto_batch(DeconvNet(SMALL, n_iso=2), torch.device("cpu"), 8)
 
 
 def test_predict_cli_errors(phantom, tmp_path, capsys):
@@ -75,12 +76,13 @@ def test_predict_cli_errors(phantom, tmp_path, capsys):
     assert not (tmp_path / "o2" / "fodf.nii.gz").exists()
 
 
-def test_auto_tile_fits_the_budget():
+def test_auto_batch_fits_the_budget():
     net = DeconvNet(NetworkConfig(inputs="linear"), n_iso=2)
     cpu = torch.device("cpu")
-    per_voxel = 135 * 8 * 96
-    for budget in (1 << 28, 1 << 30, 3 << 30):
-        side = auto_tile(net, cpu, budget_bytes=budget)
-        assert side % 2 == 0 and 8 <= side <= 64
-        assert side ** 3 * per_voxel <= budget or side == 8
-        assert (side + 2) ** 3 * per_voxel > budget or side == 64
+    per_tile = 135 * 8 * 96 * 8 ** 3
+    for budget in (1 << 26, 1 << 28, 1 << 30):
+        n = auto_batch(net, cpu, 8, budget_bytes=budget)
+        assert 1 <= n <= 64
+        assert n * per_tile <= budget or n == 1
+        assert (n + 1) * per_tile > budget or n == 64
+    assert auto_batch(net, cpu, 8) <= auto_batch(net, cpu, 8, budget_bytes=3 << 30)

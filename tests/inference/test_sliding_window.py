@@ -49,3 +49,23 @@ def test_bad_arguments():
         sliding_window_inference(torch.zeros(1, 4, 4, 4), 4, lambda t: t, overlap=1.0)
     with pytest.raises(ValueError, match=r"\[C, X, Y, Z\]"):
         sliding_window_inference(torch.zeros(4, 4, 4), 4, lambda t: t)
+
+
+def test_roi_mask_skips_empty_tiles_and_keeps_the_rest():
+    x = torch.randn(2, 20, 20, 12)
+    mask = torch.zeros(20, 20, 12, dtype=torch.bool)
+    mask[2:6, 3:7, 1:5] = True  # touches only the first tile(s) of each axis
+    calls = []
+
+    def predictor(t):
+        calls.append(len(t))
+        return t * 2.0
+
+    full = sliding_window_inference(x, 8, lambda t: t * 2.0, overlap=0.25, sw_batch_size=1)
+    got = sliding_window_inference(x, 8, predictor, overlap=0.25, sw_batch_size=1, roi_mask=mask)
+    n_all = len(tile_starts(20, 8, 0.25)) ** 2 * len(tile_starts(12, 8, 0.25))
+    assert 0 < sum(calls) < n_all
+    torch.testing.assert_close(got[:, mask], full[:, mask])
+    assert (got[:, 12:, 12:, :] == 0).all()
+    with pytest.raises(ValueError, match="roi_mask shape"):
+        sliding_window_inference(x, 8, predictor, roi_mask=mask[:10])

@@ -3,7 +3,7 @@
 from ._fit import (
     FitConfig,
     FitResult,
-    auto_tile,
+    auto_batch,
     fit_network,
     normalise_signal,
     predict_volume,
@@ -26,7 +26,7 @@ __all__ = [
     "FitConfig",
     "FitResult",
     "Subject",
-    "auto_tile",
+    "auto_batch",
     "build_network",
     "default_loss_weights",
     "denoise_mppca",

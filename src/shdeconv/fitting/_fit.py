@@ -28,7 +28,7 @@ __all__ = [
     "BYTES_PER_CHANNEL_PIXEL",
     "FitConfig",
     "FitResult",
-    "auto_tile",
+    "auto_batch",
     "fit_network",
     "normalise_signal",
     "predict_volume",
@@ -38,7 +38,7 @@ __all__ = [
 
 #: Peak inference memory per voxel of a tile, per top-level channel and sphere pixel (bytes).
 #: Measured on CPU (float32, eval, peak RSS of one 16^3 and one 32^3 tile: ~100 kB per voxel at
-#: width 8 and 96 hemisphere pixels); GPU runs measure their own peak instead (``auto_tile``).
+#: width 8 and 96 hemisphere pixels); ``auto_batch`` sizes batches of tiles with it.
 BYTES_PER_CHANNEL_PIXEL = 135
 
 log = logging.getLogger(__name__)
@@ -213,13 +213,15 @@ def _available_bytes(device: torch.device) -> int:
         return 8 << 30
 
 
-def auto_tile(net: DeconvNet, device: torch.device, *, budget_bytes: int | None = None, sw_batch_size: int = 1,
-              lo: int = 8, hi: int = 64) -> int:
-    """Largest inference tile side whose activations fit ``budget_bytes``.
+def auto_batch(net: DeconvNet, device: torch.device, tile: int, *, budget_bytes: int | None = None,
+               hi: int = 64) -> int:
+    """How many ``tile``-sided tiles to push through ``net`` at once within ``budget_bytes``.
 
-    The default budget is 40% of the free memory of ``device`` (GPU) or of the machine (CPU),
-    capped at 3 GiB on CPU so that 8 GiB of RAM suffices, and 40% of the free GPU memory so
-    that a 16 GiB card suffices. The side is a multiple of ``net.config.patch_multiple``.
+    The tile side itself stays that of training (a network trained on 8^3 patches predicts
+    best on 8^3 tiles: measured in the README), so memory is adapted through the batch. The
+    default budget is 40% of the free memory of ``device`` (GPU) or of the machine (CPU), capped
+    at 3 GiB on CPU so that 8 GiB of RAM suffices, and 40% of the free GPU memory so that a
+    16 GiB card suffices.
     """
     from ..nn._chebyshev import n_pixels
 
@@ -228,10 +230,8 @@ def auto_tile(net: DeconvNet, device: torch.device, *, budget_bytes: int | None 
         budget_bytes = int(0.4 * _available_bytes(device))
         if device.type != "cuda":
             budget_bytes = min(budget_bytes, 3 << 30)
-    per_voxel = BYTES_PER_CHANNEL_PIXEL * c.width * n_pixels(c.nside, c.hemisphere) * sw_batch_size
-    side = int((budget_bytes / per_voxel) ** (1 / 3))
-    m = c.patch_multiple
-    return int(max(lo, min(hi, side)) // m * m)
+    per_tile = BYTES_PER_CHANNEL_PIXEL * c.width * n_pixels(c.nside, c.hemisphere) * tile ** 3
+    return int(max(1, min(hi, budget_bytes // per_tile)))
 
 
 @torch.no_grad()
@@ -239,12 +239,20 @@ def predict_volume(net: DeconvNet, signal: np.ndarray, mask: np.ndarray, *, tile
                    device: torch.device, progress: bool = False, sw_batch_size: int = 2):
     """Whole-volume prediction. Returns ``wm_sh [X, Y, Z, S]`` and ``iso [X, Y, Z, T]`` (or None).
 
-    Outside ``mask`` the outputs are zero.
+    Only the bounding box of ``mask`` is processed, and tiles without a mask voxel are skipped;
+    outside ``mask`` the outputs are zero.
     """
     net.to(device).eval()
     multiple = net.config.patch_multiple
     tile = int(math.ceil(tile / multiple) * multiple)
-    x = torch.from_numpy(np.ascontiguousarray(np.moveaxis(signal, -1, 0)))
+    mask = np.asarray(mask, dtype=bool)
+    s = net.n_coeffs
+    if not mask.any():
+        return np.zeros(mask.shape + (s,), np.float32), None
+    nz = np.argwhere(mask)
+    lo, hi = nz.min(0), nz.max(0) + 1
+    box = tuple(slice(a, b) for a, b in zip(lo, hi))
+    x = torch.from_numpy(np.ascontiguousarray(np.moveaxis(signal[box], -1, 0)))
 
     def predictor(tiles):
         wm, iso = net(tiles)
@@ -252,7 +260,8 @@ def predict_volume(net: DeconvNet, signal: np.ndarray, mask: np.ndarray, *, tile
 
     inferer = SlidingWindowInferer(tile, overlap=overlap, sw_batch_size=sw_batch_size, sw_device=device,
                                    device="cpu")
-    out = inferer(x, predictor, progress=progress).numpy()
-    out = np.moveaxis(out, 0, -1) * mask[..., None]
-    s = net.n_coeffs
-    return out[..., :s].astype(np.float32), (out[..., s:].astype(np.float32) if out.shape[-1] > s else None)
+    inner = inferer(x, predictor, progress=progress, roi_mask=torch.from_numpy(mask[box])).numpy()
+    out = np.zeros(mask.shape + (inner.shape[0],), np.float32)
+    out[box] = np.moveaxis(inner, 0, -1)
+    out *= mask[..., None]
+    return out[..., :s], (out[..., s:] if out.shape[-1] > s else None)

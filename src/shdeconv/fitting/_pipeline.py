@@ -38,7 +38,7 @@ from ..sphere import rotate_sh
 from ..viz._qc import save_qc_figure
 from ._fit import (
     FitConfig,
-    auto_tile,
+    auto_batch,
     fit_network,
     normalise_signal,
     predict_volume,
@@ -246,12 +246,15 @@ def run_fit(dwi, bvals, bvecs, outdir, *, mask=None, response_files=None, varian
 
 
 def run_predict(dwi, bvals, bvecs, outdir, *, mask=None, response_files=None, model=None, finetune: int = 0,
-                device="auto", tile: int | None = None, overlap: float = 0.25, seed: int = 0, progress=True,
+                device="auto", tile: int | None = None, overlap: float = 0.25, batch: int | None = None,
+                seed: int = 0, progress=True,
                 denoise="none") -> dict:
     """Amortized inference: a trained network (default: the shipped one) predicts a subject in one pass.
 
     ``finetune > 0`` first runs that many unsupervised steps on the subject (the loss of
-    ``shdeconv fit`` for the model's variant). ``tile`` defaults to :func:`auto_tile`.
+    ``shdeconv fit`` for the model's variant). ``tile`` defaults to the model's training patch
+    size (networks predict best on tiles like those they were trained on), ``batch`` (tiles per
+    forward pass) to :func:`auto_batch` of the free memory.
     Returns the report dict (also in report.json).
     """
     from ..models._store import load_model, pretrained_path
@@ -275,9 +278,10 @@ def run_predict(dwi, bvals, bvecs, outdir, *, mask=None, response_files=None, mo
                              subject.mask, config, device=dev, checkpoint=outdir / "checkpoint.pt", progress=progress)
         history = result.history
     t_pred = time.perf_counter()
-    tile = tile or auto_tile(net, dev)
+    tile = tile or int(meta.get("train_config", {}).get("patch_size", 8))
+    batch = batch or auto_batch(net, dev, tile)
     fodf, iso = predict_volume(net, subject.signal, subject.mask, tile=tile, overlap=overlap, device=dev,
-                               progress=progress, sw_batch_size=1)
+                               progress=progress, sw_batch_size=batch)
     t_done = time.perf_counter()
     report = {
         "command": "predict",
@@ -289,6 +293,8 @@ def run_predict(dwi, bvals, bvecs, outdir, *, mask=None, response_files=None, mo
         "denoise": denoise,
         "finetune": finetune,
         "tile": tile,
+        "overlap": overlap,
+        "tiles_per_batch": batch,
         "voxels_in_mask": int(subject.mask.sum()),
         "timings_s": {"finetune": t_pred - t_fit, "predict": t_done - t_pred, "total": t_done - t_start},
     }

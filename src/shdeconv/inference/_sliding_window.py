@@ -58,6 +58,7 @@ def sliding_window_inference(
     device: torch.device | str | None = None,
     weights: torch.Tensor | None = None,
     progress: bool = False,
+    roi_mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Predict a whole volume ``inputs`` ``[C, X, Y, Z]`` tile by tile -> ``[C_out, X, Y, Z]``.
 
@@ -67,6 +68,8 @@ def sliding_window_inference(
         overlap: fraction of a tile shared with its neighbour along each axis, in [0, 1).
         sw_batch_size: tiles per predictor call.
         sw_device: where the predictor runs; ``device``: where the output is stitched.
+        roi_mask: optional bool ``[X, Y, Z]``; tiles holding none of its voxels are skipped and
+            the output is zero where no tile ran (e.g. outside a brain mask).
     """
     if inputs.dim() != 4:
         raise ValueError(f"inputs must be [C, X, Y, Z], got shape {tuple(inputs.shape)}")
@@ -82,6 +85,11 @@ def sliding_window_inference(
     full = inputs.shape[1:]
     w = (weights if weights is not None else blend_weights(roi, blend)).to(device)
     starts = list(itertools.product(*(tile_starts(n, r, overlap) for n, r in zip(full, roi))))
+    if roi_mask is not None:
+        if tuple(roi_mask.shape) != tuple(spatial):
+            raise ValueError(f"roi_mask shape {tuple(roi_mask.shape)} differs from the inputs' {tuple(spatial)}")
+        m = torch.nn.functional.pad(roi_mask.bool(), (0, pad[2], 0, pad[1], 0, pad[0]))
+        starts = [(a, b, c) for a, b, c in starts if m[a : a + roi[0], b : b + roi[1], c : c + roi[2]].any()]
     out = None
     norm = torch.zeros(full, device=device)
     bar = tqdm(total=len(starts), desc="tiles", disable=not progress, leave=False)
@@ -98,7 +106,10 @@ def sliding_window_inference(
             norm[a : a + roi[0], b : b + roi[1], c : c + roi[2]] += w
         bar.update(len(chunk))
     bar.close()
-    out = out / norm
+    if out is None:  # nothing to predict: learn the output channels from one tile
+        out = torch.zeros((predictor(inputs[None, :, : roi[0], : roi[1], : roi[2]].to(sw_device)).shape[1],)
+                          + tuple(full), device=device)
+    out = torch.where(norm > 0, out / norm.clamp_min(1e-12), 0.0)
     return out[:, : spatial[0], : spatial[1], : spatial[2]]
 
 
@@ -113,8 +124,9 @@ class SlidingWindowInferer:
         self.device = device
         self.weights = blend_weights(self.roi_size, blend)
 
-    def __call__(self, inputs, predictor, progress=False):
+    def __call__(self, inputs, predictor, progress=False, roi_mask=None):
         return sliding_window_inference(
             inputs, self.roi_size, predictor, overlap=self.overlap, sw_batch_size=self.sw_batch_size,
             sw_device=self.sw_device, device=self.device, weights=self.weights, progress=progress,
+            roi_mask=roi_mask,
         )

@@ -1,0 +1,148 @@
+"""Whole-brain speed: ``shdeconv predict`` (shipped amortized model) vs DIPY CSD on the same volume.
+
+A brain-sized synthetic volume (:func:`shdeconv.sim._brain.brain_phantom`, 90 x 108 x 90 at 2 mm,
+~342k brain voxels) in a clinical (b0 + b=1000 x 30) and an HCP-like (b0 + 3 shells x 90) scheme
+is written as NIfTI + FSL bvals/bvecs + mask. Each method then runs in its own fresh process on
+the same files, one after the other (never concurrently), so that its peak memory (``ru_maxrss``)
+is its own:
+
+* ``predict``: ``run_predict`` with the shipped model (no fine-tuning), 8^3 tiles (its training patch) overlapping by 25%, tiles per batch from free memory;
+* ``csd``: ``run_csd`` with DIPY's single-shell CSD (on the highest shell of the HCP-like data;
+  DIPY MSMT-CSD, ~80 ms/voxel here, would take hours).
+
+Throughput counts brain voxels per second of the estimator itself (``timings_s.predict`` /
+``timings_s.fit``); the end-to-end seconds (loading, masking, responses, writing) are given too.
+With ``--score`` both outputs are also scored against the phantom's truth.
+
+Usage: python benchmarks/wholebrain.py [--schemes clinical,multishell] [--device cpu|cuda]
+       [--score] [-o bench_out/wholebrain] [--markdown benchmarks/results/wholebrain_cpu.md]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+logger = logging.getLogger("wholebrain")
+
+
+def _arm(method: str, data: Path, out: Path, device: str, model: Path | None) -> dict:
+    from shdeconv.fitting import run_csd, run_predict
+
+    inputs = (data / "dwi.nii.gz", data / "bvals", data / "bvecs")
+    t = time.perf_counter()
+    if method == "predict":
+        report = run_predict(*inputs, out, mask=data / "mask.nii.gz", model=model, device=device, progress=False)
+        core = report["timings_s"]["predict"]
+        extra = {"tile": report["tile"], "tiles_per_batch": report["tiles_per_batch"]}
+        if device != "cpu":
+            import torch
+
+            if torch.cuda.is_available():
+                extra["gpu_peak_gib"] = torch.cuda.max_memory_allocated() / 2**30
+    else:
+        report = run_csd(*inputs, out, mask=data / "mask.nii.gz", algorithm="ssst")
+        core, extra = report["timings_s"]["fit"], {}
+    wall = time.perf_counter() - t
+    return {"method": method, "voxels": report["voxels_in_mask"], "core_s": core, "total_s": wall,
+            "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, **extra}
+
+
+def _machine() -> str:
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
+    return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads), GPU: {gpu}"
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("-o", "--output", type=Path, default=Path("bench_out/wholebrain"))
+    p.add_argument("--schemes", default="clinical,multishell")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--shape", default="90,108,90", help="volume shape (smaller for a smoke test)")
+    p.add_argument("--model", type=Path, default=None, help="model for predict (default: the shipped one)")
+    p.add_argument("--score", action="store_true", help="also score both outputs against the truth")
+    p.add_argument("--markdown", type=Path, default=None, help="also write the table here")
+    p.add_argument("--arm", choices=["predict", "csd"], help=argparse.SUPPRESS)
+    p.add_argument("--data", type=Path, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if args.arm:  # child process: one method, JSON on stdout
+        print(json.dumps(_arm(args.arm, args.data, args.output, args.device, args.model)))
+        return 0
+
+    from shdeconv.evaluation import evaluate_dirs
+    from shdeconv.sim import write_phantom
+    from shdeconv.sim._brain import brain_phantom
+
+    rows = []
+    for scheme in args.schemes.split(","):
+        data = args.output / f"data-{scheme}"
+        if not (data / "truth" / "truth.json").exists():
+            logger.info("simulating the %s brain volume", scheme)
+            shape = tuple(int(v) for v in args.shape.split(","))
+            write_phantom(brain_phantom(shape, scheme=scheme, seed=args.seed), data)
+        for method in ("predict", "csd"):
+            out = args.output / f"{scheme}-{method}"
+            cmd = [sys.executable, __file__, "--arm", method, "--data", str(data), "-o", str(out),
+                   "--device", args.device] + (["--model", str(args.model)] if args.model else [])
+            logger.info("running %s on %s", method, scheme)
+            proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+            if proc.returncode:
+                raise RuntimeError(f"{method} on {scheme} failed:\n{proc.stderr[-3000:]}")
+            row = json.loads(proc.stdout.strip().splitlines()[-1])
+            row["scheme"] = scheme
+            if args.score:
+                s = evaluate_dirs(out, data)
+                row.update(success=s["groups"]["all"]["success_rate"], ae=s["groups"]["all"]["angular_error_mean"])
+            rows.append(row)
+            logger.info("%s", row)
+    lines = [f"Machine: {_machine()}; device for predict: {args.device}.",
+             f"Command: `python benchmarks/wholebrain.py --schemes {args.schemes} --device {args.device} "
+             f"--shape {args.shape}"
+             + (" --score" if args.score else "") + "`", "",
+             "| scheme | method | brain voxels | estimator s | voxels/s | end-to-end s | peak RSS GiB |"
+             + (" success | AE (°) |" if args.score else ""),
+             "|---|---|---:|---:|---:|---:|---:|" + ("---:|---:|" if args.score else "")]
+    for r in rows:
+        line = (f"| {r['scheme']} | {r['method']} | {r['voxels']} | {r['core_s']:.1f} | "
+                f"{r['voxels'] / r['core_s']:.0f} | {r['total_s']:.1f} | {r['peak_rss_gib']:.2f} |")
+        if args.score:
+            line += f" {r['success']:.3f} | {r['ae']:.2f} |"
+        lines.append(line)
+    by = {(r["scheme"], r["method"]): r for r in rows}
+    lines.append("")
+    for scheme in args.schemes.split(","):
+        a, b = by[(scheme, "predict")], by[(scheme, "csd")]
+        ratio = (a["voxels"] / a["core_s"]) / (b["voxels"] / b["core_s"])
+        lines.append(f"- {scheme}: predict throughput = {ratio:.2f} x DIPY CSD's (same run, same volume)")
+    text = "\n".join(lines) + "\n"
+    args.output.mkdir(parents=True, exist_ok=True)
+    (args.output / "results.md").write_text(text)
+    (args.output / "results.json").write_text(json.dumps(rows, indent=2))
+    if args.markdown:
+        args.markdown.write_text("# Whole-brain speed (`benchmarks/wholebrain.py`)\n\n" + text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
