@@ -7,8 +7,9 @@ the same files, one after the other (never concurrently), so that its peak memor
 is its own:
 
 * ``predict``: ``run_predict`` with the shipped model (no fine-tuning), 8^3 tiles (its training patch) overlapping by 25%, tiles per batch from free memory;
-* ``csd``: ``run_csd`` with DIPY's single-shell CSD (on the highest shell of the HCP-like data;
-  DIPY MSMT-CSD, ~80 ms/voxel here, would take hours).
+* ``csd`` and ``csd-parallel``: ``run_csd`` with DIPY's single-shell CSD (on the highest shell of
+  the HCP-like data; DIPY MSMT-CSD, ~80 ms/voxel here, would take hours), serial as DIPY runs by
+  default and with DIPY's joblib engine on every core (the baseline at its best).
 
 Throughput counts brain voxels per second of the estimator itself (``timings_s.predict`` /
 ``timings_s.fit``); the end-to-end seconds (loading, masking, responses, writing) are given too.
@@ -32,6 +33,7 @@ import time
 from pathlib import Path
 
 logger = logging.getLogger("wholebrain")
+METHODS = ("predict", "csd", "csd-parallel")
 
 
 def _arm(method: str, data: Path, out: Path, device: str, model: Path | None) -> dict:
@@ -49,7 +51,8 @@ def _arm(method: str, data: Path, out: Path, device: str, model: Path | None) ->
             if torch.cuda.is_available():
                 extra["gpu_peak_gib"] = torch.cuda.max_memory_allocated() / 2**30
     else:
-        report = run_csd(*inputs, out, mask=data / "mask.nii.gz", algorithm="ssst")
+        n_jobs = -1 if method == "csd-parallel" else 1
+        report = run_csd(*inputs, out, mask=data / "mask.nii.gz", algorithm="ssst", n_jobs=n_jobs)
         core, extra = report["timings_s"]["fit"], {}
     wall = time.perf_counter() - t
     return {"method": method, "voxels": report["voxels_in_mask"], "core_s": core, "total_s": wall,
@@ -81,7 +84,7 @@ def main(argv=None) -> int:
     p.add_argument("--model", type=Path, default=None, help="model for predict (default: the shipped one)")
     p.add_argument("--score", action="store_true", help="also score both outputs against the truth")
     p.add_argument("--markdown", type=Path, default=None, help="also write the table here")
-    p.add_argument("--arm", choices=["predict", "csd"], help=argparse.SUPPRESS)
+    p.add_argument("--arm", choices=METHODS, help=argparse.SUPPRESS)
     p.add_argument("--data", type=Path, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -100,7 +103,7 @@ def main(argv=None) -> int:
             logger.info("simulating the %s brain volume", scheme)
             shape = tuple(int(v) for v in args.shape.split(","))
             write_phantom(brain_phantom(shape, scheme=scheme, seed=args.seed), data)
-        for method in ("predict", "csd"):
+        for method in METHODS:
             out = args.output / f"{scheme}-{method}"
             cmd = [sys.executable, __file__, "--arm", method, "--data", str(data), "-o", str(out),
                    "--device", args.device] + (["--model", str(args.model)] if args.model else [])
@@ -131,9 +134,11 @@ def main(argv=None) -> int:
     by = {(r["scheme"], r["method"]): r for r in rows}
     lines.append("")
     for scheme in args.schemes.split(","):
-        a, b = by[(scheme, "predict")], by[(scheme, "csd")]
-        ratio = (a["voxels"] / a["core_s"]) / (b["voxels"] / b["core_s"])
-        lines.append(f"- {scheme}: predict throughput = {ratio:.2f} x DIPY CSD's (same run, same volume)")
+        a = by[(scheme, "predict")]
+        best = max((by[(scheme, m)] for m in METHODS[1:]), key=lambda r: r["voxels"] / r["core_s"])
+        ratio = (a["voxels"] / a["core_s"]) / (best["voxels"] / best["core_s"])
+        lines.append(f"- {scheme}: predict throughput = {ratio:.2f} x that of DIPY {best['method']} "
+                     "(the faster DIPY arm; same run, same volume)")
     text = "\n".join(lines) + "\n"
     args.output.mkdir(parents=True, exist_ok=True)
     (args.output / "results.md").write_text(text)

@@ -221,3 +221,17 @@ def test_multi_shell_option_errors(rng):
         csd_fit(_dwi(data, bvals, dirs), None, resp, multi_shell=True)
     with pytest.raises(ValueError, match="multi_shell must be"):
         csd_fit(_dwi(data, bvals, dirs), None, resp, multi_shell="yes")
+
+
+def test_parallel_csd_matches_serial(tmp_path):
+    from shdeconv.fitting import run_csd
+    from shdeconv.sim import simulate_to_dir
+
+    ph = simulate_to_dir(tmp_path / "ph", scheme="clinical", snr=30, seed=2, size="quick")
+    args = (ph / "dwi.nii.gz", ph / "bvals", ph / "bvecs")
+    run_csd(*args, tmp_path / "serial", mask=ph / "mask.nii.gz")
+    report = run_csd(*args, tmp_path / "two", mask=ph / "mask.nii.gz", n_jobs=2)
+    assert report["n_jobs"] == 2
+    a = np.asarray(nib.load(tmp_path / "serial" / "fodf.nii.gz").dataobj)
+    b = np.asarray(nib.load(tmp_path / "two" / "fodf.nii.gz").dataobj)
+    np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6)

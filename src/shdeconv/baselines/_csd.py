@@ -59,7 +59,7 @@ def _gradient_table(bvals, directions):
 
 
 def csd_fit(dwi: DWIData, mask: np.ndarray | None, responses: Responses, *, lmax: int = 8,
-            multi_shell: bool | str = "auto", data: np.ndarray | None = None) -> dict:
+            multi_shell: bool | str = "auto", data: np.ndarray | None = None, n_jobs: int = 1) -> dict:
     """Fit DIPY's CSD (one shell) or MSMT-CSD (two or more non-zero shells).
 
     Parameters
@@ -78,6 +78,8 @@ def csd_fit(dwi: DWIData, mask: np.ndarray | None, responses: Responses, *, lmax
         have GM/CSF, else CSD. CSD on multi-shell data uses the highest shell only.
     data : ndarray ``(X, Y, Z, G)``, optional
         Signal to use instead of ``dwi.data`` (e.g. denoised).
+    n_jobs : int
+        Worker processes for single-shell CSD (DIPY's joblib engine when not 1; -1: all cores).
 
     Returns
     -------
@@ -112,7 +114,8 @@ def csd_fit(dwi: DWIData, mask: np.ndarray | None, responses: Responses, *, lmax
     with warnings.catch_warnings():
         # DIPY's CSD models build their matrices in the legacy descoteaux07 basis and say so
         warnings.simplefilter("ignore", PendingDeprecationWarning)
-        fodf, out_iso, algorithm, fit_mask = _fit(data, bvals, dirs, mask, responses, lmax, use_msmt, shells, idx, b0)
+        fodf, out_iso, algorithm, fit_mask = _fit(data, bvals, dirs, mask, responses, lmax, use_msmt, shells, idx, b0,
+                                                    n_jobs)
     logger.info("%s fit of %d voxels (lmax %d)", algorithm.upper(), int(fit_mask.sum()), lmax)
     s = n_coeffs(lmax)
     full = np.zeros(data.shape[:3] + (s,), dtype=np.float32)
@@ -127,7 +130,7 @@ def csd_fit(dwi: DWIData, mask: np.ndarray | None, responses: Responses, *, lmax
     return res
 
 
-def _fit(data, bvals, dirs, mask, responses, lmax, use_msmt, shells, idx, b0):
+def _fit(data, bvals, dirs, mask, responses, lmax, use_msmt, shells, idx, b0, n_jobs=1):
     """The DIPY fit itself: fODF ``(N, S)`` (MRtrix3 basis), iso ``(N, 2)`` or None, name, mask."""
     s0 = data[..., b0].mean(axis=-1)
     fit_mask = mask & np.isfinite(s0) & (s0 > 0)
@@ -170,7 +173,8 @@ def _fit(data, bvals, dirs, mask, responses, lmax, use_msmt, shells, idx, b0):
         if s > int(np.sum(idx == shell)):
             warnings.warn(f"lmax {lmax} needs {s} coefficients but the b={shells[shell]:g} shell has only "
                           f"{int(np.sum(idx == shell))} directions", UserWarning, stacklevel=3)
-        fit = model.fit(signal[:, vols]) if signal.size else None
+        parallel = {} if n_jobs == 1 else {"engine": "joblib", "n_jobs": n_jobs}
+        fit = model.fit(signal[:, vols], **parallel) if signal.size else None
         coef = np.nan_to_num(fit.shm_coeff) if fit is not None else np.zeros((0, s))
         fodf = coef @ to_mrtrix.T
         algorithm = "csd"

@@ -303,8 +303,11 @@ def run_predict(dwi, bvals, bvecs, outdir, *, mask=None, response_files=None, mo
 
 
 def run_csd(dwi, bvals, bvecs, outdir, *, mask=None, response_files=None, lmax=8, algorithm="auto",
-            denoise="none") -> dict:
-    """DIPY CSD (single shell) or MSMT-CSD (several shells) with the same inputs and outputs as fit."""
+            denoise="none", n_jobs: int = 1) -> dict:
+    """DIPY CSD (single shell) or MSMT-CSD (several shells) with the same inputs and outputs as fit.
+
+    ``n_jobs``: worker processes of single-shell CSD (DIPY's joblib engine; -1 for all cores).
+    """
     from ..baselines import csd_fit
 
     t_start = time.perf_counter()
@@ -312,7 +315,7 @@ def run_csd(dwi, bvals, bvecs, outdir, *, mask=None, response_files=None, lmax=8
     outdir = check_output_dir(outdir)
     multi = {"auto": "auto", "ssst": False, "msmt": True}[algorithm]
     t_fit = time.perf_counter()
-    out = csd_fit(subject.dwi, subject.mask, subject.responses, lmax=lmax, multi_shell=multi)
+    out = csd_fit(subject.dwi, subject.mask, subject.responses, lmax=lmax, multi_shell=multi, n_jobs=n_jobs)
     t_done = time.perf_counter()
     iso = None if out.get("gm") is None else np.stack([out["gm"], out["csf"]], -1)
     report = {
@@ -321,6 +324,7 @@ def run_csd(dwi, bvals, bvecs, outdir, *, mask=None, response_files=None, lmax=8
         "inputs": {"dwi": str(dwi), "bvals": str(bvals), "bvecs": str(bvecs), "mask": str(mask) if mask else None},
         "algorithm": algorithm,
         "denoise": denoise,
+        "n_jobs": n_jobs,
         "voxels_in_mask": int(subject.mask.sum()),
         "timings_s": {"fit": t_done - t_fit, "total": t_done - t_start},
     }

@@ -1,0 +1,30 @@
+"""benchmarks/wholebrain.py end to end at a tiny shape (the real run is 90 x 108 x 90)."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+from shdeconv.models import DeconvNet, NetworkConfig
+from shdeconv.models._store import save_model
+
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "wholebrain.py"
+
+
+def test_wholebrain_script_runs_every_arm(tmp_path):
+    torch.manual_seed(0)
+    save_model(tmp_path / "m.pt", DeconvNet(NetworkConfig(inputs="linear", width=4, K=2), n_iso=2))
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.run([sys.executable, str(SCRIPT), "--schemes", "clinical", "--shape", "20,24,20",
+                           "-o", str(tmp_path / "wb"), "--model", str(tmp_path / "m.pt"), "--score",
+                           "--markdown", str(tmp_path / "wb.md")],
+                          env=env, capture_output=True, text=True, check=False, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = json.loads((tmp_path / "wb" / "results.json").read_text())
+    assert [r["method"] for r in rows] == ["predict", "csd", "csd-parallel"]
+    assert all(r["voxels"] > 1000 and r["core_s"] > 0 and 0 <= r["success"] <= 1 for r in rows)
+    text = (tmp_path / "wb.md").read_text()
+    assert "predict throughput =" in text and "voxels/s" in text
