@@ -15,7 +15,7 @@ def test_help_lists_every_command(capsys):
         main(["--help"])
     assert e.value.code == 0
     out = capsys.readouterr().out
-    for cmd in ("fit", "csd", "demo", "track", "simulate", "evaluate"):
+    for cmd in ("fit", "predict", "train", "csd", "demo", "track", "simulate", "evaluate"):
         assert cmd in out
     assert "examples:" in out
 
@@ -59,3 +59,9 @@ def test_console_script_entry_point():
     r = subprocess.run([sys.executable, "-m", "shdeconv", "--version"], capture_output=True, text=True)
     assert r.returncode == 0 and "shdeconv" in r.stdout
     assert build_parser().prog == "shdeconv"
+
+
+def test_train_rejects_missing_subject_folders(tmp_path, capsys):
+    code = main(["train", str(tmp_path / "no_such_subject"), "-o", str(tmp_path / "m"), "--iterations", "1"])
+    assert code == 2 and "no_such_subject" in capsys.readouterr().err
+    assert not (tmp_path / "m" / "model.pt").exists()

@@ -76,3 +76,17 @@ def test_csd_outputs(phantom, tmp_path):
     run_csd(*_inputs(phantom), out, mask=phantom / "mask.nii.gz")
     for name in ("fodf.nii.gz", "peaks.nii.gz", "report.json", "qc.png", "response_wm.txt"):
         assert (out / name).exists(), name
+
+
+@pytest.mark.parametrize("scheme", ["clinical", "multishell"])
+def test_mppca_denoising_brings_the_signal_closer_to_the_noise_free_one(scheme):
+    from shdeconv.fitting import denoise_mppca
+    from shdeconv.sim import spatial_phantom
+
+    noisy = spatial_phantom(scheme=scheme, snr=10, seed=4, size="quick")
+    clean = spatial_phantom(scheme=scheme, snr=None, seed=4, size="quick")
+    m = noisy.mask
+    den = denoise_mppca(noisy.dwi, m)
+    before = np.sqrt(np.mean((noisy.dwi[m] - clean.dwi[m]) ** 2))
+    after = np.sqrt(np.mean((den[m] - clean.dwi[m]) ** 2))
+    assert after < 0.8 * before

@@ -23,6 +23,7 @@ examples:
   shdeconv track out/ -o out/tracks.trk --algorithm prob
   shdeconv simulate phantom/ --scheme clinical --snr 20 --seed 3
   shdeconv evaluate out/ phantom/
+  shdeconv benchmark -o bench_out/accuracy [--quick]
   mrview dwi.nii.gz -odf.load_sh out/fodf.nii.gz     (MRtrix3 reads our files directly)
 """
 
@@ -71,6 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tv-weight", type=float, default=None, help="spatial TV weight (shd-tv)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--resume", action="store_true", help="continue from OUTDIR/checkpoint.pt")
+    p.add_argument("--denoise", default="none", choices=["none", "mppca"], help="denoise with DIPY MP-PCA first")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_fit)
 
@@ -88,7 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_inputs(p)
     p.add_argument("--model", type=Path, default=None, help="model.pt from `shdeconv train` (default: shipped)")
     p.add_argument("--finetune", type=int, default=0, help="unsupervised steps on this subject first (default 0)")
-    p.add_argument("--tile", type=int, default=None, help="inference tile side (default: from free memory)")
+    p.add_argument("--tile", type=int, default=None, help="inference tile side (default: the training patch size)")
+    p.add_argument("--overlap", type=float, default=0.25, help="tile overlap fraction (default 0.25)")
+    p.add_argument("--batch", type=int, default=None, help="tiles per forward pass (default: from free memory)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -126,6 +130,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("benchmark", help="the accuracy suite: phantoms x schemes x SNR, every method, tables and figures",
+                       epilog="example: shdeconv benchmark -o bench_out/accuracy --quick")
+    p.add_argument("-o", "--output", type=Path, required=True, help="output directory (rerun to resume)")
+    p.add_argument("--quick", action="store_true", help="small phantoms, few iterations and cells (minutes)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto", help="device of the network fits: auto, cpu or cuda")
+    p.add_argument("--iterations", type=int, default=None, help="iterations of every network fit (default: the suite's)")
+    p.add_argument("--methods", default=None, help="comma-separated subset, e.g. csd,csd+mppca,shd-tv")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_benchmark)
 
     p = sub.add_parser("track", help="deterministic or probabilistic tractography from OUTDIR/fodf.nii.gz (DIPY)",
                        epilog="example: shdeconv track out/ -o out/tracks.trk --algorithm prob")
@@ -166,7 +181,7 @@ def cmd_fit(args) -> int:
     weights = default_loss_weights(args.model, tv=args.tv_weight)
     report = run_fit(args.dwi, args.bvals, args.bvecs, args.output, mask=args.mask, response_files=_responses(args),
                      variant=args.model, lmax=args.lmax, device=args.device, fit_config=fit_config,
-                     loss_weights=weights, resume=args.resume, progress=not args.no_progress)
+                     loss_weights=weights, resume=args.resume, progress=not args.no_progress, denoise=args.denoise)
     print(f"wrote {', '.join(report['outputs'].values())} to {args.output} "
           f"in {report['timings_s']['total']:.1f} s")
     return 0
@@ -187,7 +202,8 @@ def cmd_predict(args) -> int:
 
     report = run_predict(args.dwi, args.bvals, args.bvecs, args.output, mask=args.mask,
                          response_files=_responses(args), model=args.model, finetune=args.finetune,
-                         device=args.device, tile=args.tile, seed=args.seed, progress=not args.no_progress)
+                         device=args.device, tile=args.tile, overlap=args.overlap, batch=args.batch, seed=args.seed,
+                         progress=not args.no_progress)
     print(f"wrote {', '.join(report['outputs'].values())} to {args.output} "
           f"in {report['timings_s']['total']:.1f} s")
     return 0
@@ -216,6 +232,29 @@ def cmd_demo(args) -> int:
 
     print(run_demo(args.output, quick=args.quick, seed=args.seed, device=args.device))
     return 0
+
+
+def cmd_benchmark(args) -> int:
+    from ..evaluation import (
+        BenchmarkConfig,
+        estimate_seconds,
+        format_bars,
+        run_benchmark,
+    )
+
+    config = BenchmarkConfig(size="quick" if args.quick else "default", seed=args.seed, device=args.device,
+                             iterations=args.iterations, methods=args.methods)
+    est = estimate_seconds(config)
+    print(f"benchmark: networks at {config.fit_iterations} iterations; estimated {est['total'] / 60:.0f} min "
+          f"on a 2-core CPU; results in {args.output}", flush=True)
+    results = run_benchmark(args.output, size=config.size, seed=config.seed, device=config.device,
+                            iterations=config.iterations, methods=config.methods, progress=not args.no_progress)
+    print(format_bars(results["bars"]))
+    for f in results["failures"]:
+        print(f"shdeconv: {f['cell']}/{f['method']} failed: {f['error']}", file=sys.stderr)
+    print(f"wrote {args.output / 'results.md'}, results.json and {len(results['figures'])} figures "
+          f"in {results['wall_seconds'] / 60:.1f} min")
+    return 1 if results["failures"] else 0
 
 
 def cmd_track(args) -> int:

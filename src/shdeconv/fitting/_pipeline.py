@@ -110,10 +110,19 @@ def acquisition_model(bvals, directions, responses: Responses, lmax: int):
 
 
 def denoise_mppca(data: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """DIPY's MP-PCA denoising (Veraart 2016) inside the mask, patch radius 2."""
+    """DIPY's MP-PCA denoising (Veraart 2016) inside the mask.
+
+    The patch radius is the smallest (at least 2) whose patch holds at least as many voxels as
+    there are volumes, as MP-PCA needs (2 for 33 volumes, 3 for 276), within the volume's
+    thinnest dimension.
+    """
     from dipy.denoise.localpca import mppca
 
-    return mppca(data, mask=mask, patch_radius=2).astype(np.float32)
+    radius = 2
+    while (2 * radius + 1) ** 3 < data.shape[-1]:
+        radius += 1
+    radius = max(1, min(radius, (min(data.shape[:3]) - 1) // 2))
+    return mppca(data, mask=mask, patch_radius=radius).astype(np.float32)
 
 
 def prepare_subject(data, bvals, directions, mask, *, rotation=None, responses: Responses | None = None,
