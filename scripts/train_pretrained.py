@@ -9,7 +9,8 @@ with a JSON record of this command, the data and the seed.
 
     python scripts/train_pretrained.py --iterations 4000 -o train_out/pretrained
 
-Resumable: rerunning the same command continues from ``OUTDIR/checkpoint.pt``.
+Resumable: rerunning the same command continues from ``OUTDIR/checkpoint.pt`` (and only
+installs when the model of that many iterations is already there).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from pathlib import Path
 
 from shdeconv.losses import LossWeights
 from shdeconv.models import NetworkConfig
-from shdeconv.models._store import PRETRAINED
+from shdeconv.models._store import PRETRAINED, load_model
 from shdeconv.sim import simulate_to_dir
 from shdeconv.training import TrainConfig, train
 
@@ -65,9 +66,14 @@ def main(argv=None) -> int:
                        "schemes": SCHEMES, "snrs": SNRS, "seeds": f"1000..{999 + len(subjects)}"},
               "seed": args.seed, "loss_weights": asdict(weights), "train_config": asdict(config),
               "net_config": net_config.to_dict()}
-    summary = train(subjects, args.output, net_config=net_config, weights=weights, config=config,
-                    device=args.device, resume=(args.output / "checkpoint.pt").exists(), extra_meta={"recipe": record})
-    record.update(first_loss=summary["first_loss"], last_loss=summary["last_loss"], device=summary["device"])
+    model = args.output / "model.pt"
+    done = model.exists() and load_model(model)[1].get("iterations") == args.iterations
+    if not done:
+        train(subjects, args.output, net_config=net_config, weights=weights, config=config, device=args.device,
+              resume=(args.output / "checkpoint.pt").exists(), extra_meta={"recipe": record})
+    meta = load_model(model)[1]
+    record = dict(meta["recipe"], first_loss=meta["first_loss"], last_loss=meta["last_loss"],
+                  device=meta["device"], world_size=meta["world_size"])
     if args.install:
         dest = Path(__file__).resolve().parents[1] / "src" / "shdeconv" / "models" / "pretrained"
         dest.mkdir(parents=True, exist_ok=True)

@@ -91,6 +91,9 @@ class MethodSpec:
     multishell_only: bool = False
 
 
+#: unsupervised fine-tuning steps of the ``predict+finetune`` arm
+FINETUNE_STEPS = 50
+
 #: every method, in table order
 METHODS: dict[str, MethodSpec] = {m.name: m for m in (
     MethodSpec("csd", "DIPY CSD", "dipy", "ssst"),
@@ -105,6 +108,8 @@ METHODS: dict[str, MethodSpec] = {m.name: m for m in (
     MethodSpec("shd-tv", "SHD-TV (fit)", "net", "shd-tv"),
     MethodSpec("shd-tv+mppca", "MP-PCA + SHD-TV (fit)", "net", "shd-tv", denoise=True),
     MethodSpec("predict", "SHD-TV amortized (shipped model, predict)", "pretrained"),
+    MethodSpec("predict+finetune", f"predict + {FINETUNE_STEPS} unsupervised steps", "pretrained",
+               str(FINETUNE_STEPS)),
 )}
 
 _GRID_METHODS = ("csd", "csd+mppca", "msmt", "msmt+mppca", "mrtrix-csd", "shd-tv", "predict")
@@ -322,7 +327,7 @@ def estimate_seconds(config: BenchmarkConfig, *, mrtrix: bool | None = None) -> 
                 nets += cost
                 t += cost
             elif s.engine == "pretrained":
-                t += c["pretrained_per_voxel"] * vox
+                t += c["pretrained_per_voxel"] * vox + c["net_per_iteration"]["shd-tv"] * int(s.variant or 0)
             elif s.engine == "dipy":
                 t += c["msmt_per_voxel"] * region if s.variant == "msmt" else c["csd_per_voxel"] * vox
             else:
@@ -553,7 +558,9 @@ def _run_method(name: str, cell: Cell, cell_dir: Path, phantom_dir: Path,
         record.update(iterations=config.fit_iterations, device=report.get("device"),
                       resumed_from=report.get("resumed_from"))
     elif spec.engine == "pretrained":
-        report = run_predict(dwi, *inputs, out, mask=mask, device=config.device, progress=config.progress)
+        finetune = int(spec.variant or 0)
+        report = run_predict(dwi, *inputs, out, mask=mask, device=config.device, progress=config.progress,
+                             finetune=finetune, seed=config.seed)
         record.update(device=report.get("device"), model=report.get("model"))
     elif spec.engine == "dipy":
         if spec.variant == "msmt" and region is not None:
@@ -755,7 +762,7 @@ def _figures(results: dict, outdir: Path) -> list[str]:
 
     # colours: tab20's dark/light pairs, a method next to its denoised twin, SHD-TV in dark red
     order = ["csd", "csd+mppca", "msmt", "msmt+mppca", "mrtrix-csd", "mrtrix-csd+dwidenoise", "shd-tv",
-             "shd-tv+mppca", "predict", "esd", "rtesd", "shd"]
+             "shd-tv+mppca", "predict", "predict+finetune", "esd", "rtesd", "shd"]
     style = {"labels": {n: s.label for n, s in METHODS.items()}, "order": order,
              "emphasis": ("shd-tv", "shd-tv+mppca", "predict")}
     labels = style["labels"]
