@@ -65,3 +65,13 @@ def test_train_rejects_missing_subject_folders(tmp_path, capsys):
     code = main(["train", str(tmp_path / "no_such_subject"), "-o", str(tmp_path / "m"), "--iterations", "1"])
     assert code == 2 and "no_such_subject" in capsys.readouterr().err
     assert not (tmp_path / "m" / "model.pt").exists()
+
+
+def test_quick_demo_runs_every_method(tmp_path, capsys):
+    assert main(["demo", "-o", str(tmp_path / "demo"), "--quick"]) == 0
+    table = capsys.readouterr().out
+    for name in ("shdeconv predict", "shdeconv fit", "DIPY CSD"):
+        assert name in table
+    assert (tmp_path / "demo" / "results.md").read_text().strip() in table
+    for sub in ("predict", "shd-tv", "csd"):
+        assert (tmp_path / "demo" / sub / "fodf.nii.gz").exists()

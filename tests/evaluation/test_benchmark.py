@@ -169,11 +169,12 @@ def test_cli_benchmark_unknown_method_exits_2(tmp_path, capsys):
     assert "bogus" in capsys.readouterr().err
 
 
-def test_fit_accepts_denoise():
+def test_fit_denoises_by_default_as_the_benchmark_found():
     args = build_parser().parse_args(["fit", "d.nii.gz", "--bvals", "b", "--bvecs", "v", "-o", "o",
-                                      "--denoise", "mppca"])
-    assert args.denoise == "mppca"
-    assert build_parser().parse_args(["fit", "d.nii.gz", "--bvals", "b", "--bvecs", "v", "-o", "o"]).denoise == "none"
+                                      "--denoise", "none"])
+    assert args.denoise == "none"
+    assert build_parser().parse_args(["fit", "d.nii.gz", "--bvals", "b", "--bvecs", "v", "-o", "o"]).denoise == "mppca"
+    assert build_parser().parse_args(["predict", "d.nii.gz", "--bvals", "b", "--bvecs", "v", "-o", "o"]).denoise == "none"
 
 
 @pytest.mark.skipif(not HAVE_MRTRIX, reason="MRtrix3 not installed")

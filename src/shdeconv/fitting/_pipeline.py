@@ -118,6 +118,9 @@ def denoise_mppca(data: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """
     from dipy.denoise.localpca import mppca
 
+    if min(data.shape[:3]) < 3:
+        log.warning("MP-PCA skipped: the volume %s is too thin for a 3x3x3 patch", data.shape[:3])
+        return np.asarray(data, dtype=np.float32)
     radius = 2
     while (2 * radius + 1) ** 3 < data.shape[-1]:
         radius += 1
