@@ -24,7 +24,8 @@ def test_wholebrain_script_runs_every_arm(tmp_path):
                           env=env, capture_output=True, text=True, check=False, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = json.loads((tmp_path / "wb" / "results.json").read_text())
-    assert [r["method"] for r in rows] == ["predict", "csd", "csd-parallel"]
+    assert [r["method"] for r in rows] == ["predict", "predict-overlap0", "csd", "csd-parallel"]
     assert all(r["voxels"] > 1000 and r["core_s"] > 0 and 0 <= r["success"] <= 1 for r in rows)
+    assert [r["overlap"] for r in rows[:2]] == [0.25, 0.0]
     text = (tmp_path / "wb.md").read_text()
-    assert "predict throughput =" in text and "voxels/s" in text
+    assert "predict throughput =" in text and "predict-overlap0 throughput =" in text and "voxels/s" in text

@@ -81,8 +81,19 @@ def test_auto_batch_fits_the_budget():
     cpu = torch.device("cpu")
     per_tile = 135 * 8 * 96 * 8 ** 3
     for budget in (1 << 26, 1 << 28, 1 << 30):
-        n = auto_batch(net, cpu, 8, budget_bytes=budget)
+        n = auto_batch(net, cpu, 8, budget_bytes=budget, cache_bytes=1 << 40)
         assert 1 <= n <= 64
         assert n * per_tile <= budget or n == 1
         assert (n + 1) * per_tile > budget or n == 64
     assert auto_batch(net, cpu, 8) <= auto_batch(net, cpu, 8, budget_bytes=3 << 30)
+
+
+def test_auto_batch_keeps_cpu_batches_in_cache():
+    net = DeconvNet(NetworkConfig(inputs="linear"), n_iso=2)
+    cpu = torch.device("cpu")
+    per_tile = 4 * 4 * 8 * 96 * 8 ** 3  # float32 distance-class outputs of a top-level layer
+    assert auto_batch(net, cpu, 8, budget_bytes=3 << 30, cache_bytes=32 << 20) == (16 << 20) // per_tile == 2
+    assert auto_batch(net, cpu, 8, budget_bytes=3 << 30, cache_bytes=1 << 20) == 1
+    # the cache rule is for CPUs only: a GPU batch is sized by its memory
+    assert auto_batch(net, torch.device("cuda"), 8, budget_bytes=1 << 30, cache_bytes=1 << 20) == \
+        (1 << 30) // (135 * 8 * 96 * 8 ** 3)

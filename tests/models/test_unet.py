@@ -65,6 +65,14 @@ def test_shapes_and_fast_vs_dense(hemisphere):
     torch.testing.assert_close(y, y2, rtol=1e-4, atol=1e-4)
     for a, b in zip(g, g2):  # batch norm in train mode amplifies float32 rounding
         assert (a - b).abs().max() <= 1e-3 * a.abs().max() + 1e-6
+    net.impl, net.chebyshev = "fast", "dense"  # the inference path of predict
+    assert net.chebyshev == "dense"
+    assert all(m.chebyshev == "dense" for m in net.modules() if hasattr(m, "chebyshev"))
+    y3 = net(x)
+    g3 = torch.autograd.grad(y3.square().sum(), [*net.parameters()])
+    torch.testing.assert_close(y, y3, rtol=1e-4, atol=1e-4)
+    for a, b in zip(g, g3):
+        assert (a - b).abs().max() <= 1e-3 * a.abs().max() + 1e-6
 
 
 @pytest.mark.parametrize("hemisphere", [True, False])

@@ -192,3 +192,31 @@ def test_equivariance_check_is_not_vacuous():
     g = np.random.default_rng(0).permutation(layer.V)
     q = grid_symmetries(2)[3][0]
     assert (layer(transform(x, q, g)) - transform(layer(x), q, g)).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("hemisphere", [True, False])
+@pytest.mark.parametrize("spatial", [True, False])
+@pytest.mark.parametrize("kernel_size", [3, 1])
+def test_forward_unpooled_equals_conv_of_unpooled_concatenation(hemisphere, spatial, kernel_size):
+    from shdeconv.nn import SpatialUnpool, SphereUnpool
+
+    torch.manual_seed(1)
+    layer = make_layer(5, 4, 4, hemisphere, kernel_size, 3, torch.float64, chebyshev="dense")
+    unpool = SphereUnpool(4, hemisphere).double()
+    coarse = torch.randn(2, 3, layer.V // 4, 2, 3, 2, dtype=torch.float64, requires_grad=True)
+    shape = (4, 6, 4) if spatial else (2, 3, 2)
+    skip = torch.randn(2, 2, layer.V, *shape, dtype=torch.float64, requires_grad=True)
+    up = unpool(coarse)
+    if spatial:
+        up = SpatialUnpool()(up)
+    ref = layer(torch.cat([up, skip], 1))
+    out = layer.forward_unpooled(coarse, skip, unpool.parent, spatial)
+    torch.testing.assert_close(out, ref, **TOL[torch.float64])
+    g = torch.randn_like(ref)
+    for a, b in zip(torch.autograd.grad(out, [coarse, skip, layer.theta, layer.radial], g),
+                    torch.autograd.grad(ref, [coarse, skip, layer.theta, layer.radial], g)):
+        torch.testing.assert_close(a, b, **TOL[torch.float64])
+    with pytest.raises(ValueError, match="unpool"):
+        layer.forward_unpooled(coarse, skip[..., :1], unpool.parent, spatial)
+    with pytest.raises(ValueError, match="after unpooling"):
+        layer.forward_unpooled(coarse[:, :2], skip, unpool.parent, spatial)

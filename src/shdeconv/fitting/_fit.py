@@ -213,25 +213,48 @@ def _available_bytes(device: torch.device) -> int:
         return 8 << 30
 
 
+def _last_level_cache_bytes(default: int = 16 << 20) -> int:
+    """Size of the CPU's largest cache (Linux sysfs), or ``default`` where it cannot be read."""
+    sizes = []
+    for f in Path("/sys/devices/system/cpu/cpu0/cache").glob("index*/size"):
+        text = f.read_text().strip().upper()
+        try:
+            mult = {"K": 1 << 10, "M": 1 << 20}.get(text[-1:], 1)
+            sizes.append(int(text.rstrip("KM")) * mult)
+        except (ValueError, OSError):
+            continue
+    return max(sizes) if sizes else default
+
+
 def auto_batch(net: DeconvNet, device: torch.device, tile: int, *, budget_bytes: int | None = None,
-               hi: int = 64) -> int:
-    """How many ``tile``-sided tiles to push through ``net`` at once within ``budget_bytes``.
+               hi: int = 64, cache_bytes: int | None = None) -> int:
+    """How many ``tile``-sided tiles to push through ``net`` at once.
 
     The tile side itself stays that of training (a network trained on 8^3 patches predicts
-    best on 8^3 tiles: measured in the README), so memory is adapted through the batch. The
-    default budget is 40% of the free memory of ``device`` (GPU) or of the machine (CPU), capped
-    at 3 GiB on CPU so that 8 GiB of RAM suffices, and 40% of the free GPU memory so that a
-    16 GiB card suffices.
+    best on 8^3 tiles: measured in the README), so only the batch adapts.
+
+    * Memory: at most ``budget_bytes`` of activations; the default budget is 40% of the free
+      memory of ``device`` (GPU) or of the machine (CPU), capped at 3 GiB on CPU, so a 16 GiB
+      card or 8 GiB of RAM suffices.
+    * CPU cache: on CPU the layers are bound by memory traffic, not arithmetic, so the batch
+      is also kept small enough that the largest intermediate (the ``4 x width`` distance-class
+      outputs of a top-level convolution, float32) fits in half the last-level cache
+      (``cache_bytes``, read from sysfs). Measured on a 2-core EPYC: 60 tiles per pass ran 3.3x
+      slower than 2 (``benchmarks/wholebrain.py``).
     """
     from ..nn._chebyshev import n_pixels
 
     c = net.config
+    pixels = n_pixels(c.nside, c.hemisphere) * tile ** 3
     if budget_bytes is None:
         budget_bytes = int(0.4 * _available_bytes(device))
         if device.type != "cuda":
             budget_bytes = min(budget_bytes, 3 << 30)
-    per_tile = BYTES_PER_CHANNEL_PIXEL * c.width * n_pixels(c.nside, c.hemisphere) * tile ** 3
-    return int(max(1, min(hi, budget_bytes // per_tile)))
+    n = budget_bytes // (BYTES_PER_CHANNEL_PIXEL * c.width * pixels)
+    if device.type != "cuda":
+        cache = cache_bytes if cache_bytes is not None else _last_level_cache_bytes()
+        n = min(n, (cache // 2) // (4 * 4 * c.width * pixels))
+    return int(max(1, min(hi, n)))
 
 
 @torch.no_grad()
@@ -260,7 +283,13 @@ def predict_volume(net: DeconvNet, signal: np.ndarray, mask: np.ndarray, *, tile
 
     inferer = SlidingWindowInferer(tile, overlap=overlap, sw_batch_size=sw_batch_size, sw_device=device,
                                    device="cpu")
-    inner = inferer(x, predictor, progress=progress, roi_mask=torch.from_numpy(mask[box])).numpy()
+    # without gradients the dense Chebyshev projector (one GEMM) beats the sparse recursion at
+    # every batch size measured, on CPU and GPU; training keeps its own setting
+    previous, net.unet.chebyshev = net.unet.chebyshev, "dense"
+    try:
+        inner = inferer(x, predictor, progress=progress, roi_mask=torch.from_numpy(mask[box])).numpy()
+    finally:
+        net.unet.chebyshev = previous
     out = np.zeros(mask.shape + (inner.shape[0],), np.float32)
     out[box] = np.moveaxis(inner, 0, -1)
     out *= mask[..., None]

@@ -136,6 +136,17 @@ class SphericalUNet(nn.Module):
             if isinstance(m, SpatioSphericalConv):
                 m.impl = value
 
+    @property
+    def chebyshev(self) -> str:
+        """How every ``"fast"`` convolution applies the Chebyshev polynomials (``"sparse"`` or ``"dense"``)."""
+        return self.head.chebyshev
+
+    @chebyshev.setter
+    def chebyshev(self, value: str) -> None:
+        for m in self.modules():
+            if isinstance(m, SpatioSphericalConv):
+                m.chebyshev = value
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``[B, Cin, V, X, Y, Z]`` -> ``[B, Cout, V, X, Y, Z]``."""
         if x.dim() != 6 or x.shape[1] != self.in_channels or x.shape[2] != self.V:
@@ -153,9 +164,17 @@ class SphericalUNet(nn.Module):
                     x = self.spatial_pool(x)
             x = enc(x)
             skips.append(x)
+        fused = self.impl == "fast" and self.chebyshev == "dense"
         for lv in range(self.depth - 2, -1, -1):
+            spatial = lv < self.spatial_levels
+            if fused:  # the first convolution works on the coarse grid (same result, fewer operations)
+                first, *rest = self.decoders[lv]
+                x = first.forward_unpooled(x, skips[lv], self.sphere_unpools[lv].parent, spatial)
+                for layer in rest:
+                    x = layer(x)
+                continue
             x = self.sphere_unpools[lv](x)
-            if lv < self.spatial_levels:
+            if spatial:
                 x = self.spatial_unpool(x)
             x = self.decoders[lv](torch.cat([x, skips[lv]], dim=1))
         return self.head(x)

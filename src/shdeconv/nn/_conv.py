@@ -431,13 +431,64 @@ class SpatioSphericalConv(nn.Module):
 
     def _forward_fast_dense(self, x: torch.Tensor) -> torch.Tensor:
         b, c, v, nx, ny, nz = x.shape
-        s = nx * ny * nz
-        z = torch.matmul(self.projector, x.reshape(b, c, v, s))  # [B, C, K V, S] = [B, C K, V S]
-        y = torch.matmul(self.mixing_matrix("ik"), z.reshape(b, c * self.K, v * s))
-        y = y.reshape(b, self.R, self.out_channels, v, nx, ny, nz)  # [B, R, O, V, X, Y, Z]
-        if self.R == 1:
-            return y[:, 0]
-        return separable_class_stencil(y, 1)
+        w = self.mixing_matrix("ik").view(self.R * self.out_channels, c, self.K)
+        y = self._dense_classes(x.reshape(b, c, v, nx * ny * nz), w)
+        return self._apply_stencil(y.view(b, self.R, self.out_channels, v, nx, ny, nz))
+
+    def _dense_classes(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        r"""Class outputs :math:`\sum_{ik} W_{(r,o),i,k} T_k x_i`: ``x`` ``[B, C, V, S]``, ``w`` ``(R O, C, K)`` -> ``[B, R O, V S]``.
+
+        Two GEMMs: the stacked projector (``(K V, V)``, all ``K`` terms at once) and the class
+        mixing. (Skipping the identity block ``T_0`` saves a third of the first GEMM's
+        multiply-adds but needs a second pass over the large class output: slower on CPU.)
+        """
+        b, c, v, s = x.shape
+        z = torch.matmul(self.projector, x)  # [B, C, K V, S] = [B, C K, V S]
+        return torch.matmul(w.reshape(w.shape[0], c * self.K), z.view(b, c * self.K, v * s))
+
+    def _apply_stencil(self, y: torch.Tensor) -> torch.Tensor:
+        """``[B, R, O, V, X, Y, Z]`` class outputs -> ``[B, O, V, X, Y, Z]``."""
+        return y[:, 0] if self.R == 1 else separable_class_stencil(y, 1)
+
+    def forward_unpooled(self, coarse: torch.Tensor, skip: torch.Tensor, parent: torch.Tensor,
+                         spatial: bool) -> torch.Tensor:
+        r"""``self(cat([unpool(coarse), skip], 1))`` without building the unpooled concatenation.
+
+        ``coarse`` ``[B, C1, V / 4, x, y, z]``, ``skip`` ``[B, C2, V, X, Y, Z]`` with
+        ``C1 + C2 = in_channels``; ``unpool`` copies every sphere pixel to its children
+        (``parent`` ``(V,)``, :class:`~shdeconv.nn.SphereUnpool`) and, when ``spatial``, every
+        voxel to its 2x2x2 block (``X = 2x``). Both unpoolings are linear maps ``U`` on axes the
+        other one does not touch, so the unpooled channels' class outputs are
+        :math:`W (T_k U) x = U_{space} (W (T_k U_{sphere}) x)`: computed at the coarse sphere and
+        space, 4 x 8 times fewer multiply-adds, and added to the skip channels' before the
+        spatial stencil. The U-Net's decoder uses it with ``impl="fast"`` and
+        ``chebyshev="dense"`` (the inference setting); differentiable.
+        """
+        b, c1, vc = coarse.shape[:3]
+        c2, v = skip.shape[1], self.V
+        if c1 + c2 != self.in_channels or skip.shape[2] != v or vc * 4 != v or parent.shape != (v,):
+            raise ValueError(f"forward_unpooled: {tuple(coarse.shape)} + {tuple(skip.shape)} do not make "
+                             f"[B, {self.in_channels}, {v}, ...] after unpooling")
+        nx, ny, nz = skip.shape[-3:]
+        cx, cy, cz = coarse.shape[-3:]
+        if (cx, cy, cz) != ((nx // 2, ny // 2, nz // 2) if spatial else (nx, ny, nz)):
+            raise ValueError(f"forward_unpooled: coarse space {(cx, cy, cz)} does not unpool to {(nx, ny, nz)}")
+        ro = self.R * self.out_channels
+        w = self.mixing_matrix("ik").view(ro, self.in_channels, self.K)
+        y = self._dense_classes(skip.reshape(b, c2, v, nx * ny * nz), w[:, c1:].contiguous())
+        # T_k U_sphere = the projector's columns summed over each coarse pixel's children
+        q = torch.zeros(self.K * v, vc, dtype=self.projector.dtype, device=self.projector.device)
+        q.index_add_(1, parent, self.projector)  # [K V, V / 4]
+        zc = torch.matmul(q, coarse.reshape(b, c1, vc, cx * cy * cz))  # [B, C1, K V, s]
+        yc = torch.matmul(w[:, :c1].reshape(ro, c1 * self.K), zc.view(b, c1 * self.K, v * cx * cy * cz))
+        if spatial:
+            y.view(b, ro, v, cx, 2, cy, 2, cz, 2).add_(yc.view(b, ro, v, cx, 1, cy, 1, cz, 1))
+        else:
+            y.add_(yc)
+        y = self._apply_stencil(y.view(b, self.R, self.out_channels, v, nx, ny, nz))
+        if self.bias is not None:
+            y = y + self.bias[:, None, None, None, None]
+        return y
 
     def _forward_fast_sparse(self, x: torch.Tensor) -> torch.Tensor:
         b, c, v, nx, ny, nz = x.shape
