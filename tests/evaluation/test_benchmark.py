@@ -181,3 +181,27 @@ def test_fit_denoises_by_default_as_the_benchmark_found():
 def test_mrtrix_version_is_parsed():
     assert shutil.which("dwi2fod")
     assert bm.mrtrix_version()[0].isdigit()
+
+
+def test_predict_arms_take_a_model_file(tmp_path, capsys):
+    import torch
+
+    from shdeconv.models import DeconvNet, NetworkConfig
+    from shdeconv.models._store import save_model
+
+    torch.manual_seed(0)
+    model = tmp_path / "mine.pt"
+    save_model(model, DeconvNet(NetworkConfig(inputs="linear", width=4, K=2), n_iso=2))
+    out = tmp_path / "b"
+    res = _run(out, methods="predict", cells=[bm.BAR_CELL], model=model)
+    rec = res["cells"][bm.BAR_CELL]["methods"]["predict"]
+    assert rec["model"] == str(model.resolve()) and "mine.pt" in rec["label"]
+    assert json.loads((out / "config.json").read_text())["model"] == str(model.resolve())
+    assert f"--model {model.resolve()}" in (out / "results.md").read_text()
+    other = tmp_path / "other.pt"
+    shutil.copyfile(model, other)
+    with pytest.raises(ValueError, match="another output"):
+        _run(out, methods="predict", cells=[bm.BAR_CELL], model=other)
+    assert main(["benchmark", "-o", str(tmp_path / "c"), "--quick", "--methods", "predict",
+                 "--model", str(tmp_path / "missing.pt")]) == 2
+    assert "missing.pt" in capsys.readouterr().err

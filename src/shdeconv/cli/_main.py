@@ -142,6 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="device of the network fits: auto, cpu or cuda")
     p.add_argument("--iterations", type=int, default=None, help="iterations of every network fit (default: the suite's)")
     p.add_argument("--methods", default=None, help="comma-separated subset, e.g. csd,csd+mppca,shd-tv")
+    p.add_argument("--model", default=None, help="model file for the predict methods (default: the shipped one)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_benchmark)
 
@@ -246,12 +247,13 @@ def cmd_benchmark(args) -> int:
     )
 
     config = BenchmarkConfig(size="quick" if args.quick else "default", seed=args.seed, device=args.device,
-                             iterations=args.iterations, methods=args.methods)
+                             iterations=args.iterations, methods=args.methods, model=args.model)
     est = estimate_seconds(config)
     print(f"benchmark: networks at {config.fit_iterations} iterations; estimated {est['total'] / 60:.0f} min "
           f"on a 2-core CPU; results in {args.output}", flush=True)
     results = run_benchmark(args.output, size=config.size, seed=config.seed, device=config.device,
-                            iterations=config.iterations, methods=config.methods, progress=not args.no_progress)
+                            iterations=config.iterations, methods=config.methods, progress=not args.no_progress,
+                            model=config.model)
     print(format_bars(results["bars"]))
     for f in results["failures"]:
         print(f"shdeconv: {f['cell']}/{f['method']} failed: {f['error']}", file=sys.stderr)

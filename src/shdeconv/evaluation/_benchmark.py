@@ -213,6 +213,9 @@ class BenchmarkConfig:
         Run only these cells (names such as ``spatial-clinical-snr20``); None: all.
     progress : bool
         Progress bars.
+    model : str or None
+        Model file for the ``predict`` methods (e.g. one made by ``shdeconv train``); None: the
+        shipped model.
     """
 
     size: str = "default"
@@ -222,8 +225,13 @@ class BenchmarkConfig:
     methods: tuple[str, ...] | None = None
     cells: tuple[str, ...] | None = None
     progress: bool = True
+    model: str | None = None
 
     def __post_init__(self):
+        if self.model is not None:
+            if not Path(self.model).is_file():
+                raise FileNotFoundError(f"model file {self.model} does not exist")
+            object.__setattr__(self, "model", str(Path(self.model).resolve()))
         if self.size not in SUITES:
             raise ValueError(f"size must be one of {sorted(SUITES)}, got {self.size!r}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)):
@@ -560,8 +568,10 @@ def _run_method(name: str, cell: Cell, cell_dir: Path, phantom_dir: Path,
     elif spec.engine == "pretrained":
         finetune = int(spec.variant or 0)
         report = run_predict(dwi, *inputs, out, mask=mask, device=config.device, progress=config.progress,
-                             finetune=finetune, seed=config.seed)
+                             finetune=finetune, seed=config.seed, model=config.model)
         record.update(device=report.get("device"), model=report.get("model"))
+        if config.model is not None:
+            record["label"] = record["label"].replace("shipped model", f"model {Path(config.model).name}")
     elif spec.engine == "dipy":
         if spec.variant == "msmt" and region is not None:
             mask = Path(region[1]["mask"])
@@ -678,7 +688,8 @@ def format_results(results: dict) -> str:
     args = [" --quick" if cfg["size"] == "quick" else "", f" --seed {cfg['seed']}",
             f" --device {cfg['device']}" if cfg["device"] != "auto" else "",
             f" --iterations {cfg['iterations']}" if cfg["iterations"] != SUITES[cfg["size"]]["iterations"] else "",
-            f" --methods {','.join(cfg['methods'])}" if cfg["methods"] else ""]
+            f" --methods {','.join(cfg['methods'])}" if cfg["methods"] else "",
+            f" --model {cfg['model']}" if cfg.get("model") else ""]
     cells = f" Cells restricted to {', '.join(cfg['cells'])}." if cfg["cells"] else ""
     script = "" if any(args[2:]) or cells else " (or `python benchmarks/accuracy.py" + args[0] + "`)"
     lines = [
@@ -818,7 +829,8 @@ def _check_config_file(outdir: Path, stamp: dict) -> None:
 
 
 def run_benchmark(outdir, *, size: str = "default", seed: int = 0, device: str = "auto",
-                  iterations: int | None = None, methods=None, cells=None, progress: bool = True) -> dict:
+                  iterations: int | None = None, methods=None, cells=None, progress: bool = True,
+                  model=None) -> dict:
     """Run the accuracy suite (resumable) and write results.md, results.json and the figures.
 
     Parameters
@@ -839,6 +851,9 @@ def run_benchmark(outdir, *, size: str = "default", seed: int = 0, device: str =
         Only these cells (e.g. ``spatial-clinical-snr20``).
     progress : bool
         Progress bars.
+    model : path-like, optional
+        Model file for the ``predict`` methods (default: the shipped model). An output
+        directory is tied to its model: resuming with another one is refused.
 
     Returns
     -------
@@ -859,11 +874,14 @@ def run_benchmark(outdir, *, size: str = "default", seed: int = 0, device: str =
     from ..sim import GENERATOR_VERSION
 
     config = BenchmarkConfig(size=size, seed=seed, device=device, iterations=iterations, methods=methods,
-                             cells=cells, progress=progress)
+                             cells=cells, progress=progress, model=None if model is None else str(model))
     t_start = time.perf_counter()
     outdir = check_output_dir(outdir)
-    _check_config_file(outdir, {"size": config.size, "seed": int(config.seed), "iterations": config.fit_iterations,
-                                "phantom_generator": GENERATOR_VERSION})
+    stamp = {"size": config.size, "seed": int(config.seed), "iterations": config.fit_iterations,
+             "phantom_generator": GENERATOR_VERSION}
+    if config.model is not None:  # the shipped model's runs keep their old stamp (resumable)
+        stamp["model"] = config.model
+    _check_config_file(outdir, stamp)
     machine = machine_info(config.device)
     have_mrtrix = machine["mrtrix3"] is not None
     notes = []
