@@ -125,6 +125,11 @@ class SphericalUNet(nn.Module):
         self.head = SpatioSphericalConv(chans[0], self.out_channels, nside, K=1,
                                         hemisphere=self.hemisphere, kernel_size=1, impl=impl)
 
+    def _set_on_convolutions(self, name: str, value: str) -> None:
+        for m in self.modules():
+            if isinstance(m, SpatioSphericalConv):
+                setattr(m, name, value)
+
     @property
     def impl(self) -> str:
         """Implementation used by every convolution (``"fast"`` or ``"dense"``)."""
@@ -132,9 +137,7 @@ class SphericalUNet(nn.Module):
 
     @impl.setter
     def impl(self, value: str) -> None:
-        for m in self.modules():
-            if isinstance(m, SpatioSphericalConv):
-                m.impl = value
+        self._set_on_convolutions("impl", value)
 
     @property
     def chebyshev(self) -> str:
@@ -143,9 +146,7 @@ class SphericalUNet(nn.Module):
 
     @chebyshev.setter
     def chebyshev(self, value: str) -> None:
-        for m in self.modules():
-            if isinstance(m, SpatioSphericalConv):
-                m.chebyshev = value
+        self._set_on_convolutions("chebyshev", value)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``[B, Cin, V, X, Y, Z]`` -> ``[B, Cout, V, X, Y, Z]``."""
