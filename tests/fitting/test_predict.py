@@ -61,6 +61,15 @@ def test_finetune_runs_unsupervised_steps_first(phantom, zero_model, tmp_path):
     assert report["finetune"] == 3 and (tmp_path / "ft" / "checkpoint.pt").exists()
     assert report["tile"] == 8  # no training record in this model file: the default patch size
     assert report["tiles_per_batch"] == auto_batch(DeconvNet(SMALL, n_iso=2), torch.device("cpu"), 8)
+    # the prior: the pretrained prediction is the supervised target from the first step (where
+    # the student still equals it), and batch norm keeps its trained statistics
+    state = torch.load(tmp_path / "ft" / "checkpoint.pt", weights_only=False)
+    parts = state["history"]
+    assert len(parts) == 3 and all("supervised" in h for h in parts)
+    assert parts[0]["supervised"] < 1e-10 < parts[-1]["supervised"]
+    trained = torch.load(zero_model, weights_only=False)["state_dict"]
+    stats = [k for k in trained if k.endswith(("running_mean", "running_var"))]
+    assert stats and all(torch.equal(state["model"][k], trained[k]) for k in stats)
 
 
 def test_predict_cli_errors(phantom, tmp_path, capsys):

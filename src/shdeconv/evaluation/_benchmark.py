@@ -108,7 +108,7 @@ METHODS: dict[str, MethodSpec] = {m.name: m for m in (
     MethodSpec("shd-tv", "SHD-TV (fit)", "net", "shd-tv"),
     MethodSpec("shd-tv+mppca", "MP-PCA + SHD-TV (fit)", "net", "shd-tv", denoise=True),
     MethodSpec("predict", "SHD-TV amortized (shipped model, predict)", "pretrained"),
-    MethodSpec("predict+finetune", f"predict + {FINETUNE_STEPS} unsupervised steps", "pretrained",
+    MethodSpec("predict+finetune", f"predict + {FINETUNE_STEPS} fine-tuning steps (prior kept)", "pretrained",
                str(FINETUNE_STEPS)),
 )}
 

@@ -141,11 +141,23 @@ def fit_network(
     checkpoint: Path | None = None,
     resume: bool = False,
     progress: bool = True,
+    teacher: torch.nn.Module | None = None,
 ) -> FitResult:
-    """Optimise ``net`` on one subject. ``signal`` ``[X, Y, Z, G]``, ``mask`` ``[X, Y, Z]``."""
+    """Optimise ``net`` on one subject. ``signal`` ``[X, Y, Z, G]``, ``mask`` ``[X, Y, Z]``.
+
+    ``teacher`` (fine-tuning a trained network): a frozen copy whose WM SH on each sampled
+    patch is the ``target`` of the loss's supervised term (weight ``loss_fn.weights.supervised``),
+    so the steps fit the subject without leaving the learned prior; the batch-norm layers of
+    ``net`` then keep their trained statistics (eval mode) instead of a 4-patch batch's.
+    """
     torch.manual_seed(config.seed)
     gen = torch.Generator().manual_seed(config.seed)
     net.to(device).train()
+    if teacher is not None:
+        teacher.to(device).eval().requires_grad_(False)
+        for m in net.modules():
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                m.eval()
     loss_fn.to(device)
     opt = torch.optim.Adam(net.parameters(), lr=config.lr)
     multiple = net.config.patch_multiple
@@ -183,7 +195,11 @@ def fit_network(
         idx = torch.randint(len(coords), (config.batch_size,), generator=gen)
         x, m = sample_patches(sig, msk, coords[idx.to(device)], patch)
         wm, iso = net(x)
-        loss, parts = loss_fn(wm, iso, x, m)
+        target = None
+        if teacher is not None:
+            with torch.no_grad():
+                target = teacher(x)[0]
+        loss, parts = loss_fn(wm, iso, x, m, target)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if config.grad_clip > 0:

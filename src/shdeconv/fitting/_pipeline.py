@@ -63,6 +63,9 @@ log = logging.getLogger(__name__)
 
 #: TV weight used by the ``shd-tv`` variant (see README, "Loss weights").
 TV_WEIGHT = 0.01
+#: ``predict --finetune``: weight of the pretrained network's own prediction as a supervised
+#: target (the weight its training gave the true fODF).
+FINETUNE_PRIOR_WEIGHT = 1.0
 
 
 def default_loss_weights(variant: str, **overrides) -> LossWeights:
@@ -263,8 +266,9 @@ def run_predict(dwi, bvals, bvecs, outdir, *, mask=None, response_files=None, mo
                 denoise="none") -> dict:
     """Amortized inference: a trained network (default: the shipped one) predicts a subject in one pass.
 
-    ``finetune > 0`` first runs that many unsupervised steps on the subject (the loss of
-    ``shdeconv fit`` for the model's variant). ``tile`` defaults to the model's training patch
+    ``finetune > 0`` first runs that many steps on the subject: the loss of ``shdeconv fit``
+    for the model's variant plus, as a supervised target, the pretrained network's own
+    prediction (:data:`FINETUNE_PRIOR_WEIGHT`), with batch norm kept at its trained statistics. ``tile`` defaults to the model's training patch
     size (networks predict best on tiles like those they were trained on), ``batch`` (tiles per
     forward pass) to :func:`auto_batch` of the free memory.
     Returns the report dict (also in report.json).
@@ -284,10 +288,16 @@ def run_predict(dwi, bvals, bvecs, outdir, *, mask=None, response_files=None, mo
     net.set_init_matrix(linear_deconvolution(fm))
     history, t_fit = [], time.perf_counter()
     if finetune:
+        # the unsupervised loss of `fit` plus the pretrained network's own prediction as the
+        # supervised target (weight 1, as the model was trained against the truth): the steps
+        # adapt to this subject without unlearning the prior
         torch.manual_seed(seed)
         config = FitConfig(iterations=finetune, seed=seed)
-        result = fit_network(net, DeconvLoss(fm, default_loss_weights(net.config.variant)), subject.signal,
-                             subject.mask, config, device=dev, checkpoint=outdir / "checkpoint.pt", progress=progress)
+        teacher, _ = load_model(model_path)  # a second, frozen copy (deepcopy cannot copy sparse buffers)
+        teacher.set_init_matrix(net.init_matrix)
+        weights = default_loss_weights(net.config.variant, supervised=FINETUNE_PRIOR_WEIGHT)
+        result = fit_network(net, DeconvLoss(fm, weights), subject.signal, subject.mask, config, device=dev,
+                             checkpoint=outdir / "checkpoint.pt", progress=progress, teacher=teacher)
         history = result.history
     t_pred = time.perf_counter()
     tile = tile or int(meta.get("train_config", {}).get("patch_size", 8))
