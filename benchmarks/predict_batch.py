@@ -74,8 +74,8 @@ def main(argv=None) -> int:
         lines.append(f"| {labels[mode]} | " + " | ".join(f"{v:.0f}" for v in vals) + " |")
     best = max(zip(rows["dense"], batches))
     lines += ["", "Voxels/s of 8^3 tiles through the shipped model (every tile voxel counted).",
-              f"Fastest: {best[1]} tiles per pass ({best[0]:.0f} voxels/s, dense); "
-              f"`auto_batch` chooses {chosen} on this machine."]
+              (f"Fastest: {best[1]} tiles per pass ({best[0]:.0f} voxels/s, dense); "
+               f"`auto_batch` chooses {chosen} on this machine.")]
     text = "\n".join(lines) + "\n"
     if args.markdown:
         args.markdown.write_text("# Tiles per forward pass (`benchmarks/predict_batch.py`)\n\n" + text)
