@@ -90,7 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
                               "--finetune 50")
     _add_inputs(p)
     p.add_argument("--model", type=Path, default=None, help="model.pt from `shdeconv train` (default: shipped)")
-    p.add_argument("--finetune", type=int, default=0, help="steps on this subject first: the unsupervised loss plus the model's own prediction as a prior (default 0)")
+    p.add_argument("--finetune", type=int, default=0,
+                   help="steps on this subject first: the unsupervised loss plus the model's own prediction "
+                        "as a prior (default 0)")
     p.add_argument("--tile", type=int, default=None, help="inference tile side (default: the training patch size)")
     p.add_argument("--denoise", default="none", choices=["none", "mppca"],
                    help="DIPY MP-PCA first (default none: the shipped model was trained on raw signals)")

@@ -255,8 +255,9 @@ def auto_batch(net: DeconvNet, device: torch.device, tile: int, *, budget_bytes:
     * CPU cache: on CPU the layers are bound by memory traffic, not arithmetic, so the batch
       is also kept small enough that the largest intermediate (the ``4 x width`` distance-class
       outputs of a top-level convolution, float32) fits in half the last-level cache
-      (``cache_bytes``, read from sysfs). Measured on a 2-core EPYC: 60 tiles per pass ran 3.3x
-      slower than 2 (``benchmarks/wholebrain.py``).
+      (``cache_bytes``, read from sysfs). Measured on a 2-core EPYC
+      (``benchmarks/predict_batch.py``): 64 tiles per pass ran at about half the throughput of
+      2 or 4.
     """
     from ..nn._chebyshev import n_pixels
 
@@ -300,7 +301,7 @@ def predict_volume(net: DeconvNet, signal: np.ndarray, mask: np.ndarray, *, tile
     inferer = SlidingWindowInferer(tile, overlap=overlap, sw_batch_size=sw_batch_size, sw_device=device,
                                    device="cpu")
     # without gradients the dense Chebyshev projector (one GEMM) beats the sparse recursion at
-    # every batch size measured, on CPU and GPU; training keeps its own setting
+    # every batch size measured on CPU (benchmarks/predict_batch.py); training keeps its setting
     previous, net.unet.chebyshev = net.unet.chebyshev, "dense"
     try:
         inner = inferer(x, predictor, progress=progress, roi_mask=torch.from_numpy(mask[box])).numpy()

@@ -268,9 +268,9 @@ def run_predict(dwi, bvals, bvecs, outdir, *, mask=None, response_files=None, mo
 
     ``finetune > 0`` first runs that many steps on the subject: the loss of ``shdeconv fit``
     for the model's variant plus, as a supervised target, the pretrained network's own
-    prediction (:data:`FINETUNE_PRIOR_WEIGHT`), with batch norm kept at its trained statistics. ``tile`` defaults to the model's training patch
-    size (networks predict best on tiles like those they were trained on), ``batch`` (tiles per
-    forward pass) to :func:`auto_batch` of the free memory.
+    prediction (:data:`FINETUNE_PRIOR_WEIGHT`), with batch norm kept at its trained statistics.
+    ``tile`` defaults to the model's training patch size (networks predict best on tiles like
+    those they were trained on), ``batch`` (tiles per forward pass) to :func:`auto_batch`.
     Returns the report dict (also in report.json).
     """
     from ..models._store import load_model, pretrained_path
