@@ -5,18 +5,13 @@ deconvolution, which is accurate on these high-SNR single-fibre voxels; what is 
 whole path of frames: FSL bvecs -> world -> voxel axes (network) -> world (files).
 """
 
-import sys
-from pathlib import Path
-
 import nibabel as nib
 import numpy as np
 import pytest
+from _frame_phantoms import AFFINES, _angle, _frame_phantom, _peaks, _run
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "baselines"))
-from test_csd import AFFINES, _angle, _frame_phantom, _peaks, _run  # noqa: E402
-
-from shdeconv.fitting import FitConfig, run_fit  # noqa: E402
-from shdeconv.io import world_to_fsl_bvecs  # noqa: E402
+from shdeconv.fitting import FitConfig, run_fit
+from shdeconv.io import world_to_fsl_bvecs
 
 ZERO = FitConfig(iterations=0, patch_size=8)
 
