@@ -92,36 +92,23 @@ def plot_success_vs_angle(panels: dict[str, dict[str, dict]], path, *, labels: d
     -------
     Path
     """
-    plt = _pyplot()
     labels = labels or {}
-    order = order or sorted({m for p in panels.values() for m in p})
-    n = max(len(panels), 1)
-    fig, axes = plt.subplots(1, n, figsize=(4.2 * n + 2.5, 4.2), squeeze=False, sharey=True)
-    handles = {}
-    for ax, (title, methods) in zip(axes[0], panels.items()):
-        if not methods:
-            _empty(ax)
-            continue
+
+    def draw(ax, methods, style):
         bins = list(next(iter(methods.values())))
         x = np.arange(len(bins))
+        handles = {}
         for name in sorted(methods, key=_rank(labels)):
-            cr = methods[name]
-            y = [_value(cr[b]["success_rate"]) for b in bins]
-            (h,) = ax.plot(x, y, label=labels.get(name, name), **_style(name, order, emphasis))
-            handles.setdefault(name, h)
+            y = [_value(methods[name][b]["success_rate"]) for b in bins]
+            (handles[name],) = ax.plot(x, y, label=labels.get(name, name), **style(name))
         counts = [next(iter(methods.values()))[b]["n_voxels"] for b in bins]
         ax.set_xticks(x)
         ax.set_xticklabels([f"{b}°\nn={c}" for b, c in zip(bins, counts)], fontsize=8)
-        ax.set_title(title)
         ax.set_xlabel("crossing angle")
         ax.set_ylim(-0.02, 1.02)
-        ax.grid(alpha=0.3)
-    if not panels:
-        _empty(axes[0, 0])
-    axes[0, 0].set_ylabel("2-fibre success rate (SNR 20)")
-    _legend(fig, handles, labels)
-    fig.tight_layout(rect=(0, 0, 1 - 2.4 / (4.2 * n + 2.5), 1))
-    return _save(fig, path)
+        return handles
+
+    return _panel_figure(panels, draw, path, "2-fibre success rate (SNR 20)", labels, order, emphasis)
 
 
 def plot_error_vs_snr(panels: dict[str, dict[str, dict[float, float | None]]], path, *,
@@ -142,8 +129,26 @@ def plot_error_vs_snr(panels: dict[str, dict[str, dict[float, float | None]]], p
     -------
     Path
     """
-    plt = _pyplot()
     labels = labels or {}
+
+    def draw(ax, methods, style):
+        handles = {}
+        for name in sorted(methods, key=_rank(labels)):
+            pts = sorted(methods[name].items())
+            (handles[name],) = ax.plot([p[0] for p in pts], [_value(p[1]) for p in pts],
+                                       label=labels.get(name, name), **style(name))
+        ax.set_xticks(sorted({s for v in methods.values() for s in v}))
+        ax.set_xlabel("SNR")
+        return handles
+
+    return _panel_figure(panels, draw, path, "mean angular error, 2-3-fibre voxels (°)", labels, order, emphasis)
+
+
+def _panel_figure(panels: dict, draw, path, ylabel: str, labels: dict[str, str], order: list[str] | None,
+                  emphasis: tuple[str, ...]) -> Path:
+    """One row of panels sharing y, one legend on the right; ``draw(ax, methods, style)`` fills a
+    non-empty panel and returns its ``{method: line handle}``."""
+    plt = _pyplot()
     order = order or sorted({m for p in panels.values() for m in p})
     n = max(len(panels), 1)
     fig, axes = plt.subplots(1, n, figsize=(4.2 * n + 2.5, 4.2), squeeze=False, sharey=True)
@@ -152,19 +157,13 @@ def plot_error_vs_snr(panels: dict[str, dict[str, dict[float, float | None]]], p
         if not methods:
             _empty(ax)
             continue
-        snrs = sorted({s for v in methods.values() for s in v})
-        for name in sorted(methods, key=_rank(labels)):
-            pts = sorted(methods[name].items())
-            (h,) = ax.plot([p[0] for p in pts], [_value(p[1]) for p in pts], label=labels.get(name, name),
-                           **_style(name, order, emphasis))
+        for name, h in draw(ax, methods, lambda m: _style(m, order, emphasis)).items():
             handles.setdefault(name, h)
-        ax.set_xticks(snrs)
         ax.set_title(title)
-        ax.set_xlabel("SNR")
         ax.grid(alpha=0.3)
     if not panels:
         _empty(axes[0, 0])
-    axes[0, 0].set_ylabel("mean angular error, 2-3-fibre voxels (°)")
+    axes[0, 0].set_ylabel(ylabel)
     _legend(fig, handles, labels)
     fig.tight_layout(rect=(0, 0, 1 - 2.4 / (4.2 * n + 2.5), 1))
     return _save(fig, path)
