@@ -1,4 +1,4 @@
-"""Shared by the MRtrix3 frame tests: small multi-tensor phantoms, three affine frames, peak readers.
+"""Shared test helpers: acquisitions, small multi-tensor phantoms, three affine frames, MRtrix3 peak readers.
 
 Importable from any test (``pythonpath = ["tests"]`` in pyproject's pytest settings).
 """

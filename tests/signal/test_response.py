@@ -7,24 +7,22 @@ import subprocess
 import nibabel as nib
 import numpy as np
 import pytest
+from _frame_phantoms import _acq  # tests/ is on the pytest path (pyproject)
 from dipy.core.gradients import gradient_table
 from dipy.sims.voxel import multi_tensor, single_tensor
 from scipy.special import eval_legendre
 
-from shdeconv.io import InputError, read_response_file, world_to_fsl_bvecs, write_response_file
+from shdeconv.io import (
+    InputError,
+    read_response_file,
+    world_to_fsl_bvecs,
+    write_response_file,
+)
 from shdeconv.signal import Responses, estimate_responses
 from shdeconv.sphere import dense_directions, n_coeffs, sh_degrees, sh_fit, sh_matrix
 
 EVALS = (1.7e-3, 0.3e-3, 0.3e-3)
 SQRT_4PI = np.sqrt(4 * np.pi)
-
-
-def _acq(n=60, shells=(1000,), n_b0=4):
-    u = dense_directions(2 * n)
-    u = u[u[:, 2] > 0]
-    bvals = np.concatenate([np.zeros(n_b0)] + [np.full(len(u), b) for b in shells])
-    dirs = np.concatenate([np.zeros((n_b0, 3))] + [u] * len(shells))
-    return bvals, dirs
 
 
 def _analytic_zonal(b, lmax=8, evals=EVALS):
