@@ -256,8 +256,8 @@ def auto_batch(net: DeconvNet, device: torch.device, tile: int, *, budget_bytes:
       is also kept small enough that the largest intermediate (the ``4 x width`` distance-class
       outputs of a top-level convolution, float32) fits in half the last-level cache
       (``cache_bytes``, read from sysfs). Measured on a 2-core EPYC
-      (``benchmarks/predict_batch.py``): 64 tiles per pass ran at about half the throughput of
-      2 or 4.
+      (``benchmarks/predict_batch.py``, two runs): 64 tiles per pass ran at about half the
+      throughput of the best small batch (1 to 4 tiles).
     """
     from ..nn._chebyshev import n_pixels
 
