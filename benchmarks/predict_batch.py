@@ -29,17 +29,20 @@ TILE = 8
 GRADIENTS = 31  # clinical scheme: 1 b=0 + 30 directions
 
 
-def throughput(net, batch: int, repeats: int, seconds: float = 1.0) -> float:
-    """Best voxels/s over ``repeats`` rounds of at least ``seconds`` each."""
-    x = torch.randn(batch, GRADIENTS, TILE, TILE, TILE)
+def throughput(net, batch: int, repeats: int, seconds: float = 1.0, device: str = "cpu") -> float:
+    """Best voxels/s over ``repeats`` rounds of at least ``seconds`` each (GPU work synchronised)."""
+    x = torch.randn(batch, GRADIENTS, TILE, TILE, TILE).to(device)
+    sync = torch.cuda.synchronize if x.is_cuda else (lambda: None)
     best = 0.0
     with torch.no_grad():
         net(x)
+        sync()
         for _ in range(repeats):
             n, t0 = 0, time.perf_counter()
             while True:
                 net(x)
                 n += 1
+                sync()
                 dt = time.perf_counter() - t0
                 if dt >= seconds:
                     break
@@ -51,21 +54,24 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--batches", default="1,2,4,8,16,64")
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--markdown", type=Path, default=None)
     args = p.parse_args(argv)
     torch.manual_seed(0)
     net, _ = load_model(pretrained_path())
-    net.eval()
+    net.to(args.device).eval()
     rng = np.random.default_rng(0)
     net.set_init_matrix(0.1 * rng.standard_normal((net.n_coeffs + net.n_iso, GRADIENTS)).astype(np.float32))
     batches = [int(b) for b in args.batches.split(",")]
     rows = {}
     for mode in ("sparse", "dense"):
         net.unet.chebyshev = mode
-        rows[mode] = [throughput(net, b, args.repeats) for b in batches]
-    chosen = auto_batch(net, torch.device("cpu"), TILE)
-    lines = [f"Machine: {_cpu_model()}, {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads).",
-             "Command: `python benchmarks/predict_batch.py`", "",
+        rows[mode] = [throughput(net, b, args.repeats, device=args.device) for b in batches]
+    chosen = auto_batch(net, torch.device(args.device), TILE)
+    gpu = f", GPU: {torch.cuda.get_device_name(0)}" if torch.device(args.device).type == "cuda" else ""
+    lines = [f"Machine: {_cpu_model()}, {os.cpu_count()} cores, torch {torch.__version__} "
+             f"({torch.get_num_threads()} threads){gpu}; device: {args.device}.",
+             f"Command: `python benchmarks/predict_batch.py --batches {args.batches} --device {args.device}`", "",
              "| Chebyshev mode | " + " | ".join(f"{b} tiles" for b in batches) + " |",
              "|---|" + "---:|" * len(batches)]
     labels = {"sparse": "sparse recursion (training setting)",

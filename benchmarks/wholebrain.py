@@ -84,6 +84,7 @@ def main(argv=None) -> int:
     p.add_argument("-o", "--output", type=Path, default=Path("bench_out/wholebrain"))
     p.add_argument("--schemes", default="clinical,multishell")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--methods", default=",".join(METHODS), help="comma-separated subset of " + ",".join(METHODS))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--shape", default="90,108,90", help="volume shape (smaller for a smoke test)")
     p.add_argument("--model", type=Path, default=None, help="model for predict (default: the shipped one)")
@@ -92,6 +93,9 @@ def main(argv=None) -> int:
     p.add_argument("--arm", choices=METHODS, help=argparse.SUPPRESS)
     p.add_argument("--data", type=Path, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    methods = [m for m in args.methods.split(",") if m]
+    if not methods or set(methods) - set(METHODS):
+        p.error(f"--methods must be a comma-separated subset of {','.join(METHODS)}, got {args.methods!r}")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if args.arm:  # child process: one method, JSON on stdout
         print(json.dumps(_arm(args.arm, args.data, args.output, args.device, args.model)))
@@ -108,7 +112,7 @@ def main(argv=None) -> int:
             logger.info("simulating the %s brain volume", scheme)
             shape = tuple(int(v) for v in args.shape.split(","))
             write_phantom(brain_phantom(shape, scheme=scheme, seed=args.seed), data)
-        for method in METHODS:
+        for method in methods:
             out = args.output / f"{scheme}-{method}"
             cmd = [sys.executable, __file__, "--arm", method, "--data", str(data), "-o", str(out),
                    "--device", args.device] + (["--model", str(args.model)] if args.model else [])
@@ -124,25 +128,30 @@ def main(argv=None) -> int:
                            success2=s["groups"]["2"]["success_rate"])
             rows.append(row)
             logger.info("%s", row)
+    gpu = any("gpu_peak_gib" in r for r in rows)
     lines = [f"Machine: {_machine()}; device for predict: {args.device}.",
              f"Command: `python benchmarks/wholebrain.py --schemes {args.schemes} --device {args.device} "
-             f"--shape {args.shape}"
+             f"--shape {args.shape}" + ("" if methods == list(METHODS) else f" --methods {args.methods}")
              + (" --score" if args.score else "") + "`", "",
              "| scheme | method | brain voxels | estimator s | voxels/s | end-to-end s | peak RSS GiB |"
-             + (" success | AE (°) | 2-fibre success |" if args.score else ""),
-             "|---|---|---:|---:|---:|---:|---:|" + ("---:|---:|---:|" if args.score else "")]
+             + (" GPU peak GiB |" if gpu else "") + (" success | AE (°) | 2-fibre success |" if args.score else ""),
+             "|---|---|---:|---:|---:|---:|---:|" + ("---:|" if gpu else "") + ("---:|---:|---:|" if args.score else "")]
     for r in rows:
         line = (f"| {r['scheme']} | {r['method']} | {r['voxels']} | {r['core_s']:.1f} | "
                 f"{r['voxels'] / r['core_s']:.0f} | {r['total_s']:.1f} | {r['peak_rss_gib']:.2f} |")
+        if gpu:
+            line += f" {r['gpu_peak_gib']:.2f} |" if "gpu_peak_gib" in r else " - |"
         if args.score:
             line += f" {r['success']:.3f} | {r['ae']:.2f} | {r['success2']:.3f} |"
         lines.append(line)
     by = {(r["scheme"], r["method"]): r for r in rows}
     lines.append("")
     for scheme in args.schemes.split(","):
-        best = max((by[(scheme, m)] for m in METHODS if m not in PREDICT_OVERLAP),
-                   key=lambda r: r["voxels"] / r["core_s"])
-        for arm in PREDICT_OVERLAP:
+        dipy_arms = [by[(scheme, m)] for m in methods if m not in PREDICT_OVERLAP]
+        if not dipy_arms:
+            continue
+        best = max(dipy_arms, key=lambda r: r["voxels"] / r["core_s"])
+        for arm in (m for m in methods if m in PREDICT_OVERLAP):
             a = by[(scheme, arm)]
             ratio = (a["voxels"] / a["core_s"]) / (best["voxels"] / best["core_s"])
             lines.append(f"- {scheme}: {arm} throughput = {ratio:.2f} x that of DIPY {best['method']} "

@@ -29,3 +29,13 @@ def test_wholebrain_script_runs_every_arm(tmp_path):
     assert [r["overlap"] for r in rows[:2]] == [0.25, 0.0]
     text = (tmp_path / "wb.md").read_text()
     assert "predict throughput =" in text and "predict-overlap0 throughput =" in text and "voxels/s" in text
+    # a subset of the arms (the GPU run skips the serial CSD), on the simulated data already there
+    proc = subprocess.run([sys.executable, str(SCRIPT), "--schemes", "clinical", "--shape", "20,24,20",
+                           "-o", str(tmp_path / "wb"), "--model", str(tmp_path / "m.pt"), "--methods", "predict"],
+                          env=env, capture_output=True, text=True, check=False, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert [r["method"] for r in json.loads((tmp_path / "wb" / "results.json").read_text())] == ["predict"]
+    assert "throughput =" not in (tmp_path / "wb" / "results.md").read_text()
+    bad = subprocess.run([sys.executable, str(SCRIPT), "--methods", "predict,fast"], env=env, capture_output=True,
+                         text=True, check=False, timeout=120)
+    assert bad.returncode == 2 and "--methods" in bad.stderr

@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Every GPU check and timing in one call, for a lent CUDA machine whose python3 already has
+# torch (the wheels of the other dependencies travel in .whl/, see the README's GPU section).
+#
+#   OUT=gpu_out bash benchmarks/gpu_run.sh
+#
+# Steps, each under its own time limit so that one slow step cannot eat the others:
+#   1. the CUDA tests (tests/cuda: predict GPU == CPU, fit and train --amp lower the loss);
+#   2. benchmarks/predict_batch.py --device cuda (tiles per pass on the GPU);
+#   3. benchmarks/wholebrain.py --device cuda on the clinical volume (predict at both overlaps,
+#      DIPY CSD with joblib on every core of that machine) and the HCP-like one (predict).
+# Everything goes to $OUT/run.log; the tables to $OUT/*.md and $OUT/*.json.
+set -u
+OUT=${OUT:-gpu_out}
+mkdir -p "$OUT"
+PY=${PYTHON:-python3}
+if compgen -G ".whl/*.whl" >/dev/null; then
+  "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+    || exit 1
+  export PYTHONPATH=/tmp/site
+fi
+export PYTHONPATH=$PWD/src${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
+LOG=$OUT/run.log
+
+step() {  # step NAME LIMIT_S COMMAND...
+  local name=$1 limit=$2 t0=$SECONDS
+  shift 2
+  echo "== $name (limit ${limit}s)" | tee -a "$LOG"
+  timeout "$limit" "$@" >>"$LOG" 2>&1
+  echo "== $name: exit $? after $((SECONDS - t0)) s" | tee -a "$LOG"
+}
+
+nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm --format=csv | tee -a "$LOG"
+step env 40 "$PY" -c "import torch, healpy, dipy, nibabel, shdeconv; print(torch.__version__, \
+torch.cuda.get_device_name(0), healpy.__version__, dipy.__version__, nibabel.__version__, shdeconv.__file__)"
+step tests 130 "$PY" -m pytest -q -p no:cacheprovider -m cuda tests/cuda -rA
+step predict_batch 70 "$PY" benchmarks/predict_batch.py --device cuda --batches 16,64,256,1024 --repeats 2 \
+  --markdown "$OUT/predict_batch_gpu.md"
+step wholebrain_clinical 190 "$PY" benchmarks/wholebrain.py --device cuda --schemes clinical \
+  --methods predict,predict-overlap0,csd-parallel -o /tmp/wb --markdown "$OUT/wholebrain_gpu_clinical.md"
+cp /tmp/wb/results.json "$OUT/wholebrain_gpu_clinical.json" 2>/dev/null
+step wholebrain_multishell 150 "$PY" benchmarks/wholebrain.py --device cuda --schemes multishell \
+  --methods predict -o /tmp/wb --markdown "$OUT/wholebrain_gpu_multishell.md"
+cp /tmp/wb/results.json "$OUT/wholebrain_gpu_multishell.json" 2>/dev/null
+grep -E "passed|failed|error" "$LOG" | tail -5
+cat "$OUT"/*.md 2>/dev/null
