@@ -30,13 +30,15 @@ discarded by default; pass e.g. 0.1 for MRtrix3-normalised fODFs (``tckgen``'s c
 from __future__ import annotations
 
 import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 
 import numpy as np
 
 from ..sphere import lmax_from_ncoeffs, sh_matrix
 
-__all__ = ["sh_peaks", "peak_sphere"]
+__all__ = ["peak_sphere", "sh_peaks"]
 
 logger = logging.getLogger(__name__)
 
@@ -151,6 +153,36 @@ def _select(cand_dirs, cand_vals, rel_threshold, abs_threshold, cos_sep, max_pea
     return dirs, amps
 
 
+def _chunk_peaks(c, verts, table, bmat, lmax, n_cand, rel_threshold, abs_threshold, cos_sep, max_peaks, refine):
+    """Steps 1-5 of the module docstring for SH rows ``c`` ``(n, S)``: ``(n, P, 3)``, ``(n, P)``."""
+    vals = c @ bmat.T  # (n, V)
+    nbr_max = vals[:, table[:, 0]]
+    for k in range(1, table.shape[1]):  # column by column: no (n, V, D) temporary, no short-axis reduction
+        np.maximum(nbr_max, vals[:, table[:, k]], out=nbr_max)
+    is_max = vals >= nbr_max
+    masked = np.where(is_max & (vals > 0), vals, -np.inf)
+    part = np.argpartition(-masked, n_cand - 1, axis=1)[:, :n_cand]
+    pv = np.take_along_axis(masked, part, axis=1)
+    order = np.argsort(-pv, axis=1)
+    part = np.take_along_axis(part, order, axis=1)
+    pv = np.take_along_axis(pv, order, axis=1)
+    dirs, amps = _select(verts[part], pv, rel_threshold, abs_threshold, cos_sep, max_peaks)
+    if refine:
+        live = amps > 0
+        vi, pi = np.nonzero(live)
+        if vi.size:
+            p = _refine(c[vi], dirs[vi, pi], lmax)
+            a = np.einsum("ns,ns->n", sh_matrix(p, lmax), c[vi])
+            dirs[vi, pi] = p
+            amps[vi, pi] = np.where(a > amps[vi, pi] * 0.5, a, amps[vi, pi])
+        order = np.argsort(-amps, axis=1)
+        d2 = np.take_along_axis(dirs, order[..., None], axis=1)
+        a2 = np.take_along_axis(amps, order, axis=1)
+        a2 = np.where(a2 > 0, a2, -np.inf)
+        dirs, amps = _select(d2, a2, rel_threshold, abs_threshold, cos_sep, max_peaks)
+    return dirs, amps
+
+
 def sh_peaks(sh: np.ndarray, *, sphere=None, rel_threshold: float = 0.25,
              min_separation_deg: float = 25.0, max_peaks: int = 3, abs_threshold: float = 0.0,
              refine: bool = True, mask: np.ndarray | None = None
@@ -204,32 +236,19 @@ def sh_peaks(sh: np.ndarray, *, sphere=None, rel_threshold: float = 0.25,
     out_d = np.zeros((len(flat), max_peaks, 3))
     out_a = np.zeros((len(flat), max_peaks))
     idx_all = np.nonzero(sel)[0]
-    for start in range(0, len(idx_all), _CHUNK):
+
+    def chunk(start: int) -> None:
         ids = idx_all[start:start + _CHUNK]
-        c = flat[ids]
-        vals = c @ bmat.T  # (n, V)
-        is_max = vals >= vals[:, table].max(axis=-1)
-        masked = np.where(is_max & (vals > 0), vals, -np.inf)
-        part = np.argpartition(-masked, n_cand - 1, axis=1)[:, :n_cand]
-        pv = np.take_along_axis(masked, part, axis=1)
-        order = np.argsort(-pv, axis=1)
-        part = np.take_along_axis(part, order, axis=1)
-        pv = np.take_along_axis(pv, order, axis=1)
-        dirs, amps = _select(verts[part], pv, rel_threshold, abs_threshold, cos_sep, max_peaks)
-        if refine:
-            live = amps > 0
-            vi, pi = np.nonzero(live)
-            if vi.size:
-                p = _refine(c[vi], dirs[vi, pi], lmax)
-                a = np.einsum("ns,ns->n", sh_matrix(p, lmax), c[vi])
-                dirs[vi, pi] = p
-                amps[vi, pi] = np.where(a > amps[vi, pi] * 0.5, a, amps[vi, pi])
-            order = np.argsort(-amps, axis=1)
-            d2 = np.take_along_axis(dirs, order[..., None], axis=1)
-            a2 = np.take_along_axis(amps, order, axis=1)
-            a2 = np.where(a2 > 0, a2, -np.inf)
-            dirs, amps = _select(d2, a2, rel_threshold, abs_threshold, cos_sep, max_peaks)
-        out_d[ids] = dirs
-        out_a[ids] = amps
+        out_d[ids], out_a[ids] = _chunk_peaks(flat[ids], verts, table, bmat, lmax, n_cand, rel_threshold,
+                                              abs_threshold, cos_sep, max_peaks, refine)
+
+    starts = range(0, len(idx_all), _CHUNK)
+    workers = min(len(starts), os.cpu_count() or 1)
+    if workers > 1:  # chunks are independent and NumPy releases the GIL in its array loops
+        with ThreadPoolExecutor(workers) as pool:
+            list(pool.map(chunk, starts))
+    else:
+        for start in starts:
+            chunk(start)
     out_d = np.where(out_d[..., 2:3] < 0, -out_d, out_d)
     return out_d.reshape(*lead, max_peaks, 3), out_a.reshape(*lead, max_peaks)

@@ -132,13 +132,12 @@ def sh_matrix(directions: np.ndarray, lmax: int) -> np.ndarray:
     p = _legendre_normalised(lmax, np.cos(theta))
     am = np.abs(ms)
     leg = p[ls, am]  # (S, G)
-    trig = np.where(
-        ms[:, None] < 0,
-        np.sqrt(2.0) * np.sin(am[:, None] * phi[None, :]),
-        np.where(ms[:, None] > 0, np.sqrt(2.0) * np.cos(am[:, None] * phi[None, :]), 1.0),
-    )
+    # one row per distinct azimuthal factor: 1, sqrt2 cos(m phi) (m = 1..lmax), sqrt2 sin(m phi)
+    mphi = np.arange(1, lmax + 1)[:, None] * phi[None, :]
+    trig = np.concatenate([np.ones((1, phi.size)), np.sqrt(2.0) * np.cos(mphi), np.sqrt(2.0) * np.sin(mphi)])
+    row = np.where(ms < 0, lmax + am, am)
     phase = np.where(am % 2 == 1, -1.0, 1.0)[:, None]
-    return (phase * leg * trig).T
+    return (phase * leg * trig[row]).T
 
 
 def _lb_penalty(lmax: int) -> np.ndarray:
