@@ -15,7 +15,8 @@ is its own:
   default and with DIPY's joblib engine on every core (the baseline at its best).
 
 Throughput counts brain voxels per second of the estimator itself (``timings_s.predict`` /
-``timings_s.fit``); the end-to-end seconds (loading, masking, responses, writing) are given too.
+``timings_s.fit``); the end-to-end seconds are given too, with their two other parts: loading
+(reading, masking, response estimation) and writing (NIfTI outputs and peak extraction).
 With ``--score`` both outputs are also scored against the phantom's truth.
 
 Usage: python benchmarks/wholebrain.py [--schemes clinical,multishell] [--device cpu|cuda]
@@ -60,6 +61,7 @@ def _arm(method: str, data: Path, out: Path, device: str, model: Path | None) ->
         report = run_csd(*inputs, out, mask=data / "mask.nii.gz", algorithm="ssst", n_jobs=n_jobs)
         core, extra = report["timings_s"]["fit"], {}
     wall = time.perf_counter() - t
+    extra.update(load_s=report["timings_s"]["load"], write_s=report["timings_s"]["write"])
     return {"method": method, "voxels": report["voxels_in_mask"], "core_s": core, "total_s": wall,
             "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, **extra}
 
@@ -133,12 +135,13 @@ def main(argv=None) -> int:
              f"Command: `python benchmarks/wholebrain.py --schemes {args.schemes} --device {args.device} "
              f"--shape {args.shape}" + ("" if methods == list(METHODS) else f" --methods {args.methods}")
              + (" --score" if args.score else "") + "`", "",
-             "| scheme | method | brain voxels | estimator s | voxels/s | end-to-end s | peak RSS GiB |"
+             "| scheme | method | brain voxels | estimator s | voxels/s | load s | write s | end-to-end s | peak RSS GiB |"
              + (" GPU peak GiB |" if gpu else "") + (" success | AE (°) | 2-fibre success |" if args.score else ""),
-             "|---|---|---:|---:|---:|---:|---:|" + ("---:|" if gpu else "") + ("---:|---:|---:|" if args.score else "")]
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|" + ("---:|" if gpu else "") + ("---:|---:|---:|" if args.score else "")]
     for r in rows:
         line = (f"| {r['scheme']} | {r['method']} | {r['voxels']} | {r['core_s']:.1f} | "
-                f"{r['voxels'] / r['core_s']:.0f} | {r['total_s']:.1f} | {r['peak_rss_gib']:.2f} |")
+                f"{r['voxels'] / r['core_s']:.0f} | {r['load_s']:.1f} | {r['write_s']:.1f} | {r['total_s']:.1f} | "
+                f"{r['peak_rss_gib']:.2f} |")
         if gpu:
             line += f" {r['gpu_peak_gib']:.2f} |" if "gpu_peak_gib" in r else " - |"
         if args.score:

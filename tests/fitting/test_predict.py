@@ -59,6 +59,9 @@ def test_finetune_runs_unsupervised_steps_first(phantom, zero_model, tmp_path):
                 progress=False)
     report = json.loads((tmp_path / "ft" / "report.json").read_text())
     assert report["finetune"] == 3 and (tmp_path / "ft" / "checkpoint.pt").exists()
+    t = report["timings_s"]
+    assert min(t[k] for k in ("load", "finetune", "predict", "write")) > 0
+    assert t["total"] >= t["load"] + t["finetune"] + t["predict"] + t["write"]
     assert report["tile"] == 8  # no training record in this model file: the default patch size
     assert report["tiles_per_batch"] == auto_batch(DeconvNet(SMALL, n_iso=2), torch.device("cpu"), 8)
     # the prior: the pretrained prediction is the supervised target from the first step (where
