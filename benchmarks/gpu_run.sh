@@ -2,7 +2,8 @@
 # Every GPU check and timing in one call, for a lent CUDA machine whose python3 already has
 # torch (the wheels of the other dependencies travel in .whl/, see the README's GPU section).
 #
-#   OUT=gpu_out bash benchmarks/gpu_run.sh
+#   OUT=gpu_out bash benchmarks/gpu_run.sh            # every step
+#   OUT=gpu_out STEPS="wholebrain" bash benchmarks/gpu_run.sh   # some of: tests predict_batch wholebrain
 #
 # Steps, each under its own time limit so that one slow step cannot eat the others:
 #   1. the CUDA tests (tests/cuda: predict GPU == CPU, fit and train --amp lower the loss);
@@ -22,6 +23,9 @@ fi
 export PYTHONPATH=$PWD/src${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
 LOG=$OUT/run.log
 
+STEPS=${STEPS:-tests predict_batch wholebrain}
+want() { [[ " $STEPS " == *" $1 "* ]]; }
+
 step() {  # step NAME LIMIT_S COMMAND...
   local name=$1 limit=$2 t0=$SECONDS
   shift 2
@@ -33,14 +37,16 @@ step() {  # step NAME LIMIT_S COMMAND...
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm --format=csv | tee -a "$LOG"
 step env 40 "$PY" -c "import torch, healpy, dipy, nibabel, shdeconv; print(torch.__version__, \
 torch.cuda.get_device_name(0), healpy.__version__, dipy.__version__, nibabel.__version__, shdeconv.__file__)"
-step tests 130 "$PY" -m pytest -q -p no:cacheprovider -m cuda tests/cuda -rA
-step predict_batch 70 "$PY" benchmarks/predict_batch.py --device cuda --batches 16,64,256,1024 --repeats 2 \
+want tests && step tests 130 "$PY" -m pytest -q -p no:cacheprovider -m cuda tests/cuda -rA
+want predict_batch && step predict_batch 70 "$PY" benchmarks/predict_batch.py --device cuda --batches 16,64,256,1024 --repeats 2 \
   --markdown "$OUT/predict_batch_gpu.md"
-step wholebrain_clinical 190 "$PY" benchmarks/wholebrain.py --device cuda --schemes clinical \
-  --methods predict,predict-overlap0,csd-parallel -o /tmp/wb --markdown "$OUT/wholebrain_gpu_clinical.md"
-cp /tmp/wb/results.json "$OUT/wholebrain_gpu_clinical.json" 2>/dev/null
-step wholebrain_multishell 150 "$PY" benchmarks/wholebrain.py --device cuda --schemes multishell \
-  --methods predict -o /tmp/wb --markdown "$OUT/wholebrain_gpu_multishell.md"
-cp /tmp/wb/results.json "$OUT/wholebrain_gpu_multishell.json" 2>/dev/null
+if want wholebrain; then
+  step wholebrain_clinical 190 "$PY" benchmarks/wholebrain.py --device cuda --schemes clinical \
+    --methods predict,predict-overlap0,csd-parallel -o /tmp/wb --markdown "$OUT/wholebrain_gpu_clinical.md"
+  cp /tmp/wb/results.json "$OUT/wholebrain_gpu_clinical.json" 2>/dev/null
+  step wholebrain_multishell 150 "$PY" benchmarks/wholebrain.py --device cuda --schemes multishell \
+    --methods predict,predict-overlap0 -o /tmp/wb --markdown "$OUT/wholebrain_gpu_multishell.md"
+  cp /tmp/wb/results.json "$OUT/wholebrain_gpu_multishell.json" 2>/dev/null
+fi
 grep -E "passed|failed|error" "$LOG" | tail -5
 cat "$OUT"/*.md 2>/dev/null
