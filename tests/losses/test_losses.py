@@ -3,7 +3,7 @@ import torch
 
 from shdeconv.losses import DeconvLoss, LossWeights, total_variation
 from shdeconv.signal._forward import ForwardModel
-from shdeconv.sphere import n_coeffs, sh_degrees
+from shdeconv.sphere import sh_degrees
 import pytest
 
 
