@@ -69,3 +69,35 @@ def test_roi_mask_skips_empty_tiles_and_keeps_the_rest():
     assert (got[:, 12:, 12:, :] == 0).all()
     with pytest.raises(ValueError, match="roi_mask shape"):
         sliding_window_inference(x, 8, predictor, roi_mask=mask[:10])
+
+
+def test_prune_drops_only_tiles_whose_mask_voxels_other_tiles_cover():
+    g = torch.stack(torch.meshgrid(*(torch.arange(n, dtype=torch.float32) for n in (30, 26, 22)), indexing="ij"))
+    mask = ((g - torch.tensor([15.0, 13, 11])[:, None, None, None]) ** 2 / torch.tensor([144.0, 100, 64])[:, None,
+            None, None]).sum(0) <= 1  # an ellipsoid: edge tiles overlap it a little
+    x = torch.randn(3, 30, 26, 22)
+    calls = {True: 0, False: 0}
+
+    def run(prune):
+        def predictor(t):
+            calls[prune] += len(t)
+            return 2 * t + 1
+
+        return sliding_window_inference(x, 8, predictor, overlap=0.25, sw_batch_size=4, roi_mask=mask, prune=prune)
+
+    pruned, full = run(True), run(False)
+    assert 0 < calls[True] < calls[False]
+    # a pointwise predictor is reproduced wherever any tile ran: every mask voxel is still covered
+    torch.testing.assert_close(pruned[:, mask], (2 * x + 1)[:, mask], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(pruned[:, mask], full[:, mask], rtol=1e-5, atol=1e-5)
+    # each dropped tile's mask voxels lie in some kept tile; kept tiles keep their grid order
+    from shdeconv.inference._sliding_window import _prune_redundant_tiles
+
+    starts = [(a, b, c) for a in tile_starts(30, 8, 0.25) for b in tile_starts(26, 8, 0.25)
+              for c in tile_starts(22, 8, 0.25) if mask[a:a + 8, b:b + 8, c:c + 8].any()]
+    kept = _prune_redundant_tiles(starts, (8, 8, 8), mask)
+    assert kept == sorted(kept) and set(kept) < set(starts) and len(kept) == calls[True]
+    cover = torch.zeros_like(mask)
+    for a, b, c in kept:
+        cover[a:a + 8, b:b + 8, c:c + 8] = True
+    assert cover[mask].all()

@@ -46,6 +46,25 @@ def tile_starts(size: int, roi: int, overlap: float) -> list[int]:
     return starts
 
 
+def _prune_redundant_tiles(starts: list, roi: tuple, mask: torch.Tensor) -> list:
+    """Drop tiles whose mask voxels are all covered by other kept tiles (greedy, fewest mask voxels first).
+
+    Every mask voxel stays in at least one kept tile; the kept tiles keep their grid order.
+    """
+    cover = torch.zeros(mask.shape, dtype=torch.int32)
+    views = [(slice(a, a + roi[0]), slice(b, b + roi[1]), slice(c, c + roi[2])) for a, b, c in starts]
+    for v in views:
+        cover[v] += 1
+    counts = [int(mask[v].sum()) for v in views]
+    dropped = set()
+    for i in sorted(range(len(starts)), key=lambda k: (counts[k], k)):
+        v = views[i]
+        if bool((cover[v][mask[v]] >= 2).all()):
+            cover[v] -= 1
+            dropped.add(i)
+    return [t for i, t in enumerate(starts) if i not in dropped]
+
+
 def sliding_window_inference(
     inputs: torch.Tensor,
     roi_size: int | Sequence[int],
@@ -59,6 +78,7 @@ def sliding_window_inference(
     weights: torch.Tensor | None = None,
     progress: bool = False,
     roi_mask: torch.Tensor | None = None,
+    prune: bool = False,
 ) -> torch.Tensor:
     """Predict a whole volume ``inputs`` ``[C, X, Y, Z]`` tile by tile -> ``[C_out, X, Y, Z]``.
 
@@ -70,6 +90,8 @@ def sliding_window_inference(
         sw_device: where the predictor runs; ``device``: where the output is stitched.
         roi_mask: optional bool ``[X, Y, Z]``; tiles holding none of its voxels are skipped and
             the output is zero where no tile ran (e.g. outside a brain mask).
+        prune: with ``roi_mask``, also skip tiles whose mask voxels all lie in other tiles
+            that run (:func:`_prune_redundant_tiles`).
     """
     if inputs.dim() != 4:
         raise ValueError(f"inputs must be [C, X, Y, Z], got shape {tuple(inputs.shape)}")
@@ -90,6 +112,8 @@ def sliding_window_inference(
             raise ValueError(f"roi_mask shape {tuple(roi_mask.shape)} differs from the inputs' {tuple(spatial)}")
         m = torch.nn.functional.pad(roi_mask.bool(), (0, pad[2], 0, pad[1], 0, pad[0]))
         starts = [(a, b, c) for a, b, c in starts if m[a : a + roi[0], b : b + roi[1], c : c + roi[2]].any()]
+        if prune:
+            starts = _prune_redundant_tiles(starts, roi, m)
     out = None
     norm = torch.zeros(full, device=device)
     bar = tqdm(total=len(starts), desc="tiles", disable=not progress, leave=False)
@@ -116,17 +140,19 @@ def sliding_window_inference(
 class SlidingWindowInferer:
     """Thin wrapper of :func:`sliding_window_inference` that caches the blend weights."""
 
-    def __init__(self, roi_size, *, overlap=0.25, sw_batch_size=4, blend="gaussian", sw_device=None, device=None):
+    def __init__(self, roi_size, *, overlap=0.25, sw_batch_size=4, blend="gaussian", sw_device=None, device=None,
+                 prune=False):
         self.roi_size = (roi_size,) * 3 if isinstance(roi_size, int) else tuple(roi_size)
         self.overlap = overlap
         self.sw_batch_size = sw_batch_size
         self.sw_device = sw_device
         self.device = device
+        self.prune = prune
         self.weights = blend_weights(self.roi_size, blend)
 
     def __call__(self, inputs, predictor, progress=False, roi_mask=None):
         return sliding_window_inference(
             inputs, self.roi_size, predictor, overlap=self.overlap, sw_batch_size=self.sw_batch_size,
             sw_device=self.sw_device, device=self.device, weights=self.weights, progress=progress,
-            roi_mask=roi_mask,
+            roi_mask=roi_mask, prune=self.prune,
         )
