@@ -109,3 +109,39 @@ def test_auto_batch_keeps_cpu_batches_in_cache():
     # the cache rule is for CPUs only: a GPU batch is sized by its memory
     assert auto_batch(net, torch.device("cuda"), 8, budget_bytes=1 << 30, cache_bytes=1 << 20) == \
         (1 << 30) // (135 * 8 * 96 * 8 ** 3)
+
+
+@pytest.mark.parametrize("order", ["F", "C", "strided"])
+def test_channels_first_applies_the_matrix_per_voxel_in_any_memory_order(order):
+    from shdeconv.fitting._fit import channels_first
+
+    rng = np.random.default_rng(0)
+    base = rng.normal(size=(5, 6, 7, 9)).astype(np.float32)
+    sig = {"F": np.asfortranarray(base), "C": base, "strided": np.asfortranarray(rng.normal(
+        size=(10, 6, 7, 9)).astype(np.float32))[::2]}[order]
+    mat = torch.from_numpy(rng.normal(size=(4, 9)).astype(np.float32))
+    got = channels_first(sig, mat)
+    np.testing.assert_allclose(got.numpy(), np.einsum("pg,xyzg->pxyz", mat.numpy(), sig), rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(channels_first(sig).numpy(), np.moveaxis(sig, -1, 0))
+
+
+def test_predict_volume_on_precomputed_linear_input_equals_tiling_the_signal(phantom):
+    """The shortcut (D s once per voxel, then tiles of it) gives the network's forward(signal) tiles."""
+    from shdeconv.fitting._fit import predict_volume
+    from shdeconv.inference import SlidingWindowInferer
+
+    subject = load_subject(*_inputs(phantom), phantom / "mask.nii.gz")
+    fm, _, _ = acquisition_model(subject.bvals, subject.directions, subject.responses, 8)
+    torch.manual_seed(1)
+    net = DeconvNet(SMALL, n_iso=2, init_matrix=linear_deconvolution(fm)).eval()
+    for p in net.parameters():  # a non-trivial correction head
+        torch.nn.init.normal_(p, std=0.3)
+    wm, iso = predict_volume(net, subject.signal, subject.mask, tile=8, overlap=0.25, device=torch.device("cpu"))
+    with torch.no_grad():
+        x = torch.from_numpy(np.ascontiguousarray(np.moveaxis(subject.signal, -1, 0)))
+        ref = SlidingWindowInferer(8, overlap=0.25, device="cpu", prune=True)(
+            x, lambda t: torch.cat(net(t), 1), roi_mask=torch.from_numpy(subject.mask)).numpy()
+    ref = np.moveaxis(ref, 0, -1) * subject.mask[..., None]
+    assert np.abs(wm).max() > 0
+    np.testing.assert_allclose(wm, ref[..., :45], rtol=1e-4, atol=1e-4 * np.abs(ref).max())
+    np.testing.assert_allclose(iso, ref[..., 45:], rtol=1e-4, atol=1e-4 * np.abs(ref[..., 45:]).max())
