@@ -145,3 +145,22 @@ def test_predict_volume_on_precomputed_linear_input_equals_tiling_the_signal(pha
     assert np.abs(wm).max() > 0
     np.testing.assert_allclose(wm, ref[..., :45], rtol=1e-4, atol=1e-4 * np.abs(ref).max())
     np.testing.assert_allclose(iso, ref[..., 45:], rtol=1e-4, atol=1e-4 * np.abs(ref[..., 45:]).max())
+
+
+def test_anisotropic_voxels_are_reported_and_warned_about(zero_model, tmp_path, caplog):
+    from shdeconv.sim import spatial_phantom, write_phantom
+
+    ph = write_phantom(spatial_phantom(scheme="clinical", snr=30, seed=3, size="quick",
+                                       affine=np.diag([1.0, 1.0, 3.0, 1.0])), tmp_path / "aniso")
+    with caplog.at_level("WARNING", logger="shdeconv"):
+        report = run_predict(*_inputs(ph), tmp_path / "out", mask=ph / "mask.nii.gz", model=zero_model,
+                             progress=False)
+    assert report["voxel_size_mm"] == [1.0, 1.0, 3.0]
+    assert len(report["warnings"]) == 1 and "anisotropic" in report["warnings"][0]
+    assert any("anisotropic" in r.getMessage() for r in caplog.records)
+
+
+def test_isotropic_voxels_give_no_warning(phantom, zero_model, tmp_path):
+    report = run_predict(*_inputs(phantom), tmp_path / "out", mask=phantom / "mask.nii.gz", model=zero_model,
+                         progress=False)
+    assert report["voxel_size_mm"] == [2.0, 2.0, 2.0] and report["warnings"] == []

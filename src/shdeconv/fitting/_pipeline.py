@@ -229,6 +229,30 @@ def versions() -> dict:
             "dipy": dipy.__version__, "nibabel": nibabel.__version__, "python": platform.python_version()}
 
 
+#: Largest voxel-size ratio (longest / shortest axis) the spatial networks take without a warning.
+ANISOTROPY_TOLERANCE = 1.2
+
+
+def spatial_grid_report(affine: np.ndarray, what: str) -> dict:
+    """Voxel sizes for the report, and a warning where the spatial networks' assumption fails.
+
+    The networks' 3x3x3 kernels weight a neighbour by its number of non-zero offsets, i.e. they
+    take the grid as isotropic (so the 48 axis permutations are symmetries). On voxels of
+    e.g. 1 x 1 x 3 mm a through-plane neighbour is treated like an in-plane one; the result is
+    still computed, with a logged warning and ``warnings`` in the report.
+    """
+    sizes = np.linalg.norm(np.asarray(affine, dtype=float)[:3, :3], axis=0)
+    out = {"voxel_size_mm": [round(float(v), 4) for v in sizes], "warnings": []}
+    ratio = float(sizes.max() / sizes.min())
+    if ratio > ANISOTROPY_TOLERANCE:
+        msg = (f"anisotropic voxels {tuple(round(float(v), 3) for v in sizes)} mm (ratio {ratio:.2f}): "
+               f"{what}'s spatial kernels assume an isotropic grid; "
+               "consider resampling to isotropic voxels first (e.g. MRtrix3 mrgrid regrid -vox)")
+        log.warning(msg)
+        out["warnings"].append(msg)
+    return out
+
+
 def run_fit(dwi, bvals, bvecs, outdir, *, mask=None, response_files=None, variant="shd-tv", lmax=8,
             device="auto", fit_config: FitConfig | None = None, net_config: NetworkConfig | None = None,
             loss_weights: LossWeights | None = None, resume=False, progress=True, denoise="none") -> dict:
@@ -236,6 +260,7 @@ def run_fit(dwi, bvals, bvecs, outdir, *, mask=None, response_files=None, varian
     t_start = time.perf_counter()
     subject = load_subject(dwi, bvals, bvecs, mask, response_files=response_files, lmax=lmax, denoise=denoise)
     t_loaded = time.perf_counter()
+    grid = spatial_grid_report(subject.affine, "fit")
     outdir = check_output_dir(outdir)
     dev = resolve_device(device)
     fit_config = fit_config or FitConfig()
@@ -261,6 +286,7 @@ def run_fit(dwi, bvals, bvecs, outdir, *, mask=None, response_files=None, varian
         "fit": fit_config.__dict__,
         "loss_weights": weights.__dict__,
         "voxels_in_mask": int(subject.mask.sum()),
+        **grid,
         "loss_curve": result.history,
         "resumed_from": result.resumed_from,
         "timings_s": {"load": t_loaded - t_start, "fit": result.seconds, "predict": t_done - t_pred,
@@ -293,6 +319,7 @@ def run_predict(dwi, bvals, bvecs, outdir, *, mask=None, response_files=None, mo
     subject = load_subject(dwi, bvals, bvecs, mask, response_files=response_files, lmax=net.config.lmax,
                            denoise=denoise)
     t_loaded = time.perf_counter()
+    grid = spatial_grid_report(subject.affine, "predict")
     outdir = check_output_dir(outdir)
     dev = resolve_device(device)
     fm, _, _ = acquisition_model(subject.bvals, subject.directions, subject.responses, net.config.lmax)
@@ -329,6 +356,7 @@ def run_predict(dwi, bvals, bvecs, outdir, *, mask=None, response_files=None, mo
         "overlap": overlap,
         "tiles_per_batch": batch,
         "voxels_in_mask": int(subject.mask.sum()),
+        **grid,
         "timings_s": {"load": t_loaded - t_start, "finetune": t_pred - t_fit, "predict": t_done - t_pred,
                       "total": t_done - t_start},
     }
