@@ -164,7 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
                        epilog="example: shdeconv simulate phantom/ --scheme clinical --snr 20 --seed 3")
     p.add_argument("output", type=Path)
     p.add_argument("--kind", default="spatial", choices=["spatial", "voxelwise"])
-    p.add_argument("--scheme", default="clinical", choices=["clinical", "sparse", "multishell"])
+    p.add_argument("--scheme", default="clinical", choices=["clinical", "sparse", "multishell", "b2000", "b3000"])
     p.add_argument("--snr", type=float, default=20.0)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quick", action="store_true", help="a small phantom")

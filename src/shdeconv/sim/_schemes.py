@@ -24,6 +24,10 @@ SCHEMES: dict[str, tuple[int, tuple[tuple[float, int], ...]]] = {
     "multishell": (6, ((1000.0, 90), (2000.0, 90), (3000.0, 90))),
     "clinical": (3, ((1000.0, 30),)),
     "sparse": (1, ((1000.0, 15),)),
+    # single-shell research HARDI at higher b: not among the shipped model's training schemes,
+    # so benchmarks/unseen_schemes.py tests it on acquisitions it has never seen
+    "b2000": (5, ((2000.0, 60),)),
+    "b3000": (5, ((3000.0, 64),)),
 }
 _ALIASES = {"hcp": "multishell"}
 
@@ -85,10 +89,11 @@ def acquisition_scheme(name: str, seed: int = 0) -> tuple[np.ndarray, np.ndarray
 
     Parameters
     ----------
-    name : {"multishell", "hcp", "clinical", "sparse"}
+    name : {"multishell", "hcp", "clinical", "sparse", "b2000", "b3000"}
         ``"multishell"`` (alias ``"hcp"``): 6 b=0 + 90 directions at each of b = 1000, 2000,
         3000 s/mm^2 (276 volumes). ``"clinical"``: 3 b=0 + 30 directions at b = 1000.
         ``"sparse"``: 1 b=0 + 15 directions at b = 1000.
+        ``"b2000"``: 5 b=0 + 60 directions at b = 2000; ``"b3000"``: 5 b=0 + 64 at b = 3000.
     seed : int
         Seed of the direction sets (shell ``k`` uses ``seed * 1000 + k``).
 
