@@ -125,10 +125,10 @@ def _legendre_normalised(lmax: int, x: np.ndarray) -> np.ndarray:
 
 
 def sh_matrix(directions: np.ndarray, lmax: int) -> np.ndarray:
-    """SH matrix :math:`B_{gj} = Y_j(u_g)` for directions ``(G, 3)``, shape ``(G, S)``.
+    r"""SH matrix :math:`B_{gj} = Y_j(u_g)` for directions ``(G, 3)``, shape ``(G, S)``.
 
     The azimuthal factors :math:`\cos m\phi, \sin m\phi` come from :math:`(u_x, u_y) / \rho`
-    by the angle-addition recurrence (no trigonometric calls: 4x faster than ``np.cos`` and
+    by the angle-addition recurrence (no trigonometric calls; the whole matrix 2x faster than with ``np.cos`` and
     ``np.sin`` of :math:`m \phi`, equal to rounding).
     """
     directions = np.asarray(directions, dtype=np.float64).reshape(-1, 3)
