@@ -53,6 +53,17 @@ def test_sh_matches_independent_evaluations(lmax, rng):
     np.testing.assert_allclose(b, real_sh_tournier(lmax, theta, phi, legacy=False)[0], atol=1e-10)
 
 
+def test_sh_at_poles_axes_and_unnormalised_vectors():
+    """Where the azimuth is degenerate (poles) or the input is not unit, the recurrence for
+    cos/sin(m phi) still matches scipy (lmax 16: the recurrence runs 16 steps)."""
+    u = np.array([[0, 0, 1.0], [0, 0, -1.0], [1.0, 0, 0], [0, 1.0, 0], [-1.0, 0, 0], [0, -1.0, 0],
+                  [1e-9, 0, 1.0], [3.0, -4.0, 12.0], [-2.0, -2.0, -1.0]])
+    unit = u / np.linalg.norm(u, axis=1, keepdims=True)
+    np.testing.assert_allclose(sh_matrix(u, 16), _scipy_reference(unit, 16), atol=1e-10)
+    with pytest.raises(ValueError, match="zero vector"):
+        sh_matrix(np.zeros((1, 3)), 4)
+
+
 def test_index_order():
     np.testing.assert_array_equal(sh_degrees(4), [0, 2, 2, 2, 2, 2, 4, 4, 4, 4, 4, 4, 4, 4, 4])
     np.testing.assert_array_equal(sh_orders(2), [0, -2, -1, 0, 1, 2])
