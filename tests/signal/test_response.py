@@ -187,6 +187,28 @@ def test_iso_tissues_selected(rng):
     assert r.s0_scale == pytest.approx(1000, rel=0.02)
 
 
+def test_responses_independent_of_memory_layout_and_skip_non_finite_voxels(rng):
+    """Volume-by-volume reading: Fortran- and C-ordered volumes and the flat (N, G) form agree
+    (to the last bit but summation order), and a voxel with a NaN in any volume is left out."""
+    bvals, dirs = _acq(30, shells=(1000, 2000))
+    wm, _ = _single_fibre_volume(bvals, dirs, rng, shape=(4, 4, 2), s0=1000)
+    gtab = gradient_table(bvals, bvecs=dirs, b0_threshold=50)
+    gm = np.broadcast_to(single_tensor(gtab, S0=1000, evals=(0.8e-3,) * 3), (4, 4, 2, len(bvals)))
+    csf = np.broadcast_to(single_tensor(gtab, S0=3000, evals=(3e-3,) * 3), (4, 4, 2, len(bvals)))
+    data = np.concatenate([wm, gm, csf], axis=2) + rng.normal(scale=5, size=(4, 4, 6, len(bvals)))
+    mask = np.ones((4, 4, 6), bool)
+    ref = estimate_responses(np.ascontiguousarray(data), bvals, dirs, mask)
+    for variant in (np.asfortranarray(data.astype(np.float32)).astype(np.float64, order="F"),
+                    data.reshape(-1, len(bvals))):
+        r = estimate_responses(variant, bvals, dirs, mask.reshape(variant.shape[:-1]))
+        for a, b in ((r.wm, ref.wm), (r.gm, ref.gm), (r.csf, ref.csf)):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-12)
+    bad = data.copy()
+    bad[..., 2:4, -1] = np.nan  # the last volume of the GM slab: those voxels must not count
+    r = estimate_responses(bad, bvals, dirs, mask)
+    assert np.all(np.isfinite(r.wm)) and np.all(np.isfinite(r.gm)) and np.all(np.isfinite(r.csf))
+
+
 @pytest.mark.mrtrix
 def test_mrtrix_msmt_reads_our_files(tmp_path, mrtrix, rng):
     """``dwi2fod msmt_csd`` accepts the multi-shell files written by ``to_files``."""

@@ -100,7 +100,10 @@ def normalise_signal(data: np.ndarray, b0_volumes: np.ndarray, mask: np.ndarray)
     s0 = data[..., b0_volumes].mean(-1)
     good = mask & np.isfinite(s0) & (s0 > 0)
     denom = np.where(good, s0, 1.0)[..., None]
-    signal = np.where(good[..., None], np.clip(data / denom, 0.0, 2.0), 0.0).astype(np.float32)
+    # in place after the division: one volume-sized array, not four (an HCP-like volume is 1 GB)
+    signal = np.divide(data, denom, dtype=np.float32)
+    np.clip(signal, 0.0, 2.0, out=signal)
+    signal[~good] = 0.0
     return signal, s0.astype(np.float32), good
 
 

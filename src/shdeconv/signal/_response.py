@@ -282,6 +282,19 @@ def _match_rows(path, shells: np.ndarray, tol: float | None) -> tuple[np.ndarray
                      f"{shells.size} shells {shells.round().tolist()}")
 
 
+def _tensor_volumes(bvals: np.ndarray) -> np.ndarray:
+    """Volumes of the tensor fit ``(G,)`` bool: b=0 and b <= 1600, or b=0 and the lowest shell
+    when fewer than six directions have b <= 1600. Idempotent: applied to its own selection it
+    keeps every volume."""
+    b0 = bvals <= B0_THRESHOLD
+    use = b0 | (bvals <= 1600)
+    if use.sum() - b0.sum() < 6:  # not enough low-b directions: the lowest shell instead
+        shells, idx = bvals_shells(bvals)
+        first = 1 if b0.any() else 0
+        use = b0 | (idx == first)
+    return use
+
+
 def _tensor_fit(s: np.ndarray, bvals: np.ndarray, directions: np.ndarray):
     """DTI (WLS) on normalised signals ``(N, G)``: FA ``(N,)``, MD ``(N,)``, e1 ``(N, 3)``.
 
@@ -291,12 +304,8 @@ def _tensor_fit(s: np.ndarray, bvals: np.ndarray, directions: np.ndarray):
     through the 7 x 7 normal equations of every voxel at once rather than a pseudo-inverse
     per voxel; eigenvalues below zero are clipped to zero (as DIPY does).
     """
+    use = _tensor_volumes(bvals)
     b0 = bvals <= B0_THRESHOLD
-    use = b0 | (bvals <= 1600)
-    if use.sum() - b0.sum() < 6:  # not enough low-b directions: the lowest shell instead
-        shells, idx = bvals_shells(bvals)
-        first = 1 if b0.any() else 0
-        use = b0 | (idx == first)
     b = bvals[use]
     g = np.where(b0[use, None], 0.0, directions[use])
     x = np.column_stack([-b * g[:, 0] ** 2, -2 * b * g[:, 0] * g[:, 1], -b * g[:, 1] ** 2,
@@ -371,14 +380,29 @@ def estimate_responses(
     b0 = bvals <= B0_THRESHOLD
     if not b0.any():
         raise ValueError("estimate_responses needs b=0 volumes to normalise the signal")
-    raw = data[mask].astype(np.float64)  # (N, G)
-    s0 = raw[:, b0].mean(axis=1)
-    ok = np.isfinite(s0) & (s0 > 0) & np.all(np.isfinite(raw), axis=1)
-    raw, s0 = raw[ok], s0[ok]
-    if raw.shape[0] == 0:
+    # Every voxel needs only the tensor fit's volumes; whole rows are read for the few selected
+    # voxels below (an HCP-like volume's full (N, G) float64 copy alone is 0.75 GB).
+    tcols = np.flatnonzero(_tensor_volumes(bvals))
+    where = np.nonzero(mask)
+    sub = np.empty((where[0].size, tcols.size))
+    finite = np.ones(where[0].size, dtype=bool)
+    for g in range(bvals.size):  # one volume at a time: contiguous in nibabel's Fortran order
+        col = data[..., g][where]
+        finite &= np.isfinite(col)
+        hit = np.flatnonzero(tcols == g)
+        if hit.size:
+            sub[:, hit[0]] = col
+    s0 = sub[:, b0[tcols]].mean(axis=1)
+    ok = np.isfinite(s0) & (s0 > 0) & finite
+    sub, s0 = sub[ok], s0[ok]
+    if sub.shape[0] == 0:
         raise ValueError("no voxel in the mask has a positive, finite b=0 signal")
-    s = raw / s0[:, None]
-    fa, md, e1 = _tensor_fit(s, bvals, directions)
+    fa, md, e1 = _tensor_fit(sub / s0[:, None], bvals[tcols], directions[tcols])
+    voxels = tuple(w[ok] for w in where)
+
+    def rows(sel: np.ndarray) -> np.ndarray:
+        """Normalised signal ``(len(sel), G)`` of the selected (post-``ok``) voxels."""
+        return np.asarray(data[tuple(v[sel] for v in voxels)], dtype=np.float64) / s0[sel, None]
 
     # --- WM: single-fibre voxels, zonal fit per shell in each voxel's own frame
     order = np.argsort(-fa, kind="stable")
@@ -388,16 +412,17 @@ def estimate_responses(
         warnings.warn(f"only {n_pass} voxels have FA > {wm_fa}; using the {n_sel} highest-FA voxels "
                       f"(FA >= {fa[order[n_sel - 1]]:.2f}) for the WM response", UserWarning, stacklevel=2)
     wm_sel = order[:n_sel]
+    s_wm = rows(wm_sel)
     n_l = lmax // 2 + 1
     wm = np.zeros((shells.size, n_l))
     for k, b in enumerate(shells):
         vols = np.flatnonzero(idx == k)
         if b <= B0_THRESHOLD:
-            wm[k, 0] = SQRT_4PI * s[np.ix_(wm_sel, vols)].mean()
+            wm[k, 0] = SQRT_4PI * s_wm[:, vols].mean()
             continue
         cos = e1[wm_sel] @ directions[vols].T  # (n_sel, G_b)
         a = zonal_design(cos.ravel(), lmax)
-        wm[k] = np.linalg.lstsq(a, s[np.ix_(wm_sel, vols)].ravel(), rcond=None)[0]
+        wm[k] = np.linalg.lstsq(a, s_wm[:, vols].ravel(), rcond=None)[0]
     s0_scale = float(np.median(s0[wm_sel]))
     logger.info("WM response from %d voxels (FA %.2f-%.2f), S0 scale %.4g", n_sel, fa[wm_sel].min(),
                 fa[wm_sel].max(), s0_scale)
@@ -418,7 +443,8 @@ def estimate_responses(
                 csf_sel = by_md[-n:]
             warnings.warn(f"too few voxels pass the GM/CSF thresholds; using {gm_sel.size} GM and "
                           f"{csf_sel.size} CSF voxels ranked by mean diffusivity", UserWarning, stacklevel=2)
-        gm = np.array([SQRT_4PI * s[np.ix_(gm_sel, np.flatnonzero(idx == k))].mean() for k in range(shells.size)])
-        csf = np.array([SQRT_4PI * s[np.ix_(csf_sel, np.flatnonzero(idx == k))].mean() for k in range(shells.size)])
+        s_gm, s_csf = rows(gm_sel), rows(csf_sel)
+        gm = np.array([SQRT_4PI * s_gm[:, idx == k].mean() for k in range(shells.size)])
+        csf = np.array([SQRT_4PI * s_csf[:, idx == k].mean() for k in range(shells.size)])
         logger.info("GM response from %d voxels, CSF from %d voxels", gm_sel.size, csf_sel.size)
     return Responses(bvals=shells, wm=wm, gm=gm, csf=csf, s0_scale=s0_scale)
