@@ -90,3 +90,28 @@ def test_mppca_denoising_brings_the_signal_closer_to_the_noise_free_one(scheme):
     before = np.sqrt(np.mean((noisy.dwi[m] - clean.dwi[m]) ** 2))
     after = np.sqrt(np.mean((den[m] - clean.dwi[m]) ** 2))
     assert after < 0.8 * before
+
+
+def test_load_subject_without_raw_normalises_in_place_with_the_same_result(phantom):
+    """keep_raw=False (fit, predict, training cache): one volume-sized array, same subject."""
+    from shdeconv.fitting import load_subject
+
+    kept = load_subject(*_inputs(phantom), phantom / "mask.nii.gz")
+    lean = load_subject(*_inputs(phantom), phantom / "mask.nii.gz", keep_raw=False)
+    assert kept.dwi.data is not None and not np.shares_memory(kept.signal, kept.dwi.data)
+    assert lean.dwi.data is None and lean.signal.dtype == np.float32
+    np.testing.assert_array_equal(lean.signal, kept.signal)
+    np.testing.assert_array_equal(lean.mask, kept.mask)
+    np.testing.assert_array_equal(lean.s0, kept.s0)
+    np.testing.assert_array_equal(lean.responses.wm, kept.responses.wm)
+    assert lean.responses.s0_scale == kept.responses.s0_scale
+    # the caller's array is untouched by default
+    from shdeconv.fitting._pipeline import prepare_subject
+
+    data = np.asarray(nib.load(phantom / "dwi.nii.gz").dataobj, dtype=np.float32)
+    before = data.copy()
+    bvals = np.loadtxt(phantom / "bvals")
+    prepare_subject(data, bvals, kept.directions, kept.mask)
+    np.testing.assert_array_equal(data, before)
+    lean2 = prepare_subject(data, bvals, kept.directions, kept.mask, keep_raw=False)
+    assert np.shares_memory(lean2.signal, data)

@@ -12,7 +12,7 @@ import json
 import logging
 import platform
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +39,7 @@ from ..viz._qc import save_qc_figure
 from ._fit import (
     FitConfig,
     auto_batch,
+    b0_mean,
     fit_network,
     normalise_signal,
     predict_volume,
@@ -132,31 +133,44 @@ def denoise_mppca(data: np.ndarray, mask: np.ndarray) -> np.ndarray:
 
 
 def prepare_subject(data, bvals, directions, mask, *, rotation=None, responses: Responses | None = None,
-                    response_files: dict | None = None, lmax: int = 8, dwi: DWIData | None = None) -> Subject:
-    """Normalise the signal and estimate (or read) the responses of one subject held in memory."""
+                    response_files: dict | None = None, lmax: int = 8, dwi: DWIData | None = None,
+                    keep_raw: bool = True) -> Subject:
+    """Normalise the signal and estimate (or read) the responses of one subject held in memory.
+
+    ``keep_raw=False`` normalises a float32 ``data`` in place (responses are estimated from
+    it first), so that the subject holds one volume-sized array instead of two; ``dwi.data``
+    is then dropped from the returned subject (``subject.dwi.data is None``). The default
+    leaves ``data`` untouched (it may be the caller's array).
+    """
     bvals = np.asarray(bvals, dtype=float)
     directions = np.where(bvals[:, None] > 50, np.asarray(directions, dtype=float), 0.0)
-    signal, s0, mask = normalise_signal(np.asarray(data, np.float32), np.flatnonzero(bvals <= 50),
-                                        np.asarray(mask, bool))
-    if not mask.any():
+    data = np.asarray(data, np.float32)
+    b0 = np.flatnonzero(bvals <= 50)
+    mask = np.asarray(mask, bool)
+    _, good = b0_mean(data, b0, mask)
+    if not good.any():
         raise ValueError("the mask holds no voxel with a positive b=0 signal")
+    if responses is None and not (response_files and response_files.get("wm")):
+        responses = estimate_responses(data, bvals, directions, good, lmax=lmax)
+    signal, s0, mask = normalise_signal(data, b0, mask, out=None if keep_raw else data)
     if responses is None:
-        if response_files and response_files.get("wm"):
-            responses = Responses.from_files(
-                response_files["wm"], response_files.get("gm"), response_files.get("csf"),
-                bvals_of_data=bvals, s0_scale=float(np.median(s0[mask])),
-            )
-        else:
-            responses = estimate_responses(data, bvals, directions, mask, lmax=lmax)
+        responses = Responses.from_files(
+            response_files["wm"], response_files.get("gm"), response_files.get("csf"),
+            bvals_of_data=bvals, s0_scale=float(np.median(s0[mask])),
+        )
+    if not keep_raw and dwi is not None:
+        dwi = replace(dwi, data=None)  # its array now holds the normalised signal
     rotation = np.eye(3) if rotation is None else rotation
     return Subject(bvals, directions, mask, responses, signal, s0, rotation, dwi)
 
 
 def load_subject(dwi_path, bvals, bvecs, mask_path=None, *, response_files: dict | None = None, lmax: int = 8,
-                 denoise: str = "none") -> Subject:
+                 denoise: str = "none", keep_raw: bool = True) -> Subject:
     """Load and check one subject's files, make the mask, denoise if asked, prepare it.
 
-    The network works in the voxel-axes frame, ``u_vox = R^T u_world``.
+    The network works in the voxel-axes frame, ``u_vox = R^T u_world``. ``keep_raw=False``:
+    see :func:`prepare_subject` (the networks need only the normalised signal; CSD needs the
+    raw one).
     """
     if denoise not in ("none", "mppca"):
         raise ValueError(f"denoise must be 'none' or 'mppca', got {denoise!r}")
@@ -166,7 +180,7 @@ def load_subject(dwi_path, bvals, bvecs, mask_path=None, *, response_files: dict
         dwi.data = denoise_mppca(dwi.data, mask.astype(bool))
     rot = voxel_axes_rotation(dwi.affine)
     return prepare_subject(dwi.data, dwi.bvals, dwi.directions_world @ rot, mask, rotation=rot,
-                           response_files=response_files, lmax=lmax, dwi=dwi)
+                           response_files=response_files, lmax=lmax, dwi=dwi, keep_raw=keep_raw)
 
 
 def build_network(subject: Subject, config: NetworkConfig) -> tuple[DeconvNet, ForwardModel]:
@@ -258,7 +272,8 @@ def run_fit(dwi, bvals, bvecs, outdir, *, mask=None, response_files=None, varian
             loss_weights: LossWeights | None = None, resume=False, progress=True, denoise="none") -> dict:
     """Per-subject network fit, end to end. Returns the report dict (also in report.json)."""
     t_start = time.perf_counter()
-    subject = load_subject(dwi, bvals, bvecs, mask, response_files=response_files, lmax=lmax, denoise=denoise)
+    subject = load_subject(dwi, bvals, bvecs, mask, response_files=response_files, lmax=lmax, denoise=denoise,
+                           keep_raw=False)
     t_loaded = time.perf_counter()
     grid = spatial_grid_report(subject.affine, "fit")
     outdir = check_output_dir(outdir)
@@ -317,7 +332,7 @@ def run_predict(dwi, bvals, bvecs, outdir, *, mask=None, response_files=None, mo
     model_path = Path(model) if model is not None else pretrained_path()
     net, meta = load_model(model_path)
     subject = load_subject(dwi, bvals, bvecs, mask, response_files=response_files, lmax=net.config.lmax,
-                           denoise=denoise)
+                           denoise=denoise, keep_raw=False)
     t_loaded = time.perf_counter()
     grid = spatial_grid_report(subject.affine, "predict")
     outdir = check_output_dir(outdir)

@@ -75,7 +75,7 @@ def prepare_training_subject(folder, cache_root, *, lmax: int = 8) -> Path:
                      if (folder / f"response_{k}.txt").exists()}
     mask = folder / "mask.nii.gz"
     subject = load_subject(folder / "dwi.nii.gz", folder / "bvals", folder / "bvecs",
-                           mask if mask.exists() else None, response_files=responses, lmax=lmax)
+                           mask if mask.exists() else None, response_files=responses, lmax=lmax, keep_raw=False)
     fm, rows, _ = acquisition_model(subject.bvals, subject.directions, subject.responses, lmax)
     d = linear_deconvolution(fm)
     cache.mkdir(parents=True, exist_ok=True)
