@@ -173,14 +173,20 @@ def test_from_files_shell_mismatch(tmp_path):
         Responses.from_files(p, tmp_path / "response_gm.txt", bvals_of_data=bvals)
 
 
-def test_iso_tissues_selected(rng):
-    """GM-like and CSF-like voxels give isotropic responses that decay like their diffusivity."""
+def _three_tissue_volume(rng):
+    """Two shells; WM single fibres, GM-like and CSF-like slabs (4 x 4 x 2 each) with noise."""
     bvals, dirs = _acq(30, shells=(1000, 2000))
     wm, _ = _single_fibre_volume(bvals, dirs, rng, shape=(4, 4, 2), s0=1000)
     gtab = gradient_table(bvals, bvecs=dirs, b0_threshold=50)
     gm = np.broadcast_to(single_tensor(gtab, S0=1000, evals=(0.8e-3,) * 3), (4, 4, 2, len(bvals)))
     csf = np.broadcast_to(single_tensor(gtab, S0=3000, evals=(3e-3,) * 3), (4, 4, 2, len(bvals)))
     data = np.concatenate([wm, gm, csf], axis=2) + rng.normal(scale=5, size=(4, 4, 6, len(bvals)))
+    return bvals, dirs, data
+
+
+def test_iso_tissues_selected(rng):
+    """GM-like and CSF-like voxels give isotropic responses that decay like their diffusivity."""
+    bvals, dirs, data = _three_tissue_volume(rng)
     r = estimate_responses(data, bvals, dirs, np.ones((4, 4, 6), bool))
     np.testing.assert_allclose(r.gm, SQRT_4PI * np.exp(-np.array([0, 1000, 2000]) * 0.8e-3), rtol=0.03)
     np.testing.assert_allclose(r.csf[:2], SQRT_4PI * np.exp(-np.array([0, 1000]) * 3e-3), rtol=0.05)
@@ -190,12 +196,7 @@ def test_iso_tissues_selected(rng):
 def test_responses_independent_of_memory_layout_and_skip_non_finite_voxels(rng):
     """Volume-by-volume reading: Fortran- and C-ordered volumes and the flat (N, G) form agree
     (to the last bit but summation order), and a voxel with a NaN in any volume is left out."""
-    bvals, dirs = _acq(30, shells=(1000, 2000))
-    wm, _ = _single_fibre_volume(bvals, dirs, rng, shape=(4, 4, 2), s0=1000)
-    gtab = gradient_table(bvals, bvecs=dirs, b0_threshold=50)
-    gm = np.broadcast_to(single_tensor(gtab, S0=1000, evals=(0.8e-3,) * 3), (4, 4, 2, len(bvals)))
-    csf = np.broadcast_to(single_tensor(gtab, S0=3000, evals=(3e-3,) * 3), (4, 4, 2, len(bvals)))
-    data = np.concatenate([wm, gm, csf], axis=2) + rng.normal(scale=5, size=(4, 4, 6, len(bvals)))
+    bvals, dirs, data = _three_tissue_volume(rng)
     mask = np.ones((4, 4, 6), bool)
     ref = estimate_responses(np.ascontiguousarray(data), bvals, dirs, mask)
     for variant in (np.asfortranarray(data.astype(np.float32)).astype(np.float64, order="F"),
