@@ -168,6 +168,41 @@ def _check_bvecs(path: Path, bvecs: np.ndarray, bvals: np.ndarray) -> np.ndarray
     return bvecs
 
 
+_GZ_CHUNK = 64 << 20
+
+
+def _read_float32(img, path: Path) -> np.ndarray:
+    """The image's voxel data as float32 (Fortran order), scaled by its slope and intercept.
+
+    For gzipped files the decompressed bytes go straight into the array, 64 MiB at a time:
+    nibabel (through Python's gzip ``readinto``) first decompresses the whole image into one
+    temporary bytes object, so its peak is twice the image (7.6 GiB for an HCP-sized 4 GB
+    volume). Anything unusual falls back to nibabel.
+    """
+    proxy = img.dataobj
+    if not str(path).endswith(".gz") or not hasattr(proxy, "offset") or len(img.shape) != 4:
+        return np.asarray(img.get_fdata(dtype=np.float32))
+    import gzip
+
+    raw = np.empty(img.shape, dtype=img.get_data_dtype(), order="F")
+    view = memoryview(raw.reshape(-1, order="F")).cast("B")  # a view: raw is Fortran-contiguous
+    with gzip.open(path, "rb") as f:
+        f.seek(int(proxy.offset))
+        pos = 0
+        while pos < len(view):
+            got = f.readinto(view[pos:pos + _GZ_CHUNK])
+            if not got:
+                raise ValueError(f"the file ends after {pos} of {len(view)} bytes of image data")
+            pos += got
+    data = raw if raw.dtype == np.dtype(np.float32) else raw.astype(np.float32, order="F")
+    slope, inter = float(proxy.slope), float(proxy.inter)
+    if slope != 1.0:
+        data *= np.float32(slope)
+    if inter != 0.0:
+        data += np.float32(inter)
+    return data
+
+
 def load_mask(mask_path: str | PathLike, shape: tuple[int, ...], affine: np.ndarray) -> np.ndarray:
     """Read a mask image and check it against the dwi's grid.
 
@@ -257,7 +292,7 @@ def load_dwi(
         raise InputError(bvals_p, f"all {n_vol} volumes are b=0; no diffusion weighting")
 
     try:
-        data = np.asarray(img.get_fdata(dtype=np.float32))
+        data = _read_float32(img, dwi_p)
     except Exception as e:
         raise InputError(dwi_p, f"cannot read the image data ({type(e).__name__}: {e})") from e
     bad = ~np.all(np.isfinite(data), axis=-1)

@@ -397,7 +397,11 @@ def estimate_responses(
     sub, s0 = sub[ok], s0[ok]
     if sub.shape[0] == 0:
         raise ValueError("no voxel in the mask has a positive, finite b=0 signal")
-    fa, md, e1 = _tensor_fit(sub / s0[:, None], bvals[tcols], directions[tcols])
+    # in voxel chunks: the WLS temporaries are several (N, G) float64 arrays (GBs on HCP-sized data)
+    step = 65536
+    fa, md, e1 = (np.concatenate(parts) for parts in zip(*(
+        _tensor_fit(sub[i:i + step] / s0[i:i + step, None], bvals[tcols], directions[tcols])
+        for i in range(0, sub.shape[0], step))))
     voxels = tuple(w[ok] for w in where)
 
     def rows(sel: np.ndarray) -> np.ndarray:
