@@ -11,6 +11,7 @@ Shapes: volume ``(X, Y, Z, G)``, ``bvals`` ``(G,)``, ``bvecs``/``directions_worl
 
 from __future__ import annotations
 
+import gzip
 import logging
 import warnings
 from dataclasses import dataclass, field
@@ -182,8 +183,6 @@ def _read_float32(img, path: Path) -> np.ndarray:
     proxy = img.dataobj
     if not str(path).endswith(".gz") or not hasattr(proxy, "offset") or len(img.shape) != 4:
         return np.asarray(img.get_fdata(dtype=np.float32))
-    import gzip
-
     raw = np.empty(img.shape, dtype=img.get_data_dtype(), order="F")
     view = memoryview(raw.reshape(-1, order="F")).cast("B")  # a view: raw is Fortran-contiguous
     with gzip.open(path, "rb") as f:

@@ -386,12 +386,12 @@ def estimate_responses(
     where = np.nonzero(mask)
     sub = np.empty((where[0].size, tcols.size))
     finite = np.ones(where[0].size, dtype=bool)
+    column = {g: j for j, g in enumerate(tcols)}
     for g in range(bvals.size):  # one volume at a time: contiguous in nibabel's Fortran order
         col = data[..., g][where]
         finite &= np.isfinite(col)
-        hit = np.flatnonzero(tcols == g)
-        if hit.size:
-            sub[:, hit[0]] = col
+        if g in column:
+            sub[:, column[g]] = col
     s0 = sub[:, b0[tcols]].mean(axis=1)
     ok = np.isfinite(s0) & (s0 > 0) & finite
     sub, s0 = sub[ok], s0[ok]
