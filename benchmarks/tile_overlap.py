@@ -1,0 +1,109 @@
+"""Tile overlap of ``predict``: accuracy against seconds on held-out phantoms.
+
+``predict`` runs the shipped model on 8^3 tiles (its training patch) and blends the tiles'
+outputs where they overlap. More overlap computes every voxel more often (about
+``(1 / (1 - overlap))^3`` times before edge pruning) and averages more tiles per voxel.
+This script measures what that buys: spatial bundle phantoms (seed 0 by default; the
+model was trained on seeds 1000+) in every training-like scheme at each SNR, ``predict`` at
+each overlap on the same phantom, one after the other (the order rotates from phantom to
+phantom so that a slow spell of the machine does not land on one setting), scored
+identically (``shdeconv evaluate``). Seconds are ``timings_s.predict`` (the network on the
+tiles), summed over phantoms and given as a ratio to the default overlap's sum.
+
+Usage: python benchmarks/tile_overlap.py [-o bench_out/overlap] [--overlaps 0,0.125,0.25,0.5]
+       [--markdown benchmarks/results/tile_overlap_cpu.md]
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+import numpy as np
+
+SCHEMES = ("sparse", "clinical", "multishell")
+DEFAULT_OVERLAP = 0.25  # run_predict's and the CLI's default
+
+
+def run(out: Path, schemes: list[str], snrs: list[float], overlaps: list[float], seed: int, size: str,
+        device: str) -> str:
+    from shdeconv.evaluation import crossing_error, evaluate_dirs
+    from shdeconv.evaluation._benchmark import machine_info
+    from shdeconv.fitting import run_predict
+    from shdeconv.sim import simulate_to_dir
+
+    if DEFAULT_OVERLAP not in overlaps:
+        overlaps = sorted(overlaps + [DEFAULT_OVERLAP])
+    keys = ("success all", "success 2", "success 3", "AE 1-fibre (°)", "AE crossings (°)")
+    per = {ov: {"seconds": 0.0, **{k: [] for k in keys}} for ov in overlaps}
+    cell_rows = []
+    for i, (scheme, snr) in enumerate((s, n) for s in schemes for n in snrs):
+        ph = simulate_to_dir(out / f"{scheme}-snr{snr:g}" / "phantom", scheme=scheme, snr=snr, seed=seed, size=size)
+        order = overlaps[i % len(overlaps):] + overlaps[: i % len(overlaps)]
+        for ov in order:
+            dest = ph.parent / f"predict-overlap{ov:g}"
+            report = run_predict(ph / "dwi.nii.gz", ph / "bvals", ph / "bvecs", dest, mask=ph / "mask.nii.gz",
+                                 device=device, overlap=ov, progress=False)
+            s = evaluate_dirs(dest, ph)
+            g = s["groups"]
+            values = tuple(np.nan if v is None else float(v) for v in (
+                g["all"]["success_rate"], g["2"]["success_rate"], g["3"]["success_rate"],
+                g["1"]["angular_error_mean"], crossing_error(s)))
+            per[ov]["seconds"] += report["timings_s"]["predict"]
+            for k, v in zip(keys, values):
+                per[ov][k].append(v)
+            cell_rows.append((scheme, snr, ov, report["timings_s"]["predict"], values))
+    m = machine_info(device)
+    base = per[DEFAULT_OVERLAP]["seconds"]
+    lines = [
+        "# Tile overlap of `predict` (`benchmarks/tile_overlap.py`)\n",
+        f"Machine: {m['cpu']}, {m['cpu_count']} CPUs ({m['torch_threads']} torch threads); device {m['device']}; "
+        f"torch {m['torch']}, shdeconv {m['shdeconv']}. Spatial bundle phantoms, seed {seed}, size {size}, "
+        f"schemes {', '.join(schemes)}, SNR {', '.join(f'{s:g}' for s in snrs)}; the shipped model on 8^3 tiles.\n",
+        f"Mean over the {len(schemes) * len(snrs)} phantoms; seconds relative to the default overlap "
+        f"({DEFAULT_OVERLAP:g}), summed over the same phantoms in the same run.\n",
+        "| overlap | seconds (x default) | " + " | ".join(keys) + " |",
+        "|---:|---:|" + "---:|" * len(keys),
+    ]
+    for ov in overlaps:
+        means = [float(np.nanmean(per[ov][k])) for k in keys]
+        lines.append(f"| {ov:g} | {per[ov]['seconds'] / base:.2f} | "
+                     + " | ".join(f"{v:.3f}" if k.startswith("success") else f"{v:.2f}" for k, v in zip(keys, means))
+                     + " |")
+    lines += ["", "## Per phantom\n", "| scheme | SNR | overlap | seconds | " + " | ".join(keys) + " |",
+              "|---|---:|---:|---:|" + "---:|" * len(keys)]
+    for scheme, snr, ov, sec, values in sorted(cell_rows, key=lambda r: (r[0], r[1], r[2])):
+        lines.append(f"| {scheme} | {snr:g} | {ov:g} | {sec:.2f} | "
+                     + " | ".join(f"{v:.3f}" if k.startswith("success") else f"{v:.2f}" for k, v in zip(keys, values))
+                     + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("-o", "--output", type=Path, default=Path("bench_out/overlap"))
+    p.add_argument("--schemes", default=",".join(SCHEMES))
+    p.add_argument("--snrs", default="10,20,30")
+    p.add_argument("--overlaps", default="0,0.125,0.25,0.5")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--size", default="default", choices=["default", "quick"])
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--markdown", type=Path, default=None, help="also write the report here")
+    args = p.parse_args(argv)
+    overlaps = sorted({float(v) for v in args.overlaps.split(",")})
+    if any(not 0.0 <= v < 1.0 for v in overlaps):
+        p.error(f"--overlaps must lie in [0, 1), got {args.overlaps!r}")
+    logging.basicConfig(level=logging.WARNING)
+    text = run(args.output, args.schemes.split(","), [float(s) for s in args.snrs.split(",")], overlaps,
+               args.seed, args.size, args.device)
+    print(text)
+    if args.markdown:
+        from shdeconv.io import atomic_write_text
+
+        args.markdown.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(args.markdown, text)
+
+
+if __name__ == "__main__":
+    main()
