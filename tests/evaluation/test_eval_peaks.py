@@ -80,6 +80,22 @@ def test_volume_shapes_mask_and_empty_voxels(rng):
         sh_peaks(np.zeros((4, 44)))
 
 
+def test_float32_input_gives_the_float64_peaks_and_leaves_the_mask_alone(rng):
+    """float32 SH (as written to disk) is converted chunk by chunk, never as a whole volume: the
+    peaks equal those of the same numbers passed as float64; the caller's mask is not modified."""
+    u = rng.normal(size=(40, 3))
+    u /= np.linalg.norm(u, axis=1, keepdims=True)
+    sh = np.stack([_crossing(v, 70.0, np.array([0.3, 0.5, 0.8]), 8)[0] for v in u]).astype(np.float32)
+    sh = sh.reshape(4, 5, 2, 45)
+    sh[0, 0, 0] = 0.0  # an empty voxel
+    mask = np.ones((4, 5, 2), bool)
+    d32, a32 = sh_peaks(sh, mask=mask)
+    d64, a64 = sh_peaks(sh.astype(np.float64), mask=mask)
+    np.testing.assert_array_equal(d32, d64)
+    np.testing.assert_array_equal(a32, a64)
+    assert mask.all() and np.all(a32[0, 0, 0] == 0) and np.all(a32[1:, :, :, 0] > 0)
+
+
 def test_separation_merges_close_lobes():
     u = np.array([0.0, 0.0, 1.0])
     sh, _ = _crossing(u, 20.0, np.array([1.0, 0, 0]), lmax=12, w2=1.0)

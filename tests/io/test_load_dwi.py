@@ -250,3 +250,21 @@ def test_truncated_gz_is_a_clear_error(tmp_path):
     np.savetxt(tmp_path / "bvecs", bvecs.T, fmt="%.6f")
     with pytest.raises(InputError, match="dwi.nii.gz"):
         load_dwi(tmp_path / "dwi.nii.gz", tmp_path / "bvals", tmp_path / "bvecs")
+
+
+@pytest.mark.parametrize("order", ["F", "C"])
+def test_nonfinite_voxels_in_either_memory_order(order):
+    """The volume-by-volume (Fortran) and slab-by-slab (C) scans find exactly the voxels with a
+    NaN or Inf in any volume."""
+    from shdeconv.io._nifti import _nonfinite_voxels
+
+    rng = np.random.default_rng(4)
+    data = rng.normal(size=(9, 6, 5, 7)).astype(np.float32)
+    data[1, 2, 3, 0] = np.nan
+    data[8, 5, 4, 6] = np.inf
+    data[0, 0, 0, 3] = -np.inf
+    data = np.asarray(data, order=order)
+    expected = ~np.all(np.isfinite(data), axis=-1)
+    bad = _nonfinite_voxels(data)
+    np.testing.assert_array_equal(bad, expected)
+    assert bad.sum() == 3

@@ -200,6 +200,7 @@ def test_responses_independent_of_memory_layout_and_skip_non_finite_voxels(rng):
     mask = np.ones((4, 4, 6), bool)
     ref = estimate_responses(np.ascontiguousarray(data), bvals, dirs, mask)
     for variant in (np.asfortranarray(data.astype(np.float32)).astype(np.float64, order="F"),
+                    np.asfortranarray(data.astype(np.float32)),  # as images are read: kept in float32
                     data.reshape(-1, len(bvals))):
         r = estimate_responses(variant, bvals, dirs, mask.reshape(variant.shape[:-1]))
         for a, b in ((r.wm, ref.wm), (r.gm, ref.gm), (r.csf, ref.csf)):

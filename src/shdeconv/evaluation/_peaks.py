@@ -192,7 +192,8 @@ def sh_peaks(sh: np.ndarray, *, sphere=None, rel_threshold: float = 0.25,
     Parameters
     ----------
     sh : ndarray, shape ``(..., S)``
-        SH coefficients, e.g. ``(X, Y, Z, S)`` or ``(N, S)``.
+        SH coefficients, e.g. ``(X, Y, Z, S)`` or ``(N, S)``. Float input is read as is and
+        converted to ``float64`` a chunk of voxels at a time.
     sphere : DIPY Sphere/HemiSphere, optional
         Extraction sphere with edges; default DIPY ``default_sphere``.
     rel_threshold : float
@@ -215,7 +216,9 @@ def sh_peaks(sh: np.ndarray, *, sphere=None, rel_threshold: float = 0.25,
     amps : ndarray, shape ``(..., max_peaks)``
         SH amplitude at each peak, 0 for missing peaks.
     """
-    sh = np.asarray(sh, dtype=np.float64)
+    sh = np.asarray(sh)
+    if not np.issubdtype(sh.dtype, np.floating):
+        sh = sh.astype(np.float64)
     if sh.ndim < 1:
         raise ValueError(f"sh must have a trailing coefficient axis, got shape {sh.shape}")
     lmax = lmax_from_ncoeffs(sh.shape[-1])
@@ -228,7 +231,7 @@ def sh_peaks(sh: np.ndarray, *, sphere=None, rel_threshold: float = 0.25,
     sel = np.ones(len(flat), dtype=bool) if mask is None else np.asarray(mask, bool).reshape(-1)
     if sel.shape[0] != flat.shape[0]:
         raise ValueError(f"mask shape {np.shape(mask)} does not match the SH's {lead}")
-    sel &= np.isfinite(flat).all(axis=1) & (np.abs(flat).sum(axis=1) > 0)
+    sel = sel & np.isfinite(flat).all(axis=1) & (flat != 0).any(axis=1)  # never the caller's mask in place
     verts, table = peak_sphere(sphere)
     bmat = sh_matrix(verts, lmax)  # (V, S)
     cos_sep = np.cos(np.radians(min_separation_deg))
@@ -239,7 +242,7 @@ def sh_peaks(sh: np.ndarray, *, sphere=None, rel_threshold: float = 0.25,
 
     def chunk(start: int) -> None:
         ids = idx_all[start:start + _CHUNK]
-        out_d[ids], out_a[ids] = _chunk_peaks(flat[ids], verts, table, bmat, lmax, n_cand, rel_threshold,
+        out_d[ids], out_a[ids] = _chunk_peaks(flat[ids].astype(np.float64), verts, table, bmat, lmax, n_cand, rel_threshold,
                                               abs_threshold, cos_sep, max_peaks, refine)
 
     starts = range(0, len(idx_all), _CHUNK)

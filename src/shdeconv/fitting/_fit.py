@@ -345,6 +345,7 @@ def predict_volume(net: DeconvNet, signal: np.ndarray, mask: np.ndarray, *, tile
         inner = inferer(x, predictor, progress=progress, roi_mask=torch.from_numpy(mask[box])).numpy()
     finally:
         net.unet.chebyshev = previous
+    del x  # the tiled input: not needed to place the result (HCP-sized: 0.6 GB)
     out = np.zeros(mask.shape + (inner.shape[0],), np.float32)
     out[box] = np.moveaxis(inner, 0, -1)
     out *= mask[..., None]

@@ -200,7 +200,7 @@ def write_outputs(outdir: Path, subject: Subject, fodf_world: np.ndarray, iso: n
     """
     t_write = time.perf_counter()
     affine = subject.affine
-    fodf_world = np.where(subject.mask[..., None], fodf_world, 0).astype(np.float32)
+    fodf_world = np.where(subject.mask[..., None], fodf_world, 0).astype(np.float32, copy=False)
     atomic_save_nifti(fodf_world, affine, outdir / "fodf.nii.gz")
     files = {"fodf": "fodf.nii.gz"}
     if iso is not None:
@@ -211,9 +211,8 @@ def write_outputs(outdir: Path, subject: Subject, fodf_world: np.ndarray, iso: n
     write_peaks(outdir / "peaks.nii.gz", dirs, amps, affine)
     files["peaks"] = "peaks.nii.gz"
     files.update(subject.responses.to_files(outdir))
-    fodf_voxel = rotate_sh(fodf_world, subject.rotation.T)
-    wm_fraction = np.sqrt(4 * np.pi) * fodf_voxel[..., 0]
-    save_qc_figure(outdir / "qc.png", fodf_voxel, wm_fraction, history, title=title)
+    wm_fraction = np.sqrt(4 * np.pi) * fodf_world[..., 0]  # the l = 0 coefficient is rotation invariant
+    save_qc_figure(outdir / "qc.png", fodf_world, wm_fraction, history, title=title, rotation=subject.rotation.T)
     files["qc"] = "qc.png"
     write = time.perf_counter() - t_write
     timings = dict(report.get("timings_s", {}))

@@ -294,7 +294,7 @@ def load_dwi(
         data = _read_float32(img, dwi_p)
     except Exception as e:
         raise InputError(dwi_p, f"cannot read the image data ({type(e).__name__}: {e})") from e
-    bad = ~np.all(np.isfinite(data), axis=-1)
+    bad = _nonfinite_voxels(data)
     n_bad = int(bad.sum())
     if n_bad:
         frac = n_bad / bad.size
@@ -318,6 +318,23 @@ def load_dwi(
                 int(b0.sum()), bvals_shells(bvals)[0].round().tolist())
     return DWIData(data=data, affine=affine, header=img.header, bvals=bvals, bvecs=bvecs,
                    directions_world=directions, mask=mask, path=dwi_p, bad_voxels=bad)
+
+
+def _nonfinite_voxels(data: np.ndarray) -> np.ndarray:
+    """``[X, Y, Z]`` bool: voxels of ``data`` ``[X, Y, Z, G]`` with a NaN or Inf in any volume.
+
+    Volume by volume (Fortran order, as images are read) or slab by slab, so the temporaries
+    are one volume's size, not the 4-D image's (1 GB of booleans on HCP-sized data).
+    """
+    bad = np.zeros(data.shape[:3], dtype=bool)
+    if data.flags.f_contiguous:
+        for g in range(data.shape[3]):
+            bad |= ~np.isfinite(data[..., g])
+    else:
+        step = max(1, (1 << 24) // max(1, data[0].size))
+        for i in range(0, data.shape[0], step):
+            bad[i:i + step] = ~np.isfinite(data[i:i + step]).all(axis=-1)
+    return bad
 
 
 def bvals_shells(bvals: np.ndarray, tol: float = 50.0) -> tuple[np.ndarray, np.ndarray]:

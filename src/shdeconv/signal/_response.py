@@ -381,32 +381,50 @@ def estimate_responses(
     if not b0.any():
         raise ValueError("estimate_responses needs b=0 volumes to normalise the signal")
     # Every voxel needs only the tensor fit's volumes; whole rows are read for the few selected
-    # voxels below (an HCP-like volume's full (N, G) float64 copy alone is 0.75 GB).
+    # voxels below (an HCP-like volume's full (N, G) float64 copy alone is 0.75 GB). The tensor
+    # volumes are kept in the data's own precision (float32 images: half the memory, the same
+    # numbers) and filtered chunk by chunk, never copied as a whole.
     tcols = np.flatnonzero(_tensor_volumes(bvals))
     where = np.nonzero(mask)
-    sub = np.empty((where[0].size, tcols.size))
+    sub = np.empty((where[0].size, tcols.size), dtype=np.result_type(data.dtype, np.float32))
     finite = np.ones(where[0].size, dtype=bool)
     column = {g: j for j, g in enumerate(tcols)}
+    fortran = data.flags.f_contiguous and data.ndim > 2
+    if fortran:  # flat indices into each volume: a third of the time of indexing with the tuple
+        flat = np.ravel_multi_index(where, mask.shape, order="F")
     for g in range(bvals.size):  # one volume at a time: contiguous in nibabel's Fortran order
-        col = data[..., g][where]
+        col = data[..., g].ravel(order="F")[flat] if fortran else data[..., g][where]
         finite &= np.isfinite(col)
         if g in column:
             sub[:, column[g]] = col
-    s0 = sub[:, b0[tcols]].mean(axis=1)
+    s0 = sub[:, b0[tcols]].astype(np.float64).mean(axis=1)
     ok = np.isfinite(s0) & (s0 > 0) & finite
-    sub, s0 = sub[ok], s0[ok]
-    if sub.shape[0] == 0:
+    if not ok.any():
         raise ValueError("no voxel in the mask has a positive, finite b=0 signal")
     # in voxel chunks: the WLS temporaries are several (N, G) float64 arrays (GBs on HCP-sized data)
-    step = 65536
-    fa, md, e1 = (np.concatenate(parts) for parts in zip(*(
-        _tensor_fit(sub[i:i + step] / s0[i:i + step, None], bvals[tcols], directions[tcols])
-        for i in range(0, sub.shape[0], step))))
+    step, fits = 65536, []
+    for i in range(0, sub.shape[0], step):
+        keep = ok[i:i + step]
+        if keep.any():
+            fits.append(_tensor_fit(sub[i:i + step][keep] / s0[i:i + step][keep, None], bvals[tcols],
+                                    directions[tcols]))
+    del sub
+    fa, md, e1 = (np.concatenate(parts) for parts in zip(*fits))
+    s0 = s0[ok]
     voxels = tuple(w[ok] for w in where)
 
     def rows(sel: np.ndarray) -> np.ndarray:
         """Normalised signal ``(len(sel), G)`` of the selected (post-``ok``) voxels."""
         return np.asarray(data[tuple(v[sel] for v in voxels)], dtype=np.float64) / s0[sel, None]
+
+    def shell_means(sel: np.ndarray, chunk: int = 8192) -> np.ndarray:
+        """Mean normalised signal of each shell over the selected voxels ``(shells,)``, read a
+        chunk of voxels at a time (the GM selection can hold most of a brain's voxels)."""
+        sums = np.zeros(shells.size)
+        for i in range(0, sel.size, chunk):
+            r = rows(sel[i:i + chunk])
+            sums += np.array([r[:, idx == k].sum() for k in range(shells.size)])
+        return sums / (sel.size * np.bincount(idx, minlength=shells.size))
 
     # --- WM: single-fibre voxels, zonal fit per shell in each voxel's own frame
     order = np.argsort(-fa, kind="stable")
@@ -447,8 +465,6 @@ def estimate_responses(
                 csf_sel = by_md[-n:]
             warnings.warn(f"too few voxels pass the GM/CSF thresholds; using {gm_sel.size} GM and "
                           f"{csf_sel.size} CSF voxels ranked by mean diffusivity", UserWarning, stacklevel=2)
-        s_gm, s_csf = rows(gm_sel), rows(csf_sel)
-        gm = np.array([SQRT_4PI * s_gm[:, idx == k].mean() for k in range(shells.size)])
-        csf = np.array([SQRT_4PI * s_csf[:, idx == k].mean() for k in range(shells.size)])
+        gm, csf = SQRT_4PI * shell_means(gm_sel), SQRT_4PI * shell_means(csf_sel)
         logger.info("GM response from %d voxels, CSF from %d voxels", gm_sel.size, csf_sel.size)
     return Responses(bvals=shells, wm=wm, gm=gm, csf=csf, s0_scale=s0_scale)

@@ -221,6 +221,8 @@ def rotate_sh(coeffs: np.ndarray, q: np.ndarray) -> np.ndarray:
 
     Even-order SH spaces are closed under ``O(3)``, so a least-squares refit on a dense
     sphere is exact to rounding: :math:`c' = B(U)^+ B(U Q) c`. Shape ``(..., S)``.
+    ``float32`` input gives ``float32`` output (computed in ``float64``, a block of voxels at a
+    time: no double-precision copy of a whole-brain volume); other input gives ``float64``.
     """
     coeffs = np.asarray(coeffs)
     q = np.asarray(q, dtype=np.float64)
@@ -229,7 +231,17 @@ def rotate_sh(coeffs: np.ndarray, q: np.ndarray) -> np.ndarray:
     lmax = lmax_from_ncoeffs(coeffs.shape[-1])
     u = dense_directions(max(600, 4 * n_coeffs(lmax)))
     m = np.linalg.pinv(sh_matrix(u, lmax)) @ sh_matrix(u @ q, lmax)
-    return coeffs @ m.T
+    if coeffs.dtype != np.float32:
+        return coeffs @ m.T
+    flat = coeffs.reshape(-1, coeffs.shape[-1])
+    out = np.empty(flat.shape, np.float32)
+    for i in range(0, len(flat), _ROTATE_BLOCK):
+        out[i:i + _ROTATE_BLOCK] = flat[i:i + _ROTATE_BLOCK] @ m.T
+    return out.reshape(coeffs.shape)
+
+
+#: voxels per float64 block of :func:`rotate_sh` on float32 input (a few MB)
+_ROTATE_BLOCK = 32768
 
 
 def convert_sh_basis(coeffs: np.ndarray, source: str, target: str) -> np.ndarray:

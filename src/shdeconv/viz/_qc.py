@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..sphere import sh_matrix
+from ..sphere import rotate_sh, sh_matrix
 
 __all__ = ["glyph_outlines", "save_qc_figure"]
 
@@ -39,11 +39,13 @@ def glyph_outlines(sh: np.ndarray, axis: int = 2, n: int = 72) -> tuple[np.ndarr
 
 def save_qc_figure(path, fodf: np.ndarray, background: np.ndarray, history: list[dict], *,
                    title: str = "shdeconv", slice_index: int | None = None, max_glyphs: int = 40,
-                   background_label: str = "WM fraction") -> Path:
+                   background_label: str = "WM fraction", rotation: np.ndarray | None = None) -> Path:
     """Write a PNG with glyphs on the middle axial slice over ``background`` and the loss curve.
 
-    ``fodf`` ``[X, Y, Z, S]`` in the voxel-axes frame (use :func:`rotate_sh` beforehand for
-    world-frame files), ``background`` ``[X, Y, Z]``; ``history`` entries have ``iteration``
+    ``fodf`` ``[X, Y, Z, S]`` in the voxel-axes frame, or in another frame with ``rotation``
+    the 3x3 matrix that :func:`~shdeconv.sphere.rotate_sh` takes from that frame to the voxel
+    axes (only the drawn glyphs are rotated: e.g. ``voxel_axes_rotation(affine).T`` for a
+    world-frame file); ``background`` ``[X, Y, Z]``; ``history`` entries have ``iteration``
     and ``loss`` (and optional loss parts). Written atomically.
     """
     import matplotlib
@@ -56,6 +58,8 @@ def save_qc_figure(path, fodf: np.ndarray, background: np.ndarray, history: list
     z = fodf.shape[2] // 2 if slice_index is None else slice_index
     step = max(1, int(np.ceil(max(fodf.shape[0], fodf.shape[1]) / max_glyphs)))
     sl = fodf[::step, ::step, z]
+    if rotation is not None:
+        sl = rotate_sh(sl, rotation)
     xy, colour = glyph_outlines(sl)
     fig, axes = plt.subplots(1, 2, figsize=(12, 5.5), gridspec_kw={"width_ratios": [1.2, 1]})
     ax = axes[0]
