@@ -58,11 +58,11 @@ def run(out: Path, schemes: list[str], snrs: list[float], overlaps: list[float],
     base = per[DEFAULT_OVERLAP]["seconds"]
     lines = [
         "# Tile overlap of `predict` (`benchmarks/tile_overlap.py`)\n",
-        f"Machine: {m['cpu']}, {m['cpu_count']} CPUs ({m['torch_threads']} torch threads); device {m['device']}; "
-        f"torch {m['torch']}, shdeconv {m['shdeconv']}. Spatial bundle phantoms, seed {seed}, size {size}, "
-        f"schemes {', '.join(schemes)}, SNR {', '.join(f'{s:g}' for s in snrs)}; the shipped model on 8^3 tiles.\n",
-        f"Mean over the {len(schemes) * len(snrs)} phantoms; seconds relative to the default overlap "
-        f"({DEFAULT_OVERLAP:g}), summed over the same phantoms in the same run.\n",
+        (f"Machine: {m['cpu']}, {m['cpu_count']} CPUs ({m['torch_threads']} torch threads); device {m['device']}; "
+         f"torch {m['torch']}, shdeconv {m['shdeconv']}. Spatial bundle phantoms, seed {seed}, size {size}, "
+         f"schemes {', '.join(schemes)}, SNR {', '.join(f'{s:g}' for s in snrs)}; the shipped model on 8^3 tiles.\n"),
+        (f"Mean over the {len(schemes) * len(snrs)} phantoms; seconds relative to the default overlap "
+         f"({DEFAULT_OVERLAP:g}), summed over the same phantoms in the same run.\n"),
         "| overlap | seconds (x default) | " + " | ".join(keys) + " |",
         "|---:|---:|" + "---:|" * len(keys),
     ]
