@@ -71,7 +71,7 @@ def test_roi_mask_skips_empty_tiles_and_keeps_the_rest():
         sliding_window_inference(x, 8, predictor, roi_mask=mask[:10])
 
 
-def test_prune_drops_only_tiles_whose_mask_voxels_other_tiles_cover():
+def test_prune_drops_only_edge_tiles_whose_mask_voxels_other_tiles_cover():
     g = torch.stack(torch.meshgrid(*(torch.arange(n, dtype=torch.float32) for n in (30, 26, 22)), indexing="ij"))
     mask = ((g - torch.tensor([15.0, 13, 11])[:, None, None, None]) ** 2 / torch.tensor([144.0, 100, 64])[:, None,
             None, None]).sum(0) <= 1  # an ellipsoid: edge tiles overlap it a little
@@ -90,7 +90,8 @@ def test_prune_drops_only_tiles_whose_mask_voxels_other_tiles_cover():
     # a pointwise predictor is reproduced wherever any tile ran: every mask voxel is still covered
     torch.testing.assert_close(pruned[:, mask], (2 * x + 1)[:, mask], rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(pruned[:, mask], full[:, mask], rtol=1e-5, atol=1e-5)
-    # each dropped tile's mask voxels lie in some kept tile; kept tiles keep their grid order
+    # each dropped tile straddles the mask's edge and its mask voxels lie in some kept tile;
+    # kept tiles keep their grid order
     from shdeconv.inference._sliding_window import _prune_redundant_tiles
 
     starts = [(a, b, c) for a in tile_starts(30, 8, 0.25) for b in tile_starts(26, 8, 0.25)
@@ -101,3 +102,15 @@ def test_prune_drops_only_tiles_whose_mask_voxels_other_tiles_cover():
     for a, b, c in kept:
         cover[a:a + 8, b:b + 8, c:c + 8] = True
     assert cover[mask].all()
+    assert all(not mask[a:a + 8, b:b + 8, c:c + 8].all() for a, b, c in set(starts) - set(kept))
+
+
+def test_prune_keeps_the_requested_overlap_inside_the_mask():
+    """At 50% overlap on a full mask no tile is dropped (dropping every tile that other tiles
+    cover would keep the 27 tiles of a non-overlapping grid out of 125, undoing the overlap)."""
+    from shdeconv.inference._sliding_window import _prune_redundant_tiles
+
+    starts = [(a, b, c) for a in tile_starts(24, 8, 0.5) for b in tile_starts(24, 8, 0.5)
+              for c in tile_starts(24, 8, 0.5)]
+    assert len(starts) == 125
+    assert _prune_redundant_tiles(starts, (8, 8, 8), torch.ones(24, 24, 24, dtype=torch.bool)) == starts

@@ -47,19 +47,24 @@ def tile_starts(size: int, roi: int, overlap: float) -> list[int]:
 
 
 def _prune_redundant_tiles(starts: list, roi: tuple, mask: torch.Tensor) -> list:
-    """Drop tiles whose mask voxels are all covered by other kept tiles (greedy, fewest mask voxels first).
+    """Drop edge tiles whose mask voxels all lie in other kept tiles (greedy, fewest mask voxels first).
 
-    Every mask voxel stays in at least one kept tile; the kept tiles keep their grid order.
+    Only tiles that straddle the mask's edge (hold voxels outside it) are candidates: at the
+    default 25% overlap those are the only droppable ones anyway (an interior tile has voxels
+    no other tile holds), and at 50% overlap this keeps the interior's overlap, where
+    dropping any covered tile would keep only a non-overlapping subset. Every mask voxel
+    stays in at least one kept tile; the kept tiles keep their grid order.
     """
     cover = torch.zeros(mask.shape, dtype=torch.int32)
     views = [(slice(a, a + roi[0]), slice(b, b + roi[1]), slice(c, c + roi[2])) for a, b, c in starts]
     for v in views:
         cover[v] += 1
     counts = [int(mask[v].sum()) for v in views]
+    full = math.prod(roi)
     dropped = set()
     for i in sorted(range(len(starts)), key=lambda k: (counts[k], k)):
         v = views[i]
-        if bool((cover[v][mask[v]] >= 2).all()):
+        if counts[i] < full and bool((cover[v][mask[v]] >= 2).all()):
             cover[v] -= 1
             dropped.add(i)
     return [t for i, t in enumerate(starts) if i not in dropped]
@@ -90,8 +95,8 @@ def sliding_window_inference(
         sw_device: where the predictor runs; ``device``: where the output is stitched.
         roi_mask: optional bool ``[X, Y, Z]``; tiles holding none of its voxels are skipped and
             the output is zero where no tile ran (e.g. outside a brain mask).
-        prune: with ``roi_mask``, also skip tiles whose mask voxels all lie in other tiles
-            that run (:func:`_prune_redundant_tiles`).
+        prune: with ``roi_mask``, also skip tiles on the mask's edge whose mask voxels all lie
+            in other tiles that run (:func:`_prune_redundant_tiles`).
     """
     if inputs.dim() != 4:
         raise ValueError(f"inputs must be [C, X, Y, Z], got shape {tuple(inputs.shape)}")
