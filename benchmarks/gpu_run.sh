@@ -42,10 +42,10 @@ want predict_batch && step predict_batch 70 "$PY" benchmarks/predict_batch.py --
   --markdown "$OUT/predict_batch_gpu.md"
 if want wholebrain; then
   step wholebrain_clinical 190 "$PY" benchmarks/wholebrain.py --device cuda --schemes clinical \
-    --methods predict,predict-overlap0,csd-parallel -o /tmp/wb --markdown "$OUT/wholebrain_gpu_clinical.md"
+    --methods predict,predict-overlap0.125,csd-parallel -o /tmp/wb --markdown "$OUT/wholebrain_gpu_clinical.md"
   cp /tmp/wb/results.json "$OUT/wholebrain_gpu_clinical.json" 2>/dev/null
   step wholebrain_multishell 150 "$PY" benchmarks/wholebrain.py --device cuda --schemes multishell \
-    --methods predict,predict-overlap0 -o /tmp/wb --markdown "$OUT/wholebrain_gpu_multishell.md"
+    --methods predict,predict-overlap0.125 -o /tmp/wb --markdown "$OUT/wholebrain_gpu_multishell.md"
   cp /tmp/wb/results.json "$OUT/wholebrain_gpu_multishell.json" 2>/dev/null
 fi
 grep -E "passed|failed|error" "$LOG" | tail -5

@@ -8,8 +8,9 @@ is its own:
 
 * ``predict``: ``run_predict`` with the shipped model (no fine-tuning) at its defaults: 8^3 tiles
   (its training patch) overlapping by 25%, tiles per batch from free memory and, on CPU, the cache;
-* ``predict-overlap0``: the same with ``--overlap 0`` (every voxel computed once: faster, and the
-  score shows what the seams cost);
+* ``predict-overlap0.125``: the same with ``--overlap 0.125`` (a one-voxel overlap of the 8^3
+  tiles: fewer tiles, and the score shows what it costs); any ``predict-overlapX`` arm runs at
+  overlap ``X`` (``predict-overlap0``: every voxel computed once);
 * ``csd`` and ``csd-parallel``: ``run_csd`` with DIPY's single-shell CSD (on the highest shell of
   the HCP-like data; DIPY MSMT-CSD, ~80 ms/voxel here, would take hours), serial as DIPY runs by
   default and with DIPY's joblib engine on every core (the baseline at its best).
@@ -37,8 +38,21 @@ import time
 from pathlib import Path
 
 logger = logging.getLogger("wholebrain")
-METHODS = ("predict", "predict-overlap0", "csd", "csd-parallel")
-PREDICT_OVERLAP = {"predict": 0.25, "predict-overlap0": 0.0}
+METHODS = ("predict", "predict-overlap0.125", "csd", "csd-parallel")
+DIPY_ARMS = ("csd", "csd-parallel")
+
+
+def predict_overlap(method: str) -> float | None:
+    """Tile overlap of a ``predict`` arm (``predict``: the default 0.25, ``predict-overlapX``: X), else None."""
+    if method == "predict":
+        return 0.25
+    if method.startswith("predict-overlap"):
+        try:
+            value = float(method[len("predict-overlap"):])
+        except ValueError:
+            return None
+        return value if 0.0 <= value < 1.0 else None
+    return None
 
 
 def _arm(method: str, data: Path, out: Path, device: str, model: Path | None) -> dict:
@@ -46,9 +60,9 @@ def _arm(method: str, data: Path, out: Path, device: str, model: Path | None) ->
 
     inputs = (data / "dwi.nii.gz", data / "bvals", data / "bvecs")
     t = time.perf_counter()
-    if method in PREDICT_OVERLAP:
+    if predict_overlap(method) is not None:
         report = run_predict(*inputs, out, mask=data / "mask.nii.gz", model=model, device=device, progress=False,
-                             overlap=PREDICT_OVERLAP[method])
+                             overlap=predict_overlap(method))
         core = report["timings_s"]["predict"]
         extra = {"tile": report["tile"], "overlap": report["overlap"], "tiles_per_batch": report["tiles_per_batch"]}
         if device != "cpu":
@@ -86,18 +100,20 @@ def main(argv=None) -> int:
     p.add_argument("-o", "--output", type=Path, default=Path("bench_out/wholebrain"))
     p.add_argument("--schemes", default="clinical,multishell")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--methods", default=",".join(METHODS), help="comma-separated subset of " + ",".join(METHODS))
+    p.add_argument("--methods", default=",".join(METHODS),
+                   help="comma-separated arms among " + ",".join(METHODS) + " and predict-overlapX (X in [0, 1))")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--shape", default="90,108,90", help="volume shape (smaller for a smoke test)")
     p.add_argument("--model", type=Path, default=None, help="model for predict (default: the shipped one)")
     p.add_argument("--score", action="store_true", help="also score both outputs against the truth")
     p.add_argument("--markdown", type=Path, default=None, help="also write the table here")
-    p.add_argument("--arm", choices=METHODS, help=argparse.SUPPRESS)
+    p.add_argument("--arm", help=argparse.SUPPRESS)
     p.add_argument("--data", type=Path, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     methods = [m for m in args.methods.split(",") if m]
-    if not methods or set(methods) - set(METHODS):
-        p.error(f"--methods must be a comma-separated subset of {','.join(METHODS)}, got {args.methods!r}")
+    if not methods or any(m not in DIPY_ARMS and predict_overlap(m) is None for m in methods):
+        p.error(f"--methods must be comma-separated arms among {','.join(METHODS)} and predict-overlapX "
+                f"(X in [0, 1)), got {args.methods!r}")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if args.arm:  # child process: one method, JSON on stdout
         print(json.dumps(_arm(args.arm, args.data, args.output, args.device, args.model)))
@@ -150,11 +166,11 @@ def main(argv=None) -> int:
     by = {(r["scheme"], r["method"]): r for r in rows}
     lines.append("")
     for scheme in args.schemes.split(","):
-        dipy_arms = [by[(scheme, m)] for m in methods if m not in PREDICT_OVERLAP]
+        dipy_arms = [by[(scheme, m)] for m in methods if m in DIPY_ARMS]
         if not dipy_arms:
             continue
         best = max(dipy_arms, key=lambda r: r["voxels"] / r["core_s"])
-        for arm in (m for m in methods if m in PREDICT_OVERLAP):
+        for arm in (m for m in methods if m not in DIPY_ARMS):
             a = by[(scheme, arm)]
             ratio = (a["voxels"] / a["core_s"]) / (best["voxels"] / best["core_s"])
             lines.append(f"- {scheme}: {arm} throughput = {ratio:.2f} x that of DIPY {best['method']} "

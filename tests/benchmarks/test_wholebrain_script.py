@@ -24,18 +24,21 @@ def test_wholebrain_script_runs_every_arm(tmp_path):
                           env=env, capture_output=True, text=True, check=False, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = json.loads((tmp_path / "wb" / "results.json").read_text())
-    assert [r["method"] for r in rows] == ["predict", "predict-overlap0", "csd", "csd-parallel"]
+    assert [r["method"] for r in rows] == ["predict", "predict-overlap0.125", "csd", "csd-parallel"]
     assert all(r["voxels"] > 1000 and r["core_s"] > 0 and 0 <= r["success"] <= 1 for r in rows)
-    assert [r["overlap"] for r in rows[:2]] == [0.25, 0.0]
+    assert [r["overlap"] for r in rows[:2]] == [0.25, 0.125]
     text = (tmp_path / "wb.md").read_text()
-    assert "predict throughput =" in text and "predict-overlap0 throughput =" in text and "voxels/s" in text
+    assert "predict throughput =" in text and "predict-overlap0.125 throughput =" in text and "voxels/s" in text
     # a subset of the arms (the GPU run skips the serial CSD), on the simulated data already there
     proc = subprocess.run([sys.executable, str(SCRIPT), "--schemes", "clinical", "--shape", "20,24,20",
-                           "-o", str(tmp_path / "wb"), "--model", str(tmp_path / "m.pt"), "--methods", "predict"],
+                           "-o", str(tmp_path / "wb"), "--model", str(tmp_path / "m.pt"), "--methods",
+                           "predict-overlap0"],
                           env=env, capture_output=True, text=True, check=False, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert [r["method"] for r in json.loads((tmp_path / "wb" / "results.json").read_text())] == ["predict"]
+    rows = json.loads((tmp_path / "wb" / "results.json").read_text())
+    assert [(r["method"], r["overlap"]) for r in rows] == [("predict-overlap0", 0.0)]
     assert "throughput =" not in (tmp_path / "wb" / "results.md").read_text()
-    bad = subprocess.run([sys.executable, str(SCRIPT), "--methods", "predict,fast"], env=env, capture_output=True,
-                         text=True, check=False, timeout=120)
-    assert bad.returncode == 2 and "--methods" in bad.stderr
+    for wrong in ("predict,fast", "predict-overlap1.5"):
+        bad = subprocess.run([sys.executable, str(SCRIPT), "--methods", wrong], env=env, capture_output=True,
+                             text=True, check=False, timeout=120)
+        assert bad.returncode == 2 and "--methods" in bad.stderr
