@@ -242,8 +242,8 @@ def sh_peaks(sh: np.ndarray, *, sphere=None, rel_threshold: float = 0.25,
 
     def chunk(start: int) -> None:
         ids = idx_all[start:start + _CHUNK]
-        out_d[ids], out_a[ids] = _chunk_peaks(flat[ids].astype(np.float64), verts, table, bmat, lmax, n_cand, rel_threshold,
-                                              abs_threshold, cos_sep, max_peaks, refine)
+        out_d[ids], out_a[ids] = _chunk_peaks(flat[ids].astype(np.float64), verts, table, bmat, lmax, n_cand,
+                                              rel_threshold, abs_threshold, cos_sep, max_peaks, refine)
 
     starts = range(0, len(idx_all), _CHUNK)
     workers = min(len(starts), os.cpu_count() or 1)

@@ -138,7 +138,8 @@ def sliding_window_inference(
     if out is None:  # nothing to predict: learn the output channels from one tile
         out = torch.zeros((predictor(inputs[None, :, : roi[0], : roi[1], : roi[2]].to(sw_device)).shape[1],)
                           + tuple(full), device=device)
-    out = torch.where(norm > 0, out / norm.clamp_min(1e-12), 0.0)
+    # in place (no output-sized temporaries); where no tile ran, out is 0 and stays 0
+    out.div_(norm.clamp_min(1e-12))
     return out[:, : spatial[0], : spatial[1], : spatial[2]]
 
 

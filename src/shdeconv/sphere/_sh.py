@@ -216,6 +216,10 @@ def dense_directions(n: int = 2000) -> np.ndarray:
     return v
 
 
+#: voxels per float64 block of :func:`rotate_sh` on float32 input (a few MB)
+_ROTATE_BLOCK = 32768
+
+
 def rotate_sh(coeffs: np.ndarray, q: np.ndarray) -> np.ndarray:
     r"""Coefficients of :math:`f'(u) = f(Q^T u)` for an orthogonal 3x3 ``Q`` (proper or not).
 
@@ -238,10 +242,6 @@ def rotate_sh(coeffs: np.ndarray, q: np.ndarray) -> np.ndarray:
     for i in range(0, len(flat), _ROTATE_BLOCK):
         out[i:i + _ROTATE_BLOCK] = flat[i:i + _ROTATE_BLOCK] @ m.T
     return out.reshape(coeffs.shape)
-
-
-#: voxels per float64 block of :func:`rotate_sh` on float32 input (a few MB)
-_ROTATE_BLOCK = 32768
 
 
 def convert_sh_basis(coeffs: np.ndarray, source: str, target: str) -> np.ndarray:
