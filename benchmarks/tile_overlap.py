@@ -21,6 +21,7 @@ import logging
 from pathlib import Path
 
 import numpy as np
+from _report import add_phantom_options, publish
 
 SCHEMES = ("sparse", "clinical", "multishell")
 DEFAULT_OVERLAP = 0.25  # run_predict's and the CLI's default
@@ -82,14 +83,9 @@ def run(out: Path, schemes: list[str], snrs: list[float], overlaps: list[float],
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("-o", "--output", type=Path, default=Path("bench_out/overlap"))
+    add_phantom_options(p, output="bench_out/overlap", snrs="10,20,30")
     p.add_argument("--schemes", default=",".join(SCHEMES))
-    p.add_argument("--snrs", default="10,20,30")
     p.add_argument("--overlaps", default="0,0.125,0.25,0.5")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--size", default="default", choices=["default", "quick"])
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--markdown", type=Path, default=None, help="also write the report here")
     args = p.parse_args(argv)
     overlaps = sorted({float(v) for v in args.overlaps.split(",")})
     if any(not 0.0 <= v < 1.0 for v in overlaps):
@@ -97,13 +93,7 @@ def main(argv=None) -> None:
     logging.basicConfig(level=logging.WARNING)
     text = run(args.output, args.schemes.split(","), [float(s) for s in args.snrs.split(",")], overlaps,
                args.seed, args.size, args.device)
-    print(text)
-    if args.markdown:
-        from shdeconv.io import atomic_write_text
-
-        args.markdown.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(args.markdown, text)
-
+    publish(text, args.markdown)
 
 if __name__ == "__main__":
     main()

@@ -18,6 +18,8 @@ import argparse
 import logging
 from pathlib import Path
 
+from _report import add_phantom_options, publish
+
 SCHEMES = ("b2000", "b3000")
 
 
@@ -54,22 +56,11 @@ def run(out: Path, snrs: list[float], seed: int, size: str, device: str) -> str:
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("-o", "--output", type=Path, default=Path("bench_out/unseen"))
-    p.add_argument("--snrs", default="10,20")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--size", default="default", choices=["default", "quick"])
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--markdown", type=Path, default=None, help="also write the report here")
+    add_phantom_options(p, output="bench_out/unseen", snrs="10,20")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     text = run(args.output, [float(s) for s in args.snrs.split(",")], args.seed, args.size, args.device)
-    print(text)
-    if args.markdown:
-        from shdeconv.io import atomic_write_text
-
-        args.markdown.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(args.markdown, text)
-
+    publish(text, args.markdown)
 
 if __name__ == "__main__":
     main()
