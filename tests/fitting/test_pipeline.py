@@ -115,3 +115,12 @@ def test_load_subject_without_raw_normalises_in_place_with_the_same_result(phant
     np.testing.assert_array_equal(data, before)
     lean2 = prepare_subject(data, bvals, kept.directions, kept.mask, keep_raw=False)
     assert np.shares_memory(lean2.signal, data)
+
+
+@pytest.mark.parametrize("bad", [{"iterations": -1}, {"batch_size": 0}, {"patch_size": 0}, {"lr": 0.0},
+                                 {"checkpoint_every": 0}, {"tile_overlap": 1.0}, {"tile_overlap": -0.1}])
+def test_fit_config_rejects_bad_values(bad):
+    name = next(iter(bad))
+    with pytest.raises(ValueError, match=name):
+        FitConfig(**bad)
+    assert FitConfig().tile_overlap == 0.25  # as predict's default (benchmarks/tile_overlap.py)
