@@ -95,5 +95,6 @@ def main(argv=None) -> None:
                args.seed, args.size, args.device)
     publish(text, args.markdown)
 
+
 if __name__ == "__main__":
     main()

@@ -62,5 +62,6 @@ def main(argv=None) -> None:
     text = run(args.output, [float(s) for s in args.snrs.split(",")], args.seed, args.size, args.device)
     publish(text, args.markdown)
 
+
 if __name__ == "__main__":
     main()
