@@ -24,13 +24,13 @@ import numpy as np
 from _report import add_phantom_options, publish
 
 SCHEMES = ("sparse", "clinical", "multishell")
-DEFAULT_OVERLAP = 0.25  # run_predict's and the CLI's default
 
 
 def run(out: Path, schemes: list[str], snrs: list[float], overlaps: list[float], seed: int, size: str,
         device: str) -> str:
     from shdeconv.evaluation import crossing_error, evaluate_dirs
     from shdeconv.evaluation._benchmark import machine_info
+    from shdeconv.fitting import DEFAULT_TILE_OVERLAP as DEFAULT_OVERLAP
     from shdeconv.fitting import run_predict
     from shdeconv.sim import simulate_to_dir
 

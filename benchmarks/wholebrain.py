@@ -43,9 +43,11 @@ DIPY_ARMS = ("csd", "csd-parallel")
 
 
 def predict_overlap(method: str) -> float | None:
-    """Tile overlap of a ``predict`` arm (``predict``: the default 0.25, ``predict-overlapX``: X), else None."""
+    """Tile overlap of a ``predict`` arm (``predict``: the default, ``predict-overlapX``: X), else None."""
     if method == "predict":
-        return 0.25
+        from shdeconv.fitting import DEFAULT_TILE_OVERLAP
+
+        return DEFAULT_TILE_OVERLAP
     if method.startswith("predict-overlap"):
         try:
             value = float(method[len("predict-overlap"):])

@@ -75,3 +75,22 @@ def test_quick_demo_runs_every_method(tmp_path, capsys):
     assert (tmp_path / "demo" / "results.md").read_text().strip() in table
     for sub in ("predict", "shd-tv", "csd"):
         assert (tmp_path / "demo" / sub / "fodf.nii.gz").exists()
+
+
+def test_predict_overlap_defaults_to_the_library_default(tmp_path, monkeypatch, capsys):
+    """``--overlap`` omitted: predict gets ``DEFAULT_TILE_OVERLAP`` (one place), and the help states it."""
+    from shdeconv import fitting
+
+    seen = []
+
+    def fake_run_predict(*args, **kwargs):
+        seen.append(kwargs["overlap"])
+        return {"outputs": {"fodf": "fodf.nii.gz"}, "timings_s": {"total": 0.0}}
+
+    monkeypatch.setattr(fitting, "run_predict", fake_run_predict)
+    dwi, bvals, bvecs = _write_dwi(tmp_path)
+    base = ["predict", str(dwi), "--bvals", str(bvals), "--bvecs", str(bvecs), "-o", str(tmp_path / "o")]
+    assert main(base) == 0 and main(base + ["--overlap", "0.125"]) == 0
+    assert seen == [fitting.DEFAULT_TILE_OVERLAP, 0.125]
+    help_text = build_parser()._subparsers._group_actions[0].choices["predict"].format_help()
+    assert f"default {fitting.DEFAULT_TILE_OVERLAP:g}" in " ".join(help_text.split())

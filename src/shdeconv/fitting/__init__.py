@@ -1,6 +1,7 @@
 """Per-subject fitting, whole-volume prediction and the end-to-end ``fit``/``csd`` jobs."""
 
 from ._fit import (
+    DEFAULT_TILE_OVERLAP,
     FitConfig,
     FitResult,
     auto_batch,
@@ -23,6 +24,7 @@ from ._pipeline import (
 )
 
 __all__ = [
+    "DEFAULT_TILE_OVERLAP",
     "FitConfig",
     "FitResult",
     "Subject",

@@ -44,6 +44,12 @@ BYTES_PER_CHANNEL_PIXEL = 135
 log = logging.getLogger(__name__)
 
 
+#: Overlap of the 8^3 inference tiles (``predict`` and ``fit``'s final prediction): every voxel
+#: at least one voxel from the border of the tile that predicts it; 0.125 is faster and loses
+#: 3-fibre success, 0.5 adds nothing measurable for 1.5x the tiles (benchmarks/tile_overlap.py)
+DEFAULT_TILE_OVERLAP = 0.25
+
+
 @dataclass(frozen=True)
 class FitConfig:
     """Optimisation settings, validated once."""
@@ -54,9 +60,7 @@ class FitConfig:
     lr: float = 1.7e-3
     seed: int = 0
     checkpoint_every: int = 50
-    #: overlap of the 8^3 tiles of the final whole-volume prediction, as ``predict``'s default:
-    #: 50% added nothing measurable for 1.5x the tiles (benchmarks/results/tile_overlap_cpu.md)
-    tile_overlap: float = 0.25
+    tile_overlap: float = DEFAULT_TILE_OVERLAP  # of the final whole-volume prediction
     grad_clip: float = 1.0
 
     def __post_init__(self):

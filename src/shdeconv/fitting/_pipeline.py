@@ -37,6 +37,7 @@ from ..signal._forward import ForwardModel, linear_deconvolution
 from ..sphere import rotate_sh
 from ..viz._qc import save_qc_figure
 from ._fit import (
+    DEFAULT_TILE_OVERLAP,
     FitConfig,
     auto_batch,
     b0_mean,
@@ -311,7 +312,8 @@ def run_fit(dwi, bvals, bvecs, outdir, *, mask=None, response_files=None, varian
 
 
 def run_predict(dwi, bvals, bvecs, outdir, *, mask=None, response_files=None, model=None, finetune: int = 0,
-                device="auto", tile: int | None = None, overlap: float = 0.25, batch: int | None = None,
+                device="auto", tile: int | None = None, overlap: float = DEFAULT_TILE_OVERLAP,
+                batch: int | None = None,
                 seed: int = 0, progress=True,
                 denoise="none") -> dict:
     """Amortized inference: a trained network (default: the shipped one) predicts a subject in one pass.
