@@ -121,8 +121,12 @@ def test_channels_first_applies_the_matrix_per_voxel_in_any_memory_order(order):
         size=(10, 6, 7, 9)).astype(np.float32))[::2]}[order]
     mat = torch.from_numpy(rng.normal(size=(4, 9)).astype(np.float32))
     got = channels_first(sig, mat)
-    np.testing.assert_allclose(got.numpy(), np.einsum("pg,xyzg->pxyz", mat.numpy(), sig), rtol=1e-5, atol=1e-5)
+    ref = np.einsum("pg,xyzg->pxyz", mat.numpy(), sig)
+    np.testing.assert_allclose(got.numpy(), ref, rtol=1e-5, atol=1e-5)
     np.testing.assert_array_equal(channels_first(sig).numpy(), np.moveaxis(sig, -1, 0))
+    box = (slice(1, 4), slice(2, 6), slice(3, 7))  # only the box is computed
+    np.testing.assert_allclose(channels_first(sig, mat, box).numpy(), ref[(slice(None),) + box], rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(channels_first(sig, box=box).numpy(), np.moveaxis(sig, -1, 0)[(slice(None),) + box])
 
 
 def test_predict_volume_on_precomputed_linear_input_equals_tiling_the_signal(phantom):

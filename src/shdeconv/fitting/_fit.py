@@ -292,21 +292,29 @@ def auto_batch(net: DeconvNet, device: torch.device, tile: int, *, budget_bytes:
     return int(max(1, min(hi, n)))
 
 
-def channels_first(signal: np.ndarray, matrix: torch.Tensor | None = None) -> torch.Tensor:
+def channels_first(signal: np.ndarray, matrix: torch.Tensor | None = None, box: tuple | None = None) -> torch.Tensor:
     """``signal`` ``[X, Y, Z, G]`` -> ``[G, X, Y, Z]`` float32, or ``matrix @ s`` per voxel, ``[P, X, Y, Z]``.
 
-    ``matrix`` is ``(P, G)``. No copy of the signal when it is Fortran-ordered (as nibabel
-    loads it) or C-ordered; the result may be a non-contiguous view.
+    ``matrix`` is ``(P, G)``; ``box`` (three slices) restricts the result to that sub-volume.
+    No copy of the signal when it is Fortran-ordered (as nibabel loads it) or C-ordered; the
+    result may be a non-contiguous view. On a Fortran-ordered signal ``matrix @ s`` is
+    computed one z-slice of the box at a time, into a ``[P, z, y, x]``-ordered result: no
+    temporary larger than a slice, and nothing computed outside the box.
     """
     t = torch.from_numpy(np.asarray(signal, dtype=np.float32))
+    box = tuple(box) if box is not None else (slice(None),) * 3
     if matrix is None:
-        return t.permute(3, 0, 1, 2)
+        return t.permute(3, 0, 1, 2)[(slice(None),) + box]
     g = t.shape[-1]
-    if t.permute(3, 2, 1, 0).is_contiguous():  # Fortran order: [G, Z, Y, X] is a free view
-        out = matrix @ t.permute(3, 2, 1, 0).reshape(g, -1)
-        return out.view((-1,) + tuple(reversed(t.shape[:3]))).permute(0, 3, 2, 1)
-    out = t.reshape(-1, g) @ matrix.T  # [N, P] (copies unless C-ordered)
-    return out.view(tuple(t.shape[:3]) + (-1,)).permute(3, 0, 1, 2)
+    if t.permute(3, 2, 1, 0).is_contiguous():  # Fortran order: each [G, y, x] slice is (nearly) a view
+        sub = t[box]
+        nx, ny, nz = sub.shape[:3]
+        out = torch.empty((matrix.shape[0], nz, ny, nx), dtype=torch.float32)
+        for k in range(nz):
+            out[:, k] = (matrix @ sub[:, :, k].permute(2, 1, 0).reshape(g, -1)).view(-1, ny, nx)
+        return out.permute(0, 3, 2, 1)
+    out = t[box].reshape(-1, g) @ matrix.T  # [N, P] (copies unless C-ordered and the box is everything)
+    return out.view(tuple(t[box].shape[:3]) + (-1,)).permute(3, 0, 1, 2)
 
 
 @torch.no_grad()
@@ -332,11 +340,10 @@ def predict_volume(net: DeconvNet, signal: np.ndarray, mask: np.ndarray, *, tile
     # G-channel signal and recomputing D s for every tile that covers a voxel (about twice per
     # voxel at 25% overlap; G = 276 > S + T = 47 on an HCP-like scheme). Same numbers.
     linear_input = net.config.inputs == "linear" and net.init_matrix is not None
-    if linear_input:
-        x = channels_first(signal, net.init_matrix.detach().to("cpu", torch.float32))[(slice(None),) + box]
+    if linear_input:  # a z-major layout, read tile by tile as it is (no second copy)
+        x = channels_first(signal, net.init_matrix.detach().to("cpu", torch.float32), box)
     else:
-        x = channels_first(signal)[(slice(None),) + box]
-    x = x.contiguous()
+        x = channels_first(signal, box=box).contiguous()
 
     def predictor(tiles):
         wm, iso = net(linear=tiles) if linear_input else net(tiles)
