@@ -296,10 +296,10 @@ def channels_first(signal: np.ndarray, matrix: torch.Tensor | None = None, box: 
     """``signal`` ``[X, Y, Z, G]`` -> ``[G, X, Y, Z]`` float32, or ``matrix @ s`` per voxel, ``[P, X, Y, Z]``.
 
     ``matrix`` is ``(P, G)``; ``box`` (three slices) restricts the result to that sub-volume.
-    No copy of the signal when it is Fortran-ordered (as nibabel loads it) or C-ordered; the
-    result may be a non-contiguous view. On a Fortran-ordered signal ``matrix @ s`` is
-    computed one z-slice of the box at a time, into a ``[P, z, y, x]``-ordered result: no
-    temporary larger than a slice, and nothing computed outside the box.
+    No copy of a Fortran-ordered signal (as nibabel loads it); the result may be a
+    non-contiguous view. There ``matrix @ s`` is computed one z-slice of the box at a time,
+    into a ``[P, z, y, x]``-ordered result: no temporary larger than a slice, and nothing
+    computed outside the box. Other layouts copy the box's rows for one GEMM.
     """
     t = torch.from_numpy(np.asarray(signal, dtype=np.float32))
     box = tuple(box) if box is not None else (slice(None),) * 3
@@ -336,9 +336,10 @@ def predict_volume(net: DeconvNet, signal: np.ndarray, mask: np.ndarray, *, tile
     lo, hi = nz.min(0), nz.max(0) + 1
     box = tuple(slice(a, b) for a, b in zip(lo, hi))
     # A 'linear'-input network only ever sees D s (S + T coefficients per voxel), which is linear
-    # in the signal: compute it once per voxel (one GEMM) and tile that, rather than tiling the
-    # G-channel signal and recomputing D s for every tile that covers a voxel (about twice per
-    # voxel at 25% overlap; G = 276 > S + T = 47 on an HCP-like scheme). Same numbers.
+    # in the signal: compute it once per voxel (a GEMM per z-slice of the box) and tile that,
+    # rather than tiling the G-channel signal and recomputing D s for every tile that covers a
+    # voxel (about twice per voxel at 25% overlap; G = 276 > S + T = 47 on an HCP-like scheme).
+    # Same numbers.
     linear_input = net.config.inputs == "linear" and net.init_matrix is not None
     if linear_input:  # a z-major layout, read tile by tile as it is (no second copy)
         x = channels_first(signal, net.init_matrix.detach().to("cpu", torch.float32), box)
