@@ -30,12 +30,11 @@ def run(out: Path, schemes: list[str], snrs: list[float], overlaps: list[float],
         device: str) -> str:
     from shdeconv.evaluation import crossing_error, evaluate_dirs
     from shdeconv.evaluation._benchmark import machine_info
-    from shdeconv.fitting import DEFAULT_TILE_OVERLAP as DEFAULT_OVERLAP
-    from shdeconv.fitting import run_predict
+    from shdeconv.fitting import DEFAULT_TILE_OVERLAP, run_predict
     from shdeconv.sim import simulate_to_dir
 
-    if DEFAULT_OVERLAP not in overlaps:
-        overlaps = sorted(overlaps + [DEFAULT_OVERLAP])
+    if DEFAULT_TILE_OVERLAP not in overlaps:
+        overlaps = sorted(overlaps + [DEFAULT_TILE_OVERLAP])
     keys = ("success all", "success 2", "success 3", "AE 1-fibre (°)", "AE crossings (°)")
     per = {ov: {"seconds": 0.0, **{k: [] for k in keys}} for ov in overlaps}
     cell_rows = []
@@ -56,14 +55,14 @@ def run(out: Path, schemes: list[str], snrs: list[float], overlaps: list[float],
                 per[ov][k].append(v)
             cell_rows.append((scheme, snr, ov, report["timings_s"]["predict"], values))
     m = machine_info(device)
-    base = per[DEFAULT_OVERLAP]["seconds"]
+    base = per[DEFAULT_TILE_OVERLAP]["seconds"]
     lines = [
         "# Tile overlap of `predict` (`benchmarks/tile_overlap.py`)\n",
         (f"Machine: {m['cpu']}, {m['cpu_count']} CPUs ({m['torch_threads']} torch threads); device {m['device']}; "
          f"torch {m['torch']}, shdeconv {m['shdeconv']}. Spatial bundle phantoms, seed {seed}, size {size}, "
          f"schemes {', '.join(schemes)}, SNR {', '.join(f'{s:g}' for s in snrs)}; the shipped model on 8^3 tiles.\n"),
         (f"Mean over the {len(schemes) * len(snrs)} phantoms; seconds relative to the default overlap "
-         f"({DEFAULT_OVERLAP:g}), summed over the same phantoms in the same run.\n"),
+         f"({DEFAULT_TILE_OVERLAP:g}), summed over the same phantoms in the same run.\n"),
         "| overlap | seconds (x default) | " + " | ".join(keys) + " |",
         "|---:|---:|" + "---:|" * len(keys),
     ]

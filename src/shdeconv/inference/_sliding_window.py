@@ -49,10 +49,11 @@ def tile_starts(size: int, roi: int, overlap: float) -> list[int]:
 def _prune_redundant_tiles(starts: list, roi: tuple, mask: torch.Tensor) -> list:
     """Drop edge tiles whose mask voxels all lie in other kept tiles (greedy, fewest mask voxels first).
 
-    Only tiles that straddle the mask's edge (hold voxels outside it) are candidates: at the
-    default 25% overlap those are the only droppable ones anyway (an interior tile has voxels
-    no other tile holds), and at 50% overlap this keeps the interior's overlap, where
-    dropping any covered tile would keep only a non-overlapping subset. Every mask voxel
+    Only tiles that straddle the mask's edge (hold voxels outside it) are candidates. At the
+    default 25% overlap an interior tile has voxels no other tile holds and is kept anyway
+    (except, rarely, the shifted last tile of an axis); at 50% overlap this keeps the
+    interior's overlap, where dropping any covered tile would keep only a non-overlapping
+    subset. Every mask voxel
     stays in at least one kept tile; the kept tiles keep their grid order.
     """
     cover = torch.zeros(mask.shape, dtype=torch.int32)
