@@ -3,12 +3,14 @@
 # torch (the wheels of the other dependencies travel in .whl/, see the README's GPU section).
 #
 #   OUT=gpu_out bash benchmarks/gpu_run.sh            # every step
-#   OUT=gpu_out STEPS="wholebrain" bash benchmarks/gpu_run.sh   # some of: tests predict_batch wholebrain
+#   OUT=gpu_out STEPS="wholebrain" bash benchmarks/gpu_run.sh   # some of: tests train_speed predict_batch wholebrain
 #
 # Steps, each under its own time limit so that one slow step cannot eat the others:
-#   1. the CUDA tests (tests/cuda: predict GPU == CPU, fit and train --amp lower the loss);
-#   2. benchmarks/predict_batch.py --device cuda (tiles per pass on the GPU);
-#   3. benchmarks/wholebrain.py --device cuda on the clinical volume (predict at both overlaps,
+#   1. the CUDA tests (tests/cuda: predict GPU == CPU, fit and train --amp lower the loss,
+#      torchrun with one rank per GPU trains through nccl);
+#   2. benchmarks/train_speed.py --device cuda (training steps per second, float32 vs --amp);
+#   3. benchmarks/predict_batch.py --device cuda (tiles per pass on the GPU);
+#   4. benchmarks/wholebrain.py --device cuda on the clinical volume (predict at both overlaps,
 #      DIPY CSD with joblib on every core of that machine) and the HCP-like one (predict).
 # Everything goes to $OUT/run.log; the tables to $OUT/*.md and $OUT/*.json.
 set -u
@@ -23,7 +25,7 @@ fi
 export PYTHONPATH=$PWD/src${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
 LOG=$OUT/run.log
 
-STEPS=${STEPS:-tests predict_batch wholebrain}
+STEPS=${STEPS:-tests train_speed predict_batch wholebrain}
 want() { [[ " $STEPS " == *" $1 "* ]]; }
 
 step() {  # step NAME LIMIT_S COMMAND...
@@ -37,7 +39,9 @@ step() {  # step NAME LIMIT_S COMMAND...
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm --format=csv | tee -a "$LOG"
 step env 40 "$PY" -c "import torch, healpy, dipy, nibabel, shdeconv; print(torch.__version__, \
 torch.cuda.get_device_name(0), healpy.__version__, dipy.__version__, nibabel.__version__, shdeconv.__file__)"
-want tests && step tests 130 "$PY" -m pytest -q -p no:cacheprovider -m cuda tests/cuda -rA
+want tests && step tests 160 "$PY" -m pytest -q -p no:cacheprovider -m cuda tests/cuda -rA
+want train_speed && step train_speed 120 "$PY" benchmarks/train_speed.py --device cuda --batches 4,16 --steps 40 \
+  -o /tmp/ts --markdown "$OUT/train_speed_gpu.md"
 want predict_batch && step predict_batch 70 "$PY" benchmarks/predict_batch.py --device cuda --batches 16,64,256,1024 --repeats 2 \
   --markdown "$OUT/predict_batch_gpu.md"
 if want wholebrain; then

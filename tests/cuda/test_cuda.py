@@ -8,6 +8,9 @@ going down, so a broken device path fails rather than merely running.
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import nibabel as nib
 import numpy as np
@@ -19,7 +22,7 @@ from shdeconv.losses import LossWeights
 from shdeconv.models import NetworkConfig
 from shdeconv.models._store import load_model, pretrained_path
 from shdeconv.sim import simulate_to_dir
-from shdeconv.training import TrainConfig, train
+from shdeconv.training import TrainConfig, parameter_checksum, train
 
 pytestmark = [pytest.mark.cuda,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
@@ -83,3 +86,22 @@ def test_training_on_cuda_lowers_the_loss(phantoms, tmp_path, amp):
     assert np.mean([r["supervised"] for r in steps[-5:]]) < 0.8 * np.mean([r["supervised"] for r in steps[:5]])
     net, _ = load_model(tmp_path / "t" / "model.pt")
     assert all(p.dtype == torch.float32 for p in net.parameters())
+
+
+def test_torchrun_on_cuda_uses_nccl(phantoms, tmp_path):
+    """``torchrun`` with one rank per GPU (one on a one-GPU machine) trains through nccl and DDP."""
+    out, nproc = tmp_path / "ddp", torch.cuda.device_count()
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc),
+           "-m", "shdeconv", "train", *map(str, phantoms), "-o", str(out), "--iterations", "30",
+           "--width", "4", "--batch-size", "2", "--lr", "5e-3", "--supervised-weight", "1",
+           "--device", "cuda", "--no-progress", "--checkpoint-every", "15", "--log-every", "1"]
+    proc = subprocess.run(cmd, check=False, env=dict(os.environ), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    log = [json.loads(x) for x in (out / "train_log.jsonl").read_text().splitlines()]
+    end = log[-1]
+    assert end["backend"] == "nccl" and end["world_size"] == nproc and end["device"].startswith("cuda")
+    assert len(set(end["rank_checksums"])) == 1 and len(end["rank_checksums"]) == nproc
+    steps = [r for r in log if "iteration" in r]
+    assert np.mean([r["supervised"] for r in steps[-5:]]) < 0.8 * np.mean([r["supervised"] for r in steps[:5]])
+    net, _ = load_model(out / "model.pt")
+    assert parameter_checksum(net) == end["rank_checksums"][0]

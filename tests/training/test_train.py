@@ -91,7 +91,7 @@ def test_torchrun_two_cpu_ranks_keep_identical_weights(subjects, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     log = [json.loads(x) for x in (out / "train_log.jsonl").read_text().splitlines()]
     end = log[-1]
-    assert end["world_size"] == 2 and len(end["rank_checksums"]) == 2
+    assert end["world_size"] == 2 and len(end["rank_checksums"]) == 2 and end["backend"] == "gloo"
     assert end["rank_parameter_checksums"][0] == end["rank_parameter_checksums"][1]  # before any sync
     assert end["rank_checksums"][0] == end["rank_checksums"][1]  # with batch-norm statistics
     steps = [r for r in log if "iteration" in r]

@@ -75,19 +75,29 @@ def parameter_checksum(module: torch.nn.Module, *, buffers: bool = True) -> str:
     return h.hexdigest()
 
 
-def _distributed_setup(device: str) -> tuple[int, int, torch.device]:
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world == 1:
-        from ..fitting._fit import resolve_device
+def _launched_by_torchrun() -> bool:
+    """True inside a process that ``torchrun`` started (it sets these variables for every rank)."""
+    return all(k in os.environ for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"))
 
-        return 0, 1, resolve_device(device)
-    rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
-    use_cuda = device in ("auto", "cuda") and torch.cuda.is_available()
-    if use_cuda:
-        torch.cuda.set_device(local)
+
+def _distributed_setup(device: str) -> tuple[int, int, torch.device, str | None]:
+    """``(rank, world size, device, backend)``; the backend is ``None`` outside ``torchrun``.
+
+    Under ``torchrun`` the process group is used even with one process, so that
+    ``torchrun --nproc_per_node 1`` on a one-GPU machine runs the same nccl path as several GPUs.
+    """
+    from ..fitting._fit import resolve_device
+
+    dev = resolve_device(device)
+    if not _launched_by_torchrun():
+        return 0, 1, dev, None
+    rank, local = int(os.environ["RANK"]), int(os.environ["LOCAL_RANK"])
+    if dev.type == "cuda":
+        dev = torch.device(f"cuda:{local}")
+        torch.cuda.set_device(dev)
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if use_cuda else "gloo")
-    return rank, world, torch.device(f"cuda:{local}" if use_cuda else "cpu")
+        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
+    return rank, dist.get_world_size(), dev, dist.get_backend()
 
 
 def train(subject_dirs, outdir, *, net_config: NetworkConfig | None = None, weights: LossWeights | None = None,
@@ -110,7 +120,8 @@ def train(subject_dirs, outdir, *, net_config: NetworkConfig | None = None, weig
     """
     from dataclasses import replace
 
-    rank, world, dev = _distributed_setup(device)
+    rank, world, dev, backend = _distributed_setup(device)
+    distributed = backend is not None
     outdir = Path(outdir)
     if rank == 0:
         outdir.mkdir(parents=True, exist_ok=True)
@@ -122,7 +133,7 @@ def train(subject_dirs, outdir, *, net_config: NetworkConfig | None = None, weig
     cache_dir = Path(cache_dir) if cache_dir is not None else outdir / "cache"
     if rank == 0:
         subjects = load_training_subjects(subject_dirs, cache_dir, lmax=net_config.lmax, progress=progress)
-    if world > 1:
+    if distributed:
         dist.barrier()
     if rank != 0:
         subjects = load_training_subjects(subject_dirs, cache_dir, lmax=net_config.lmax)
@@ -131,7 +142,7 @@ def train(subject_dirs, outdir, *, net_config: NetworkConfig | None = None, weig
     torch.manual_seed(config.seed)  # identical initial weights on every rank
     net = DeconvNet(net_config, n_iso=2).to(dev)
     model = net
-    if world > 1:
+    if distributed:
         # sparse geometry buffers (graph Laplacians) are built identically on every rank and
         # cannot be broadcast; the batch-norm statistics still are
         DDP = torch.nn.parallel.DistributedDataParallel
@@ -161,7 +172,7 @@ def train(subject_dirs, outdir, *, net_config: NetworkConfig | None = None, weig
     def save_checkpoint(iteration: int):
         rng_states = [rng.bit_generator.state]
         orders = [list(order)]
-        if world > 1:
+        if distributed:
             rng_states, orders = [None] * world, [None] * world
             dist.all_gather_object(rng_states, rng.bit_generator.state)
             dist.all_gather_object(orders, list(order))
@@ -210,17 +221,17 @@ def train(subject_dirs, outdir, *, net_config: NetworkConfig | None = None, weig
     # DDP keeps parameters identical; batch-norm statistics are synchronised from rank 0 at
     # each forward, so do that once more for the last step's update
     param_checksums = [parameter_checksum(net, buffers=False)]
-    if world > 1:
+    if distributed:
         for b in net.buffers():
             if b.layout == torch.strided:
                 dist.broadcast(b, 0)
     save_checkpoint(config.iterations)
     checksums = [parameter_checksum(net)]
-    if world > 1:
+    if distributed:
         param_checksums, checksums = [None] * world, [None] * world
         dist.all_gather_object(param_checksums, parameter_checksum(net, buffers=False))
         dist.all_gather_object(checksums, parameter_checksum(net))
-    summary = {"iterations": config.iterations, "world_size": world, "device": str(dev),
+    summary = {"iterations": config.iterations, "world_size": world, "backend": backend, "device": str(dev),
                "subjects": [str(p) for p in subject_dirs], "train_config": asdict(config),
                "loss_weights": asdict(weights), "rank_checksums": checksums, "rank_parameter_checksums": param_checksums,
                "first_loss": first_loss, "last_loss": last_loss, **(extra_meta or {})}
@@ -228,6 +239,6 @@ def train(subject_dirs, outdir, *, net_config: NetworkConfig | None = None, weig
         with open(log_path, "a") as f:
             f.write(json.dumps({"event": "end", **summary}) + "\n")
         save_model(outdir / "model.pt", net, summary)
-    if world > 1:
+    if distributed:
         dist.barrier()
     return summary
