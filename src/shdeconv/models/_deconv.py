@@ -129,7 +129,8 @@ class DeconvNet(nn.Module):
             # SH -> grid evaluation of the linear fODF: the same matrix for every acquisition
             to_grid = sh_matrix(grid_directions(config.nside, hemi), config.lmax)
             in_channels = 1
-        self.register_buffer("to_grid", torch.as_tensor(to_grid, dtype=torch.float32), persistent=False)
+        self.register_buffer("to_grid", torch.as_tensor(np.ascontiguousarray(to_grid), dtype=torch.float32),
+                             persistent=False)
         self.unet = SphericalUNet(
             in_channels=in_channels,
             out_channels=1 + self.n_iso,

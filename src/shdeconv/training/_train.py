@@ -96,7 +96,8 @@ def _distributed_setup(device: str) -> tuple[int, int, torch.device, str | None]
         dev = torch.device(f"cuda:{local}")
         torch.cuda.set_device(dev)
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
+        cuda = dev.type == "cuda"
+        dist.init_process_group("nccl" if cuda else "gloo", device_id=dev if cuda else None)
     return rank, dist.get_world_size(), dev, dist.get_backend()
 
 
@@ -142,12 +143,13 @@ def train(subject_dirs, outdir, *, net_config: NetworkConfig | None = None, weig
     torch.manual_seed(config.seed)  # identical initial weights on every rank
     net = DeconvNet(net_config, n_iso=2).to(dev)
     model = net
+    # the persistent buffers are the batch-norm statistics; the others are geometry (graph
+    # Laplacians, sparse, and projection matrices) built identically on every rank
+    synced_buffers = [(k, b) for k, b in net.named_buffers() if k in net.state_dict() and b.layout == torch.strided]
     if distributed:
-        # sparse geometry buffers (graph Laplacians) are built identically on every rank and
-        # cannot be broadcast; the batch-norm statistics still are
         DDP = torch.nn.parallel.DistributedDataParallel
         DDP._set_params_and_buffers_to_ignore_for_model(
-            net, [k for k, b in net.named_buffers() if b.layout != torch.strided])
+            net, [k for k, _ in net.named_buffers() if k not in dict(synced_buffers)])
         model = DDP(net)
     opt = torch.optim.Adam(net.parameters(), lr=config.lr)
     rng = np.random.default_rng([config.seed, rank])
@@ -222,9 +224,8 @@ def train(subject_dirs, outdir, *, net_config: NetworkConfig | None = None, weig
     # each forward, so do that once more for the last step's update
     param_checksums = [parameter_checksum(net, buffers=False)]
     if distributed:
-        for b in net.buffers():
-            if b.layout == torch.strided:
-                dist.broadcast(b, 0)
+        for _, b in synced_buffers:
+            dist.broadcast(b, 0)
     save_checkpoint(config.iterations)
     checksums = [parameter_checksum(net)]
     if distributed:
