@@ -20,6 +20,7 @@ import json
 import logging
 import shutil
 import sys
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict
 from pathlib import Path
 
@@ -33,17 +34,27 @@ SCHEMES = ("sparse", "clinical", "multishell")
 SNRS = (10, 15, 20, 30, 40)
 
 
-def training_set(root: Path, n_spatial: int, n_voxelwise: int) -> list[Path]:
-    """Simulate (or reuse) the training phantoms; seeds 1000 + i."""
-    dirs = []
+def training_set(root: Path, n_spatial: int, n_voxelwise: int, jobs: int = 1) -> list[Path]:
+    """Simulate (or reuse) the training phantoms; seeds 1000 + i, ``jobs`` processes at a time."""
+    todo, dirs = [], []
     for i in range(n_spatial + n_voxelwise):
         kind = "spatial" if i < n_spatial else "voxelwise"
         scheme, snr, seed = SCHEMES[i % 3], SNRS[i % len(SNRS)], 1000 + i
         d = root / f"{kind}-{scheme}-snr{snr}-seed{seed}"
         if not (d / "truth" / "truth.json").exists():
-            simulate_to_dir(d, kind=kind, scheme=scheme, snr=snr, seed=seed)
+            todo.append({"outdir": d, "kind": kind, "scheme": scheme, "snr": snr, "seed": seed})
         dirs.append(d)
+    if jobs > 1 and len(todo) > 1:  # each phantom depends on its seed only, so the order does not matter
+        with ProcessPoolExecutor(min(jobs, len(todo))) as pool:
+            list(pool.map(_simulate, todo))
+    else:
+        for job in todo:
+            _simulate(job)
     return dirs
+
+
+def _simulate(job: dict) -> Path:
+    return simulate_to_dir(**job)
 
 
 def main(argv=None) -> int:
@@ -53,13 +64,15 @@ def main(argv=None) -> int:
     p.add_argument("--spatial", type=int, default=15, help="spatial phantoms (default 15)")
     p.add_argument("--voxelwise", type=int, default=3, help="voxel-wise phantoms (default 3)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=TrainConfig.batch_size, help="patches per step")
+    p.add_argument("--jobs", type=int, default=1, help="processes that simulate the phantoms")
     p.add_argument("--device", default="auto")
     p.add_argument("--install", action="store_true", help="copy the result into the package")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    subjects = training_set(args.output / "data", args.spatial, args.voxelwise)
+    subjects = training_set(args.output / "data", args.spatial, args.voxelwise, args.jobs)
     weights = LossWeights(tv=0.01, supervised=1.0)
-    config = TrainConfig(iterations=args.iterations, seed=args.seed)
+    config = TrainConfig(iterations=args.iterations, batch_size=args.batch_size, seed=args.seed)
     net_config = NetworkConfig(inputs="linear")
     record = {"command": "python " + " ".join([sys.argv[0]] + (argv if argv is not None else sys.argv[1:])),
               "data": {"generator": "shdeconv.sim", "spatial": args.spatial, "voxelwise": args.voxelwise,

@@ -36,7 +36,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from ..sphere import lmax_from_ncoeffs, sh_matrix
+from ..sphere import lmax_from_ncoeffs, sh_eval_pointwise, sh_matrix
 
 __all__ = ["peak_sphere", "sh_peaks"]
 
@@ -98,7 +98,7 @@ _DESIGN_PINV = np.linalg.pinv(np.column_stack([
     _STENCIL[:, 0] * _STENCIL[:, 1], _STENCIL[:, 1] ** 2]))  # (6, 7)
 
 
-def _refine(sh: np.ndarray, p: np.ndarray, lmax: int) -> np.ndarray:
+def _refine(sh: np.ndarray, p: np.ndarray) -> np.ndarray:
     """Newton steps of the SH ``(N, S)`` from unit starts ``p`` ``(N, 3)``; returns ``(N, 3)``."""
     for h_deg in _REFINE_STEPS_DEG:
         h = np.radians(h_deg)
@@ -107,8 +107,7 @@ def _refine(sh: np.ndarray, p: np.ndarray, lmax: int) -> np.ndarray:
         q = np.cos(h) * p[:, None] + np.sin(h) * off  # centre offset is zero -> q0 = cos(h) p
         q[:, 0] = p
         q /= np.linalg.norm(q, axis=-1, keepdims=True)
-        vals = np.einsum("nks,ns->nk", sh_matrix(q.reshape(-1, 3), lmax).reshape(len(p), 7, -1),
-                         sh)
+        vals = sh_eval_pointwise(sh, q)
         c = vals @ _DESIGN_PINV.T  # (N, 6) in units of h
         g = c[:, 1:3]
         hess = np.stack([np.stack([2 * c[:, 3], c[:, 4]], -1),
@@ -153,14 +152,14 @@ def _select(cand_dirs, cand_vals, rel_threshold, abs_threshold, cos_sep, max_pea
     return dirs, amps
 
 
-def _chunk_peaks(c, verts, table, bmat, lmax, n_cand, rel_threshold, abs_threshold, cos_sep, max_peaks, refine):
+def _chunk_peaks(c, verts, table, bmat, n_cand, rel_threshold, abs_threshold, cos_sep, max_peaks, refine):
     """Steps 1-5 of the module docstring for SH rows ``c`` ``(n, S)``: ``(n, P, 3)``, ``(n, P)``."""
-    vals = c @ bmat.T  # (n, V)
-    nbr_max = vals[:, table[:, 0]]
-    for k in range(1, table.shape[1]):  # column by column: no (n, V, D) temporary, no short-axis reduction
-        np.maximum(nbr_max, vals[:, table[:, k]], out=nbr_max)
+    vals = bmat @ c.T  # (V, n): the neighbour gathers below copy whole rows
+    nbr_max = vals[table[:, 0]]
+    for k in range(1, table.shape[1]):  # neighbour by neighbour: no (V, D, n) temporary
+        np.maximum(nbr_max, vals[table[:, k]], out=nbr_max)
     is_max = vals >= nbr_max
-    masked = np.where(is_max & (vals > 0), vals, -np.inf)
+    masked = np.where(is_max & (vals > 0), vals, -np.inf).T  # (n, V)
     part = np.argpartition(-masked, n_cand - 1, axis=1)[:, :n_cand]
     pv = np.take_along_axis(masked, part, axis=1)
     order = np.argsort(-pv, axis=1)
@@ -171,8 +170,8 @@ def _chunk_peaks(c, verts, table, bmat, lmax, n_cand, rel_threshold, abs_thresho
         live = amps > 0
         vi, pi = np.nonzero(live)
         if vi.size:
-            p = _refine(c[vi], dirs[vi, pi], lmax)
-            a = np.einsum("ns,ns->n", sh_matrix(p, lmax), c[vi])
+            p = _refine(c[vi], dirs[vi, pi])
+            a = sh_eval_pointwise(c[vi], p[:, None])[:, 0]
             dirs[vi, pi] = p
             amps[vi, pi] = np.where(a > amps[vi, pi] * 0.5, a, amps[vi, pi])
         order = np.argsort(-amps, axis=1)
@@ -242,7 +241,7 @@ def sh_peaks(sh: np.ndarray, *, sphere=None, rel_threshold: float = 0.25,
 
     def chunk(start: int) -> None:
         ids = idx_all[start:start + _CHUNK]
-        out_d[ids], out_a[ids] = _chunk_peaks(flat[ids].astype(np.float64), verts, table, bmat, lmax, n_cand,
+        out_d[ids], out_a[ids] = _chunk_peaks(flat[ids].astype(np.float64), verts, table, bmat, n_cand,
                                               rel_threshold, abs_threshold, cos_sep, max_peaks, refine)
 
     starts = range(0, len(idx_all), _CHUNK)

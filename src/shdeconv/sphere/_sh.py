@@ -131,6 +131,11 @@ def sh_matrix(directions: np.ndarray, lmax: int) -> np.ndarray:
     by the angle-addition recurrence: no trigonometric calls, the whole matrix 2x faster than
     with ``np.cos`` / ``np.sin`` of :math:`m \phi`, equal to rounding.
     """
+    return _sh_rows(directions, lmax).T
+
+
+def _sh_rows(directions: np.ndarray, lmax: int) -> np.ndarray:
+    """The transpose of :func:`sh_matrix`, ``(S, G)`` and C-contiguous (one row per coefficient)."""
     directions = np.asarray(directions, dtype=np.float64).reshape(-1, 3)
     r = np.linalg.norm(directions, axis=-1)
     if np.any(r == 0):
@@ -154,7 +159,9 @@ def sh_matrix(directions: np.ndarray, lmax: int) -> np.ndarray:
     trig[1:] *= np.sqrt(2.0)
     row = np.where(ms < 0, lmax + am, am)
     phase = np.where(am % 2 == 1, -1.0, 1.0)[:, None]
-    return (phase * leg * trig[row]).T
+    out = leg * trig[row]
+    out *= phase
+    return out
 
 
 def _lb_penalty(lmax: int) -> np.ndarray:
@@ -187,6 +194,24 @@ def sh_eval(coeffs: np.ndarray, directions: np.ndarray) -> np.ndarray:
     coeffs = np.asarray(coeffs)
     lmax = lmax_from_ncoeffs(coeffs.shape[-1])
     return coeffs @ sh_matrix(directions, lmax).T
+
+
+def sh_eval_pointwise(coeffs: np.ndarray, directions: np.ndarray) -> np.ndarray:
+    r"""Evaluate each row of coefficients at its own directions.
+
+    ``coeffs`` ``(N, S)`` and ``directions`` ``(N, K, 3)`` give ``(N, K)``:
+    :math:`f_{nk} = \sum_j c_{nj} Y_j(u_{nk})`. The same as ``sh_eval(coeffs[n], directions[n])``
+    row by row, without an ``(N, K, S)`` matrix in the layout of :func:`sh_matrix`.
+    """
+    coeffs = np.asarray(coeffs, dtype=np.float64)
+    directions = np.asarray(directions, dtype=np.float64)
+    n, k = directions.shape[:2]
+    if coeffs.ndim != 2 or directions.shape != (coeffs.shape[0], k, 3):
+        raise ValueError(f"coeffs (N, S) and directions (N, K, 3) must agree, got {coeffs.shape} and "
+                         f"{directions.shape}")
+    rows = _sh_rows(directions.reshape(-1, 3), lmax_from_ncoeffs(coeffs.shape[1])).reshape(-1, n, k)
+    rows *= coeffs.T[:, :, None]
+    return rows.sum(axis=0)
 
 
 def zonal_to_sh(zonal: np.ndarray, direction: np.ndarray, lmax: int) -> np.ndarray:
