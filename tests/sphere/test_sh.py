@@ -13,6 +13,7 @@ from shdeconv.sphere import (
     rotate_sh,
     sh_degrees,
     sh_eval,
+    sh_eval_pointwise,
     sh_fit,
     sh_matrix,
     sh_orders,
@@ -85,6 +86,17 @@ def test_fit_evaluate_round_trip(rng):
     c_smooth = c * np.exp(-0.05 * sh_degrees(8) ** 2)
     got = sh_fit(sh_eval(c_smooth, u), u, 8, lambda_lb=1e-6)
     np.testing.assert_allclose(got, c_smooth, atol=1e-3)
+
+
+def test_pointwise_evaluation_equals_row_by_row():
+    rng = np.random.default_rng(4)
+    c = rng.normal(size=(5, n_coeffs(6)))
+    u = _random_dirs(rng, 5 * 7).reshape(5, 7, 3)
+    got = sh_eval_pointwise(c, u)
+    assert got.shape == (5, 7)
+    np.testing.assert_allclose(got, np.stack([sh_eval(c[i], u[i]) for i in range(5)]), rtol=1e-12, atol=1e-12)
+    with pytest.raises(ValueError, match="must agree"):
+        sh_eval_pointwise(c, u[:4])
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
