@@ -22,7 +22,6 @@ import sys
 from pathlib import Path
 
 import torch
-
 from _report import publish
 
 from shdeconv.evaluation._benchmark import _cpu_model
@@ -62,19 +61,18 @@ def run_arm(subjects, out: Path, cache: Path, *, batch: int, amp: bool, warmup: 
 
 def report(rows: list[dict], command: str, device: str) -> str:
     gpu = f", GPU: {torch.cuda.get_device_name(0)}" if device.startswith("cuda") else ""
-    lines = [f"Machine: {_cpu_model()}, {os.cpu_count()} cores, torch {torch.__version__} "
-             f"({torch.get_num_threads()} threads){gpu}; device: {device}.", f"Command: `{command}`", "",
-             "| patches per step | precision | s per step | brain voxels/s | x float32 | loss first -> last "
-             "| GPU peak GiB |",
-             "|---:|---|---:|---:|---:|---|---:|"]
+    machine = (f"Machine: {_cpu_model()}, {os.cpu_count()} cores, torch {torch.__version__} "
+               f"({torch.get_num_threads()} threads){gpu}; device: {device}.")
+    header = "| patches per step | precision | s per step | brain voxels/s | x float32 | loss first -> last | GPU peak GiB |"
+    lines = [machine, f"Command: `{command}`", "", header, "|---:|---|---:|---:|---:|---|---:|"]
     base = {r["batch"]: r["voxels_per_s"] for r in rows if not r["amp"]}
     for r in rows:
         peak = "-" if r["gpu_peak_gib"] is None else f"{r['gpu_peak_gib']:.2f}"
         lines.append(f"| {r['batch']} | {'bfloat16 autocast' if r['amp'] else 'float32'} | {r['s_per_step']:.4f} "
                      f"| {r['voxels_per_s']:.0f} | {r['voxels_per_s'] / base[r['batch']]:.2f} "
                      f"| {r['first_loss']:.3f} -> {r['last_loss']:.3f} | {peak} |")
-    lines += ["", "Medians over the timed steps (warm-up steps excluded); voxels count the brain-mask voxels of "
-              "the sampled patches, as the training log does."]
+    lines += ["", ("Medians over the timed steps (warm-up steps excluded); voxels count the brain-mask voxels of "
+                   "the sampled patches, as the training log does.")]
     return "\n".join(lines) + "\n"
 
 

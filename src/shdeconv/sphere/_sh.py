@@ -46,6 +46,7 @@ __all__ = [
     "sh_fit_matrix",
     "sh_fit",
     "sh_eval",
+    "sh_eval_pointwise",
     "zonal_to_sh",
     "rotate_sh",
     "convert_sh_basis",

@@ -145,11 +145,12 @@ def train(subject_dirs, outdir, *, net_config: NetworkConfig | None = None, weig
     model = net
     # the persistent buffers are the batch-norm statistics; the others are geometry (graph
     # Laplacians, sparse, and projection matrices) built identically on every rank
-    synced_buffers = [(k, b) for k, b in net.named_buffers() if k in net.state_dict() and b.layout == torch.strided]
+    persistent = set(net.state_dict())
+    synced_buffers = [b for k, b in net.named_buffers() if k in persistent]
     if distributed:
         DDP = torch.nn.parallel.DistributedDataParallel
         DDP._set_params_and_buffers_to_ignore_for_model(
-            net, [k for k, _ in net.named_buffers() if k not in dict(synced_buffers)])
+            net, [k for k, _ in net.named_buffers() if k not in persistent])
         model = DDP(net)
     opt = torch.optim.Adam(net.parameters(), lr=config.lr)
     rng = np.random.default_rng([config.seed, rank])
@@ -224,7 +225,7 @@ def train(subject_dirs, outdir, *, net_config: NetworkConfig | None = None, weig
     # each forward, so do that once more for the last step's update
     param_checksums = [parameter_checksum(net, buffers=False)]
     if distributed:
-        for _, b in synced_buffers:
+        for b in synced_buffers:
             dist.broadcast(b, 0)
     save_checkpoint(config.iterations)
     checksums = [parameter_checksum(net)]
