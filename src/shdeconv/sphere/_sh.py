@@ -102,29 +102,6 @@ def cart2sphere(v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return theta, phi
 
 
-def _legendre_normalised(lmax: int, x: np.ndarray) -> np.ndarray:
-    """Orthonormal associated Legendre :math:`\\bar P_l^m(x)`, shape ``(lmax+1, lmax+1, N)``.
-
-    Indexed ``[l, m]`` for ``0 <= m <= l``; no Condon-Shortley phase. Standard stable
-    three-term recurrence in ``l`` for each ``m``.
-    """
-    x = np.asarray(x, dtype=np.float64)
-    s = np.sqrt(np.maximum(1.0 - x * x, 0.0))
-    p = np.zeros((lmax + 1, lmax + 1) + x.shape)
-    pmm = np.full(x.shape, np.sqrt(1.0 / (4.0 * np.pi)))
-    for m in range(lmax + 1):
-        if m > 0:
-            pmm = pmm * np.sqrt((2.0 * m + 1.0) / (2.0 * m)) * s
-        p[m, m] = pmm
-        if m + 1 <= lmax:
-            p[m + 1, m] = np.sqrt(2.0 * m + 3.0) * x * pmm
-        for l in range(m + 2, lmax + 1):
-            a = np.sqrt((4.0 * l * l - 1.0) / (l * l - m * m))
-            b = np.sqrt(((l - 1.0) ** 2 - m * m) / (4.0 * (l - 1.0) ** 2 - 1.0))
-            p[l, m] = a * (x * p[l - 1, m] - b * p[l - 2, m])
-    return p
-
-
 def sh_matrix(directions: np.ndarray, lmax: int) -> np.ndarray:
     r"""SH matrix :math:`B_{gj} = Y_j(u_g)` for directions ``(G, 3)``, shape ``(G, S)``.
 
@@ -136,32 +113,52 @@ def sh_matrix(directions: np.ndarray, lmax: int) -> np.ndarray:
 
 
 def _sh_rows(directions: np.ndarray, lmax: int) -> np.ndarray:
-    """The transpose of :func:`sh_matrix`, ``(S, G)`` and C-contiguous (one row per coefficient)."""
+    """The transpose of :func:`sh_matrix`, ``(S, G)`` and C-contiguous (one row per coefficient).
+
+    The orthonormal associated Legendre functions :math:`\\bar P_l^m(\\cos\\theta)` (no
+    Condon-Shortley phase) come from the standard stable three-term recurrence in ``l`` for each
+    ``m``, started from :math:`\\bar P_m^m`; each even-``l`` value is written straight into its
+    ``(l, m)`` and ``(l, -m)`` rows, times its azimuthal factor.
+    """
     directions = np.asarray(directions, dtype=np.float64).reshape(-1, 3)
     r = np.linalg.norm(directions, axis=-1)
     if np.any(r == 0):
         raise ValueError("cannot take the direction of a zero vector")
     u = directions / r[:, None]
-    ls, ms = _lm(lmax)
-    p = _legendre_normalised(lmax, np.clip(u[:, 2], -1.0, 1.0))
-    am = np.abs(ms)
-    leg = p[ls, am]  # (S, G)
+    n_coeffs(lmax)  # validates lmax
+    x = np.clip(u[:, 2], -1.0, 1.0)
+    sin_theta = np.sqrt(np.maximum(1.0 - x * x, 0.0))
     rho = np.hypot(u[:, 0], u[:, 1])
     pole = rho == 0  # phi = atan2(0, 0) = 0 there
     rho = np.where(pole, 1.0, rho)
     c1, s1 = np.where(pole, 1.0, u[:, 0] / rho), np.where(pole, 0.0, u[:, 1] / rho)
-    # one row per distinct azimuthal factor: 1, sqrt2 cos(m phi) (m = 1..lmax), sqrt2 sin(m phi)
-    trig = np.empty((2 * lmax + 1, u.shape[0]))
-    trig[0] = 1.0
-    c, s = np.ones_like(c1), np.zeros_like(s1)
-    for m in range(1, lmax + 1):
-        c, s = c * c1 - s * s1, s * c1 + c * s1
-        trig[m], trig[lmax + m] = c, s
-    trig[1:] *= np.sqrt(2.0)
-    row = np.where(ms < 0, lmax + am, am)
-    phase = np.where(am % 2 == 1, -1.0, 1.0)[:, None]
-    out = leg * trig[row]
-    out *= phase
+    out = np.empty((n_coeffs(lmax), u.shape[0]))
+    c, s = np.ones_like(c1), np.zeros_like(s1)  # cos(m phi), sin(m phi) by angle addition
+    pmm = np.full(x.shape, np.sqrt(1.0 / (4.0 * np.pi)))
+    for m in range(lmax + 1):
+        if m > 0:
+            pmm = pmm * np.sqrt((2.0 * m + 1.0) / (2.0 * m)) * sin_theta
+            c, s = c * c1 - s * s1, s * c1 + c * s1
+        cos_m, sin_m = c * np.sqrt(2.0), s * np.sqrt(2.0)
+        p_prev, p = None, pmm
+        for l in range(m, lmax + 1):
+            if l == m + 1:
+                p_prev, p = p, np.sqrt(2.0 * m + 3.0) * x * pmm
+            elif l > m + 1:
+                a = np.sqrt((4.0 * l * l - 1.0) / (l * l - m * m))
+                b = np.sqrt(((l - 1.0) ** 2 - m * m) / (4.0 * (l - 1.0) ** 2 - 1.0))
+                p_prev, p = p, a * (x * p - b * p_prev)
+            if l % 2:
+                continue
+            centre = l * (l + 1) // 2
+            if m == 0:
+                out[centre] = p
+                continue
+            np.multiply(p, cos_m, out=out[centre + m])
+            np.multiply(p, sin_m, out=out[centre - m])
+            if m % 2:  # the (-1)^m phase
+                np.negative(out[centre + m], out=out[centre + m])
+                np.negative(out[centre - m], out=out[centre - m])
     return out
 
 
@@ -211,8 +208,7 @@ def sh_eval_pointwise(coeffs: np.ndarray, directions: np.ndarray) -> np.ndarray:
         raise ValueError(f"coeffs (N, S) and directions (N, K, 3) must agree, got {coeffs.shape} and "
                          f"{directions.shape}")
     rows = _sh_rows(directions.reshape(-1, 3), lmax_from_ncoeffs(coeffs.shape[1])).reshape(-1, n, k)
-    rows *= coeffs.T[:, :, None]
-    return rows.sum(axis=0)
+    return np.einsum("snk,sn->nk", rows, coeffs.T)
 
 
 def zonal_to_sh(zonal: np.ndarray, direction: np.ndarray, lmax: int) -> np.ndarray:
