@@ -306,15 +306,15 @@ def channels_first(signal: np.ndarray, matrix: torch.Tensor | None = None, box: 
     if matrix is None:
         return t.permute(3, 0, 1, 2)[(slice(None),) + box]
     g = t.shape[-1]
+    sub = t[box]
     if t.permute(3, 2, 1, 0).is_contiguous():  # Fortran order: each [G, y, x] slice is (nearly) a view
-        sub = t[box]
         nx, ny, nz = sub.shape[:3]
         out = torch.empty((matrix.shape[0], nz, ny, nx), dtype=torch.float32)
         for k in range(nz):
             out[:, k] = (matrix @ sub[:, :, k].permute(2, 1, 0).reshape(g, -1)).view(-1, ny, nx)
         return out.permute(0, 3, 2, 1)
-    out = t[box].reshape(-1, g) @ matrix.T  # [N, P] (copies unless C-ordered and the box is everything)
-    return out.view(tuple(t[box].shape[:3]) + (-1,)).permute(3, 0, 1, 2)
+    out = sub.reshape(-1, g) @ matrix.T  # [N, P] (copies unless C-ordered and the box is everything)
+    return out.view(tuple(sub.shape[:3]) + (-1,)).permute(3, 0, 1, 2)
 
 
 @torch.no_grad()

@@ -125,14 +125,13 @@ def _sh_rows(directions: np.ndarray, lmax: int) -> np.ndarray:
     if np.any(r == 0):
         raise ValueError("cannot take the direction of a zero vector")
     u = directions / r[:, None]
-    n_coeffs(lmax)  # validates lmax
+    out = np.empty((n_coeffs(lmax), u.shape[0]))  # n_coeffs validates lmax
     x = np.clip(u[:, 2], -1.0, 1.0)
     sin_theta = np.sqrt(np.maximum(1.0 - x * x, 0.0))
     rho = np.hypot(u[:, 0], u[:, 1])
     pole = rho == 0  # phi = atan2(0, 0) = 0 there
     rho = np.where(pole, 1.0, rho)
     c1, s1 = np.where(pole, 1.0, u[:, 0] / rho), np.where(pole, 0.0, u[:, 1] / rho)
-    out = np.empty((n_coeffs(lmax), u.shape[0]))
     c, s = np.ones_like(c1), np.zeros_like(s1)  # cos(m phi), sin(m phi) by angle addition
     pmm = np.full(x.shape, np.sqrt(1.0 / (4.0 * np.pi)))
     for m in range(lmax + 1):
