@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from shdeconv.cli import main
-from shdeconv.fitting import auto_batch, load_subject, run_predict
+from shdeconv.fitting import auto_batch, load_subject, run_predict, tile_workers
 from shdeconv.fitting._pipeline import acquisition_model
 from shdeconv.models import DeconvNet, NetworkConfig
 from shdeconv.models._store import save_model
@@ -93,10 +93,13 @@ def test_auto_batch_fits_the_budget():
     cpu = torch.device("cpu")
     per_tile = 135 * 8 * 96 * 8 ** 3
     for budget in (1 << 26, 1 << 28, 1 << 30):
-        n = auto_batch(net, cpu, 8, budget_bytes=budget, cache_bytes=1 << 40)
+        n = auto_batch(net, cpu, 8, budget_bytes=budget, cache_bytes=1 << 40, workers=1)
         assert 1 <= n <= 64
         assert n * per_tile <= budget or n == 1
         assert (n + 1) * per_tile > budget or n == 64
+        # two workers hold two batches at once: each gets half the budget
+        assert auto_batch(net, cpu, 8, budget_bytes=budget, cache_bytes=1 << 40, workers=2) == \
+            max(1, min(64, budget // (2 * per_tile)))
     assert auto_batch(net, cpu, 8) <= auto_batch(net, cpu, 8, budget_bytes=3 << 30)
 
 
@@ -104,8 +107,14 @@ def test_auto_batch_keeps_cpu_batches_in_cache():
     net = DeconvNet(NetworkConfig(inputs="linear"), n_iso=2)
     cpu = torch.device("cpu")
     per_tile = 4 * 4 * 8 * 96 * 8 ** 3  # float32 distance-class outputs of a top-level layer
-    assert auto_batch(net, cpu, 8, budget_bytes=3 << 30, cache_bytes=32 << 20) == (16 << 20) // per_tile == 2
-    assert auto_batch(net, cpu, 8, budget_bytes=3 << 30, cache_bytes=1 << 20) == 1
+    assert auto_batch(net, cpu, 8, budget_bytes=3 << 30, cache_bytes=32 << 20, workers=1) == (16 << 20) // per_tile == 2
+    assert auto_batch(net, cpu, 8, budget_bytes=3 << 30, cache_bytes=1 << 20, workers=1) == 1
+    # concurrent tile workers share the cache (and the memory budget)
+    for w in (1, 2, None):
+        workers = tile_workers(cpu) if w is None else w
+        assert auto_batch(net, cpu, 8, budget_bytes=3 << 30, cache_bytes=64 << 20, workers=w) == \
+            max(1, (32 << 20) // (workers * per_tile))
+    assert auto_batch(net, cpu, 8, budget_bytes=3 << 30, cache_bytes=64 << 20, workers=2) == 2
     # the cache rule is for CPUs only: a GPU batch is sized by its memory
     assert auto_batch(net, torch.device("cuda"), 8, budget_bytes=1 << 30, cache_bytes=1 << 20) == \
         (1 << 30) // (135 * 8 * 96 * 8 ** 3)
@@ -149,6 +158,27 @@ def test_predict_volume_on_precomputed_linear_input_equals_tiling_the_signal(pha
     assert np.abs(wm).max() > 0
     np.testing.assert_allclose(wm, ref[..., :45], rtol=1e-4, atol=1e-4 * np.abs(ref).max())
     np.testing.assert_allclose(iso, ref[..., 45:], rtol=1e-4, atol=1e-4 * np.abs(ref[..., 45:]).max())
+
+
+def test_tile_workers_give_the_single_worker_volume_and_restore_torch_threads(phantom):
+    """Tiles predicted in two threads, each single-threaded, stitch to the one-worker result."""
+    from shdeconv.fitting._fit import predict_volume
+
+    subject = load_subject(*_inputs(phantom), phantom / "mask.nii.gz")
+    fm, _, _ = acquisition_model(subject.bvals, subject.directions, subject.responses, 8)
+    torch.manual_seed(1)
+    net = DeconvNet(SMALL, n_iso=2, init_matrix=linear_deconvolution(fm)).eval()
+    for p in net.parameters():
+        torch.nn.init.normal_(p, std=0.3)
+    cpu, threads = torch.device("cpu"), torch.get_num_threads()
+    one = predict_volume(net, subject.signal, subject.mask, tile=8, overlap=0.25, device=cpu, workers=1)
+    two = predict_volume(net, subject.signal, subject.mask, tile=8, overlap=0.25, device=cpu, workers=2,
+                         sw_batch_size=1)
+    assert torch.get_num_threads() == threads
+    assert np.abs(one[0]).max() > 0
+    for a, b in zip(one, two):
+        np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-5 * np.abs(a).max())
+    assert tile_workers(cpu) == threads and tile_workers(torch.device("cuda")) == 1
 
 
 def test_anisotropic_voxels_are_reported_and_warned_about(zero_model, tmp_path, caplog):

@@ -114,3 +114,38 @@ def test_prune_keeps_the_requested_overlap_inside_the_mask():
               for c in tile_starts(24, 8, 0.5)]
     assert len(starts) == 125
     assert _prune_redundant_tiles(starts, (8, 8, 8), torch.ones(24, 24, 24, dtype=torch.bool)) == starts
+
+
+def test_worker_threads_stitch_the_same_volume_in_the_callers_grad_mode():
+    """workers > 1 runs tiles in threads; the result is the one-worker result, bit for bit."""
+    torch.manual_seed(0)
+    x = torch.randn(2, 21, 17, 13)
+    mask = torch.rand(21, 17, 13) > 0.3
+    modes = []
+
+    def predictor(t):
+        modes.append(torch.is_grad_enabled())
+        return torch.cat([t.sum(1, keepdim=True) ** 2, t], 1)
+
+    kw = {"overlap": 0.25, "sw_batch_size": 2, "roi_mask": mask, "prune": True}
+    with torch.no_grad():
+        one = sliding_window_inference(x, 8, predictor, workers=1, **kw)
+        many = SlidingWindowInferer(8, overlap=0.25, sw_batch_size=2, prune=True, workers=3)(x, predictor, roi_mask=mask)
+    assert torch.equal(one, many)
+    assert len(modes) > 6 and not any(modes)  # worker threads kept the caller's no_grad
+    with pytest.raises(ValueError, match="workers"):
+        sliding_window_inference(x, 8, predictor, workers=0)
+
+
+def test_an_error_in_a_worker_reaches_the_caller():
+    calls = []
+
+    def predictor(t):
+        calls.append(1)
+        if len(calls) == 3:
+            raise RuntimeError("tile failed")
+        return t
+
+    with pytest.raises(RuntimeError, match="tile failed"):
+        sliding_window_inference(torch.randn(1, 40, 40, 40), 8, predictor, overlap=0.0, sw_batch_size=1, workers=2)
+    assert len(calls) < 125  # the pending tiles were cancelled, not all run

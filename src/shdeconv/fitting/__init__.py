@@ -10,6 +10,7 @@ from ._fit import (
     predict_volume,
     resolve_device,
     sample_patches,
+    tile_workers,
 )
 from ._pipeline import (
     Subject,
@@ -41,5 +42,6 @@ __all__ = [
     "run_fit",
     "run_predict",
     "sample_patches",
+    "tile_workers",
     "write_outputs",
 ]

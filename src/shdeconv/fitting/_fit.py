@@ -34,6 +34,7 @@ __all__ = [
     "predict_volume",
     "resolve_device",
     "sample_patches",
+    "tile_workers",
 ]
 
 #: Peak inference memory per voxel of a tile, per top-level channel and sphere pixel (bytes).
@@ -260,35 +261,47 @@ def _last_level_cache_bytes(default: int = 16 << 20) -> int:
     return max(sizes) if sizes else default
 
 
+def tile_workers(device: torch.device) -> int:
+    """Tiles predicted at once in separate threads: one per intra-op thread on a CPU, 1 on a GPU.
+
+    On a CPU each worker runs its tiles single-threaded. These layers are bound by memory
+    traffic and by many small operations, so whole tiles in parallel scale better than
+    each operation split over the cores (README, "Whole-brain speed").
+    """
+    return max(1, torch.get_num_threads()) if device.type != "cuda" else 1
+
+
 def auto_batch(net: DeconvNet, device: torch.device, tile: int, *, budget_bytes: int | None = None,
-               hi: int = 64, cache_bytes: int | None = None) -> int:
-    """How many ``tile``-sided tiles to push through ``net`` at once.
+               hi: int = 64, cache_bytes: int | None = None, workers: int | None = None) -> int:
+    """How many ``tile``-sided tiles to push through ``net`` at once (per worker).
 
     The tile side itself stays that of training (a network trained on 8^3 patches predicts
     best on 8^3 tiles: measured in the README), so only the batch adapts.
 
-    * Memory: at most ``budget_bytes`` of activations; the default budget is 40% of the free
-      memory of ``device`` (GPU) or of the machine (CPU), capped at 3 GiB on CPU, so a 16 GiB
-      card or 8 GiB of RAM suffices.
+    * Memory: at most ``budget_bytes`` of activations over all ``workers`` (default
+      :func:`tile_workers`); the default budget is 40% of the free memory of ``device`` (GPU)
+      or of the machine (CPU), capped at 3 GiB on CPU, so a 16 GiB card or 8 GiB of RAM
+      suffices.
     * CPU cache: on CPU the layers are bound by memory traffic, not arithmetic, so the batch
-      is also kept small enough that the largest intermediate (the ``4 x width`` distance-class
-      outputs of a top-level convolution, float32) fits in half the last-level cache
-      (``cache_bytes``, read from sysfs). Measured on a 2-core EPYC
+      is also kept small enough that every worker's largest intermediate (the ``4 x width``
+      distance-class outputs of a top-level convolution, float32) fits in half the
+      last-level cache (``cache_bytes``, read from sysfs) together. Measured on a 2-core EPYC
       (``benchmarks/predict_batch.py``, two runs): 64 tiles per pass ran at about half the
       throughput of the best small batch (1 to 4 tiles).
     """
     from ..nn._chebyshev import n_pixels
 
     c = net.config
+    workers = tile_workers(device) if workers is None else int(workers)
     pixels = n_pixels(c.nside, c.hemisphere) * tile ** 3
     if budget_bytes is None:
         budget_bytes = int(0.4 * _available_bytes(device))
         if device.type != "cuda":
             budget_bytes = min(budget_bytes, 3 << 30)
-    n = budget_bytes // (BYTES_PER_CHANNEL_PIXEL * c.width * pixels)
+    n = budget_bytes // (workers * BYTES_PER_CHANNEL_PIXEL * c.width * pixels)
     if device.type != "cuda":
         cache = cache_bytes if cache_bytes is not None else _last_level_cache_bytes()
-        n = min(n, (cache // 2) // (4 * 4 * c.width * pixels))
+        n = min(n, (cache // 2) // (workers * 4 * 4 * c.width * pixels))
     return int(max(1, min(hi, n)))
 
 
@@ -319,11 +332,14 @@ def channels_first(signal: np.ndarray, matrix: torch.Tensor | None = None, box: 
 
 @torch.no_grad()
 def predict_volume(net: DeconvNet, signal: np.ndarray, mask: np.ndarray, *, tile: int, overlap: float,
-                   device: torch.device, progress: bool = False, sw_batch_size: int = 2):
+                   device: torch.device, progress: bool = False, sw_batch_size: int = 2,
+                   workers: int | None = None):
     """Whole-volume prediction. Returns ``wm_sh [X, Y, Z, S]`` and ``iso [X, Y, Z, T]`` (or None).
 
     Only the bounding box of ``mask`` is processed, and tiles without a mask voxel are skipped;
-    outside ``mask`` the outputs are zero.
+    outside ``mask`` the outputs are zero. ``workers`` (default :func:`tile_workers`) batches of
+    ``sw_batch_size`` tiles run at once in threads; on a CPU with more than one worker torch's
+    intra-op threads are set to 1 meanwhile (and restored), so each worker has a core.
     """
     net.to(device).eval()
     multiple = net.config.patch_multiple
@@ -353,14 +369,19 @@ def predict_volume(net: DeconvNet, signal: np.ndarray, mask: np.ndarray, *, tile
     # redundant edge tiles pruned: 22% fewer tiles on the whole-brain mask at 25% overlap, whose
     # scores moved by at most 0.0002 (README, "Whole-brain speed")
     inferer = SlidingWindowInferer(tile, overlap=overlap, sw_batch_size=sw_batch_size, sw_device=device,
-                                   device="cpu", prune=True)
+                                   device="cpu", prune=True,
+                                   workers=tile_workers(device) if workers is None else workers)
     # without gradients the dense Chebyshev projector (one GEMM) beats the sparse recursion at
     # every batch size measured on CPU (benchmarks/predict_batch.py); training keeps its setting
     previous, net.unet.chebyshev = net.unet.chebyshev, "dense"
+    threads = torch.get_num_threads()
+    if inferer.workers > 1 and device.type != "cuda":
+        torch.set_num_threads(1)
     try:
         inner = inferer(x, predictor, progress=progress, roi_mask=torch.from_numpy(mask[box])).numpy()
     finally:
         net.unet.chebyshev = previous
+        torch.set_num_threads(threads)
     del x  # the tiled input: not needed to place the result (HCP-sized: 0.6 GB)
     out = np.zeros(mask.shape + (inner.shape[0],), np.float32)
     out[box] = np.moveaxis(inner, 0, -1)

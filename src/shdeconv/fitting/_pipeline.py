@@ -45,6 +45,7 @@ from ._fit import (
     normalise_signal,
     predict_volume,
     resolve_device,
+    tile_workers,
 )
 
 __all__ = [
@@ -322,7 +323,8 @@ def run_predict(dwi, bvals, bvecs, outdir, *, mask=None, response_files=None, mo
     for the model's variant plus, as a supervised target, the pretrained network's own
     prediction (:data:`FINETUNE_PRIOR_WEIGHT`), with batch norm kept at its trained statistics.
     ``tile`` defaults to the model's training patch size (networks predict best on tiles like
-    those they were trained on), ``batch`` (tiles per forward pass) to :func:`auto_batch`.
+    those they were trained on), ``batch`` (tiles per forward pass) to :func:`auto_batch`; on a
+    CPU :func:`tile_workers` threads predict tiles at once.
     Returns the report dict (also in report.json).
     """
     from ..models._store import load_model, pretrained_path
@@ -356,8 +358,9 @@ def run_predict(dwi, bvals, bvecs, outdir, *, mask=None, response_files=None, mo
     t_pred = time.perf_counter()
     tile = tile or int(meta.get("train_config", {}).get("patch_size", 8))
     batch = batch or auto_batch(net, dev, tile)
+    workers = tile_workers(dev)
     fodf, iso = predict_volume(net, subject.signal, subject.mask, tile=tile, overlap=overlap, device=dev,
-                               progress=progress, sw_batch_size=batch)
+                               progress=progress, sw_batch_size=batch, workers=workers)
     subject.signal = None  # the largest array (3.8 GiB on HCP-sized data): not needed for writing
     t_done = time.perf_counter()
     report = {
@@ -372,6 +375,7 @@ def run_predict(dwi, bvals, bvecs, outdir, *, mask=None, response_files=None, mo
         "tile": tile,
         "overlap": overlap,
         "tiles_per_batch": batch,
+        "tile_workers": workers,
         "voxels_in_mask": int(subject.mask.sum()),
         **grid,
         "timings_s": {"load": t_loaded - t_start, "finetune": t_pred - t_fit, "predict": t_done - t_pred,

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Callable, Sequence
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import torch
 from tqdm.auto import tqdm
 
-__all__ = ["blend_weights", "tile_starts", "sliding_window_inference", "SlidingWindowInferer"]
+__all__ = ["SlidingWindowInferer", "blend_weights", "sliding_window_inference", "tile_starts"]
 
 
 def blend_weights(roi_size: Sequence[int], mode: str = "gaussian", sigma_scale: float = 0.125) -> torch.Tensor:
@@ -39,7 +41,7 @@ def tile_starts(size: int, roi: int, overlap: float) -> list[int]:
     """Start indices of tiles of length ``roi`` covering ``[0, size)`` with the given overlap."""
     if roi >= size:
         return [0]
-    step = max(1, int(math.floor(roi * (1.0 - overlap))))
+    step = max(1, math.floor(roi * (1.0 - overlap)))
     starts = list(range(0, size - roi + 1, step))
     if starts[-1] != size - roi:
         starts.append(size - roi)
@@ -85,6 +87,7 @@ def sliding_window_inference(
     progress: bool = False,
     roi_mask: torch.Tensor | None = None,
     prune: bool = False,
+    workers: int = 1,
 ) -> torch.Tensor:
     """Predict a whole volume ``inputs`` ``[C, X, Y, Z]`` tile by tile -> ``[C_out, X, Y, Z]``.
 
@@ -98,7 +101,14 @@ def sliding_window_inference(
             the output is zero where no tile ran (e.g. outside a brain mask).
         prune: with ``roi_mask``, also skip tiles on the mask's edge whose mask voxels all lie
             in other tiles that run (:func:`_prune_redundant_tiles`).
+        workers: predictor calls in flight at once, each in its own thread (with the calling
+            thread's gradient mode). On a CPU, one single-threaded call per core beats one call
+            spread over the cores (the caller sets torch's intra-op threads; see
+            :func:`shdeconv.fitting.predict_volume`). The calling thread stitches the results in
+            tile order, so the output does not depend on ``workers``.
     """
+    if int(workers) != workers or workers < 1:
+        raise ValueError(f"workers must be a positive integer, got {workers!r}")
     if inputs.dim() != 4:
         raise ValueError(f"inputs must be [C, X, Y, Z], got shape {tuple(inputs.shape)}")
     if not 0.0 <= overlap < 1.0:
@@ -123,12 +133,17 @@ def sliding_window_inference(
     out = None
     norm = torch.zeros(full, device=device)
     bar = tqdm(total=len(starts), desc="tiles", disable=not progress, leave=False)
-    for i in range(0, len(starts), sw_batch_size):
-        chunk = starts[i : i + sw_batch_size]
-        tiles = torch.stack(
-            [inputs[:, a : a + roi[0], b : b + roi[1], c : c + roi[2]] for a, b, c in chunk]
-        ).to(sw_device)
-        pred = predictor(tiles).to(device)
+    chunks = [starts[i : i + sw_batch_size] for i in range(0, len(starts), sw_batch_size)]
+    grad = torch.is_grad_enabled()
+
+    def run(chunk):
+        with torch.set_grad_enabled(grad):  # grad mode is per thread
+            tiles = torch.stack(
+                [inputs[:, a : a + roi[0], b : b + roi[1], c : c + roi[2]] for a, b, c in chunk]
+            ).to(sw_device)
+            return predictor(tiles).to(device)
+
+    for chunk, pred in zip(chunks, _ordered_map(run, chunks, int(workers))):
         if out is None:
             out = torch.zeros((pred.shape[1],) + tuple(full), device=device, dtype=pred.dtype)
         for (a, b, c), p in zip(chunk, pred):
@@ -144,22 +159,46 @@ def sliding_window_inference(
     return out[:, : spatial[0], : spatial[1], : spatial[2]]
 
 
+def _ordered_map(fn: Callable, items: Sequence, workers: int) -> Iterator:
+    """``map(fn, items)`` in order, with up to ``workers`` calls running in threads.
+
+    At most ``2 * workers`` results wait unconsumed, so memory stays bounded however slowly
+    the caller consumes them.
+    """
+    if workers == 1:
+        yield from map(fn, items)
+        return
+    with ThreadPoolExecutor(workers, thread_name_prefix="shdeconv-tile") as pool:
+        pending: deque = deque()
+        try:
+            for item in items:
+                pending.append(pool.submit(fn, item))
+                if len(pending) >= 2 * workers:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
+        finally:  # an error or an abandoned generator: do not start the rest
+            for f in pending:
+                f.cancel()
+
+
 class SlidingWindowInferer:
     """Thin wrapper of :func:`sliding_window_inference` that caches the blend weights."""
 
     def __init__(self, roi_size, *, overlap=0.25, sw_batch_size=4, blend="gaussian", sw_device=None, device=None,
-                 prune=False):
+                 prune=False, workers=1):
         self.roi_size = (roi_size,) * 3 if isinstance(roi_size, int) else tuple(roi_size)
         self.overlap = overlap
         self.sw_batch_size = sw_batch_size
         self.sw_device = sw_device
         self.device = device
         self.prune = prune
+        self.workers = workers
         self.weights = blend_weights(self.roi_size, blend)
 
     def __call__(self, inputs, predictor, progress=False, roi_mask=None):
         return sliding_window_inference(
             inputs, self.roi_size, predictor, overlap=self.overlap, sw_batch_size=self.sw_batch_size,
             sw_device=self.sw_device, device=self.device, weights=self.weights, progress=progress,
-            roi_mask=roi_mask, prune=self.prune,
+            roi_mask=roi_mask, prune=self.prune, workers=self.workers,
         )
