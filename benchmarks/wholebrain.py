@@ -66,7 +66,8 @@ def _arm(method: str, data: Path, out: Path, device: str, model: Path | None) ->
         report = run_predict(*inputs, out, mask=data / "mask.nii.gz", model=model, device=device, progress=False,
                              overlap=predict_overlap(method))
         core = report["timings_s"]["predict"]
-        extra = {"tile": report["tile"], "overlap": report["overlap"], "tiles_per_batch": report["tiles_per_batch"]}
+        extra = {"tile": report["tile"], "overlap": report["overlap"], "tiles_per_batch": report["tiles_per_batch"],
+                 "tile_workers": report["tile_workers"]}
         if device != "cpu":
             import torch
 
