@@ -3,8 +3,8 @@
 The brain-sized phantom of ``benchmarks/wholebrain.py`` (simulated into ``-o`` unless already
 there) is loaded once; then the shipped model predicts it with ``predict_volume`` alternately
 (a) as before: one worker whose passes use all torch threads, with ``auto_batch``'s batch for
-one worker, and (b) as ``predict`` now runs: ``tile_workers`` single-threaded workers with
-``auto_batch``'s batch for them. Rounds alternate a, b in the same process, so both see the
+one worker, and (b) as ``predict`` now runs: ``tile_workers`` workers sharing the torch
+threads, with ``auto_batch``'s batch for them. Rounds alternate a, b in the same process, so both see the
 same machine load; the table gives each round's seconds, their ratio and the largest
 difference between the two outputs.
 
@@ -55,7 +55,8 @@ def main(argv=None) -> int:
     fm, _, _ = acquisition_model(subject.bvals, subject.directions, subject.responses, net.config.lmax)
     net.set_init_matrix(linear_deconvolution(fm))
     arms = {"one worker": (1, auto_batch(net, cpu, 8, workers=1)),
-            f"{workers} workers": (workers, auto_batch(net, cpu, 8, workers=workers))}
+            f"{workers} workers x {torch.get_num_threads() // workers} thread(s)":
+                (workers, auto_batch(net, cpu, 8, workers=workers))}
     rows = []
     for r in range(args.repeats):
         seconds, outs = {}, {}

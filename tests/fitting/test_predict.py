@@ -171,14 +171,26 @@ def test_tile_workers_give_the_single_worker_volume_and_restore_torch_threads(ph
     for p in net.parameters():
         torch.nn.init.normal_(p, std=0.3)
     cpu, threads = torch.device("cpu"), torch.get_num_threads()
+    seen = []
+    net.register_forward_pre_hook(lambda *_: seen.append(torch.get_num_threads()))
     one = predict_volume(net, subject.signal, subject.mask, tile=8, overlap=0.25, device=cpu, workers=1)
+    assert set(seen) == {threads}
+    seen.clear()
     two = predict_volume(net, subject.signal, subject.mask, tile=8, overlap=0.25, device=cpu, workers=2,
                          sw_batch_size=1)
-    assert torch.get_num_threads() == threads
+    assert set(seen) == {max(1, threads // 2)}  # the workers share the threads
+    assert torch.get_num_threads() == threads  # and they are restored
     assert np.abs(one[0]).max() > 0
     for a, b in zip(one, two):
         np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-5 * np.abs(a).max())
-    assert tile_workers(cpu) == threads and tile_workers(torch.device("cuda")) == 1
+
+
+def test_tile_workers_divide_the_threads_into_at_most_four_workers():
+    cpu = torch.device("cpu")
+    got = {n: tile_workers(cpu, threads=n) for n in (1, 2, 3, 4, 6, 7, 8, 10, 12, 16, 64)}
+    assert got == {1: 1, 2: 2, 3: 3, 4: 4, 6: 3, 7: 1, 8: 4, 10: 2, 12: 4, 16: 4, 64: 4}
+    assert tile_workers(cpu) == tile_workers(cpu, threads=torch.get_num_threads())
+    assert tile_workers(torch.device("cuda"), threads=16) == 1
 
 
 def test_anisotropic_voxels_are_reported_and_warned_about(zero_model, tmp_path, caplog):

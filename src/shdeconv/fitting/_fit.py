@@ -26,6 +26,7 @@ from ..models._deconv import DeconvNet
 
 __all__ = [
     "BYTES_PER_CHANNEL_PIXEL",
+    "MAX_TILE_WORKERS",
     "FitConfig",
     "FitResult",
     "auto_batch",
@@ -261,14 +262,25 @@ def _last_level_cache_bytes(default: int = 16 << 20) -> int:
     return max(sizes) if sizes else default
 
 
-def tile_workers(device: torch.device) -> int:
-    """Tiles predicted at once in separate threads: one per intra-op thread on a CPU, 1 on a GPU.
+#: At most this many tile workers: each pass issues a few hundred small operations from
+#: Python, so more workers queue on the interpreter lock (README, "Whole-brain speed").
+MAX_TILE_WORKERS = 4
 
-    On a CPU each worker runs its tiles single-threaded. These layers are bound by memory
-    traffic and by many small operations, so whole tiles in parallel scale better than
-    each operation split over the cores (README, "Whole-brain speed").
+
+def tile_workers(device: torch.device, threads: int | None = None) -> int:
+    """Tile worker threads for ``predict`` on ``device``: 1 on a GPU; on a CPU the largest divisor of
+    torch's intra-op threads (``threads``, default ``torch.get_num_threads()``) up to
+    :data:`MAX_TILE_WORKERS`, each worker then using ``threads // workers`` of them.
+
+    These layers are bound by memory traffic and by many small operations, so whole tiles in
+    parallel scale better than every operation split over all cores; but each pass also holds
+    Python's interpreter lock for its few hundred operation calls, so many single-threaded
+    workers queue on it (README, "Whole-brain speed").
     """
-    return max(1, torch.get_num_threads()) if device.type != "cuda" else 1
+    if device.type == "cuda":
+        return 1
+    n = max(1, torch.get_num_threads() if threads is None else int(threads))
+    return max(w for w in range(1, min(n, MAX_TILE_WORKERS) + 1) if n % w == 0)
 
 
 def auto_batch(net: DeconvNet, device: torch.device, tile: int, *, budget_bytes: int | None = None,
@@ -339,7 +351,7 @@ def predict_volume(net: DeconvNet, signal: np.ndarray, mask: np.ndarray, *, tile
     Only the bounding box of ``mask`` is processed, and tiles without a mask voxel are skipped;
     outside ``mask`` the outputs are zero. ``workers`` (default :func:`tile_workers`) batches of
     ``sw_batch_size`` tiles run at once in threads; on a CPU with more than one worker torch's
-    intra-op threads are set to 1 meanwhile (and restored), so each worker has a core.
+    intra-op threads are divided among them meanwhile (and restored).
     """
     net.to(device).eval()
     multiple = net.config.patch_multiple
@@ -376,7 +388,7 @@ def predict_volume(net: DeconvNet, signal: np.ndarray, mask: np.ndarray, *, tile
     previous, net.unet.chebyshev = net.unet.chebyshev, "dense"
     threads = torch.get_num_threads()
     if inferer.workers > 1 and device.type != "cuda":
-        torch.set_num_threads(1)
+        torch.set_num_threads(max(1, threads // inferer.workers))
     try:
         inner = inferer(x, predictor, progress=progress, roi_mask=torch.from_numpy(mask[box])).numpy()
     finally:
