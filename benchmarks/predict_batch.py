@@ -3,8 +3,8 @@
 For each number of 8^3 tiles per forward pass, the shipped network predicts random signals in
 eval mode without gradients, with the sparse Chebyshev recursion (the training setting) and
 with the dense projector plus the coarse-grid decoder convolution (what ``predict`` uses), and
-on a CPU with more than one torch thread also with one single-threaded tile worker per thread
-(what ``predict`` runs there).
+on a CPU with more than one torch thread also with ``tile_workers`` worker threads sharing
+torch's threads (what ``predict`` runs there).
 Voxels per second count every tile voxel (no overlap, no mask), best of ``--repeats`` timed
 rounds after a warm-up, all in this one process. The last line says what ``auto_batch``
 chooses on this machine.
@@ -35,7 +35,7 @@ GRADIENTS = 31  # clinical scheme: 1 b=0 + 30 directions
 def throughput(net, batch: int, repeats: int, seconds: float = 1.0, device: str = "cpu", workers: int = 1) -> float:
     """Best voxels/s over ``repeats`` rounds of at least ``seconds`` each (GPU work synchronised).
 
-    With ``workers > 1`` that many threads run passes at once, each with one torch thread
+    With ``workers > 1`` that many threads run passes at once, sharing torch's threads
     (what ``predict`` does on a CPU: ``shdeconv.fitting.tile_workers``).
     """
     x = torch.randn(batch, GRADIENTS, TILE, TILE, TILE).to(device)
@@ -53,7 +53,7 @@ def throughput(net, batch: int, repeats: int, seconds: float = 1.0, device: str 
 
     threads = torch.get_num_threads()
     if workers > 1:
-        torch.set_num_threads(1)
+        torch.set_num_threads(max(1, threads // workers))
     best = 0.0
     try:
         with torch.no_grad():
@@ -98,7 +98,7 @@ def main(argv=None) -> int:
              "|---|" + "---:|" * len(batches)]
     labels = {"sparse": "sparse recursion (training setting)",
               "dense": "dense projector + coarse-grid decoder",
-              "workers": f"dense, {workers} tile workers of 1 thread (predict)"}
+              "workers": f"dense, {workers} tile workers x {torch.get_num_threads() // workers} thread(s) (predict)"}
     if workers == 1:
         labels["dense"] += " (predict)"
     for mode, vals in rows.items():

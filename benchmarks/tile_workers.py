@@ -1,4 +1,4 @@
-"""Tile workers on a CPU: ``predict``'s network phase with one worker thread per torch thread vs one worker.
+"""Tile workers on a CPU: ``predict``'s network phase with ``tile_workers`` threads sharing torch's threads vs one worker.
 
 The brain-sized phantom of ``benchmarks/wholebrain.py`` (simulated into ``-o`` unless already
 there) is loaded once; then the shipped model predicts it with ``predict_volume`` alternately

@@ -16,7 +16,7 @@ def test_predict_batch_script_reports_both_modes(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     text = md.read_text()
     rows = [line for line in text.splitlines() if line.startswith("| sparse") or line.startswith("| dense")]
-    # sparse, dense, and (two torch threads) dense on two single-threaded tile workers
+    # sparse, dense, and (two torch threads) dense on two tile workers of one thread each
     assert len(rows) == 3 and all(float(v) > 0 for r in rows for v in r.strip("|").split("|")[1:])
-    assert "2 tile workers of 1 thread (predict)" in rows[2]
+    assert "2 tile workers x 1 thread(s) (predict)" in rows[2]
     assert "`auto_batch` chooses" in text and "each of 2 tile worker(s)" in text

@@ -100,7 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="tile overlap fraction (default 0.25; 0.125 is faster on whole brains, see the README)")
     p.add_argument("--batch", type=int, default=None,
                    help="tiles per forward pass of each tile worker (default: from free memory and, on a CPU, "
-                        "the cache; a CPU runs one worker per torch thread, e.g. OMP_NUM_THREADS)")
+                        "the cache; a CPU runs up to 4 workers sharing torch's threads, see OMP_NUM_THREADS)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")

@@ -102,9 +102,9 @@ def sliding_window_inference(
         prune: with ``roi_mask``, also skip tiles on the mask's edge whose mask voxels all lie
             in other tiles that run (:func:`_prune_redundant_tiles`).
         workers: predictor calls in flight at once, each in its own thread (with the calling
-            thread's gradient mode). On a CPU, one single-threaded call per core beats one call
-            spread over the cores (the caller sets torch's intra-op threads; see
-            :func:`shdeconv.fitting.predict_volume`). The calling thread stitches the results in
+            thread's gradient mode). On a CPU a few calls that share the cores beat one call
+            spread over all of them (the caller divides torch's intra-op threads; see
+            :func:`shdeconv.fitting.tile_workers`). The calling thread stitches the results in
             tile order, so the output does not depend on ``workers``.
     """
     if int(workers) != workers or workers < 1:
