@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from _report import publish
 
 from shdeconv.evaluation._benchmark import _cpu_model
 from shdeconv.fitting import auto_batch, load_subject, predict_volume, tile_workers
@@ -76,10 +77,7 @@ def main(argv=None) -> int:
              (f"| round | {names[0]} (batch {arms[names[0]][1]}) s | {names[1]} (batch {arms[names[1]][1]}) s "
              "| speed-up | max abs difference / max abs |"), "|---:|---:|---:|---:|---:|"]
     lines += [f"| {r} | {a:.1f} | {b:.1f} | {q:.2f}x | {d:.1e} |" for r, a, b, q, d in rows]
-    text = "\n".join(lines) + "\n"
-    if args.markdown:
-        args.markdown.write_text("# Tile workers (`benchmarks/tile_workers.py`)\n\n" + text)
-    print(text)
+    publish("# Tile workers (`benchmarks/tile_workers.py`)\n\n" + "\n".join(lines) + "\n", args.markdown)
     return 0
 
 
