@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from shdeconv.evaluation._benchmark import _cpu_model
-from shdeconv.fitting import auto_batch, tile_workers
+from shdeconv.fitting import auto_batch, threads_per_worker, tile_workers
 from shdeconv.models._store import load_model, pretrained_path
 
 TILE = 8
@@ -51,11 +51,8 @@ def throughput(net, batch: int, repeats: int, seconds: float = 1.0, device: str 
                 if time.perf_counter() - t0 >= seconds:
                     return n
 
-    threads = torch.get_num_threads()
-    if workers > 1:
-        torch.set_num_threads(max(1, threads // workers))
     best = 0.0
-    try:
+    with threads_per_worker(workers, torch.device(device)):
         with torch.no_grad():
             net(x)
             sync()
@@ -64,8 +61,6 @@ def throughput(net, batch: int, repeats: int, seconds: float = 1.0, device: str 
                 t0 = time.perf_counter()
                 n = sum(pool.map(passes, [t0] * workers))
                 best = max(best, n * batch * TILE**3 / (time.perf_counter() - t0))
-    finally:
-        torch.set_num_threads(threads)
     return best
 
 

@@ -10,7 +10,13 @@ import pytest
 import torch
 
 from shdeconv.cli import main
-from shdeconv.fitting import auto_batch, load_subject, run_predict, tile_workers
+from shdeconv.fitting import (
+    auto_batch,
+    load_subject,
+    run_predict,
+    threads_per_worker,
+    tile_workers,
+)
 from shdeconv.fitting._pipeline import acquisition_model
 from shdeconv.models import DeconvNet, NetworkConfig
 from shdeconv.models._store import save_model
@@ -183,6 +189,16 @@ def test_tile_workers_give_the_single_worker_volume_and_restore_torch_threads(ph
     assert np.abs(one[0]).max() > 0
     for a, b in zip(one, two):
         np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-5 * np.abs(a).max())
+
+
+def test_threads_per_worker_divides_torch_threads_on_a_cpu_only_and_restores_them():
+    threads = torch.get_num_threads()
+    with pytest.raises(RuntimeError, match="inside"), threads_per_worker(2, torch.device("cpu")):
+        assert torch.get_num_threads() == max(1, threads // 2)
+        raise RuntimeError("inside")
+    assert torch.get_num_threads() == threads
+    with threads_per_worker(2, torch.device("cuda")):  # a GPU's one worker keeps every CPU thread
+        assert torch.get_num_threads() == threads
 
 
 def test_tile_workers_divide_the_threads_into_at_most_four_workers():

@@ -10,6 +10,7 @@ from ._fit import (
     predict_volume,
     resolve_device,
     sample_patches,
+    threads_per_worker,
     tile_workers,
 )
 from ._pipeline import (
@@ -42,6 +43,7 @@ __all__ = [
     "run_fit",
     "run_predict",
     "sample_patches",
+    "threads_per_worker",
     "tile_workers",
     "write_outputs",
 ]

@@ -12,6 +12,7 @@ import logging
 import math
 import os
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -35,6 +36,7 @@ __all__ = [
     "predict_volume",
     "resolve_device",
     "sample_patches",
+    "threads_per_worker",
     "tile_workers",
 ]
 
@@ -283,6 +285,19 @@ def tile_workers(device: torch.device, threads: int | None = None) -> int:
     return max(w for w in range(1, min(n, MAX_TILE_WORKERS) + 1) if n % w == 0)
 
 
+@contextmanager
+def threads_per_worker(workers: int, device: torch.device):
+    """For the block, divide torch's intra-op threads among ``workers`` tile workers on a CPU
+    (``threads // workers`` each; see :func:`tile_workers`); restored afterwards."""
+    threads = torch.get_num_threads()
+    if workers > 1 and device.type != "cuda":
+        torch.set_num_threads(max(1, threads // workers))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 def auto_batch(net: DeconvNet, device: torch.device, tile: int, *, budget_bytes: int | None = None,
                hi: int = 64, cache_bytes: int | None = None, workers: int | None = None) -> int:
     """How many ``tile``-sided tiles to push through ``net`` at once (per worker).
@@ -386,14 +401,11 @@ def predict_volume(net: DeconvNet, signal: np.ndarray, mask: np.ndarray, *, tile
     # without gradients the dense Chebyshev projector (one GEMM) beats the sparse recursion at
     # every batch size measured on CPU (benchmarks/predict_batch.py); training keeps its setting
     previous, net.unet.chebyshev = net.unet.chebyshev, "dense"
-    threads = torch.get_num_threads()
-    if inferer.workers > 1 and device.type != "cuda":
-        torch.set_num_threads(max(1, threads // inferer.workers))
     try:
-        inner = inferer(x, predictor, progress=progress, roi_mask=torch.from_numpy(mask[box])).numpy()
+        with threads_per_worker(inferer.workers, device):
+            inner = inferer(x, predictor, progress=progress, roi_mask=torch.from_numpy(mask[box])).numpy()
     finally:
         net.unet.chebyshev = previous
-        torch.set_num_threads(threads)
     del x  # the tiled input: not needed to place the result (HCP-sized: 0.6 GB)
     out = np.zeros(mask.shape + (inner.shape[0],), np.float32)
     out[box] = np.moveaxis(inner, 0, -1)

@@ -138,7 +138,8 @@ def _sh_rows(directions: np.ndarray, lmax: int) -> np.ndarray:
         if m > 0:
             pmm = pmm * np.sqrt((2.0 * m + 1.0) / (2.0 * m)) * sin_theta
             c, s = c * c1 - s * s1, s * c1 + c * s1
-        cos_m, sin_m = c * np.sqrt(2.0), s * np.sqrt(2.0)
+        factor = -np.sqrt(2.0) if m % 2 else np.sqrt(2.0)  # with the (-1)^m phase
+        cos_m, sin_m = c * factor, s * factor
         p_prev, p = None, pmm
         for l in range(m, lmax + 1):
             if l == m + 1:
@@ -155,9 +156,6 @@ def _sh_rows(directions: np.ndarray, lmax: int) -> np.ndarray:
                 continue
             np.multiply(p, cos_m, out=out[centre + m])
             np.multiply(p, sin_m, out=out[centre - m])
-            if m % 2:  # the (-1)^m phase
-                np.negative(out[centre + m], out=out[centre + m])
-                np.negative(out[centre - m], out=out[centre - m])
     return out
 
 
@@ -202,10 +200,10 @@ def sh_eval_pointwise(coeffs: np.ndarray, directions: np.ndarray) -> np.ndarray:
     """
     coeffs = np.asarray(coeffs, dtype=np.float64)
     directions = np.asarray(directions, dtype=np.float64)
-    n, k = directions.shape[:2]
-    if coeffs.ndim != 2 or directions.shape != (coeffs.shape[0], k, 3):
+    if coeffs.ndim != 2 or directions.ndim != 3 or directions.shape[::2] != (coeffs.shape[0], 3):
         raise ValueError(f"coeffs (N, S) and directions (N, K, 3) must agree, got {coeffs.shape} and "
                          f"{directions.shape}")
+    n, k = directions.shape[:2]
     rows = _sh_rows(directions.reshape(-1, 3), lmax_from_ncoeffs(coeffs.shape[1])).reshape(-1, n, k)
     return np.einsum("snk,sn->nk", rows, coeffs.T)
 
