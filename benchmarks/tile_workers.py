@@ -24,9 +24,8 @@ from _report import publish
 
 from shdeconv.evaluation._benchmark import _cpu_model
 from shdeconv.fitting import auto_batch, load_subject, predict_volume, tile_workers
-from shdeconv.fitting._pipeline import acquisition_model
+from shdeconv.fitting._pipeline import attach_subject
 from shdeconv.models._store import load_model, pretrained_path
-from shdeconv.signal import linear_deconvolution
 
 
 def main(argv=None) -> int:
@@ -52,9 +51,8 @@ def main(argv=None) -> int:
                                     seed=args.seed), data)
     net, _ = load_model(args.model or pretrained_path())
     subject = load_subject(data / "dwi.nii.gz", data / "bvals", data / "bvecs", data / "mask.nii.gz",
-                           lmax=net.config.lmax, keep_raw=False)
-    fm, _, _ = acquisition_model(subject.bvals, subject.directions, subject.responses, net.config.lmax)
-    net.set_init_matrix(linear_deconvolution(fm))
+                           lmax=net.config.response_lmax, keep_raw=False)
+    attach_subject(net, subject)
     arms = {"one worker": (1, auto_batch(net, cpu, 8, workers=1)),
             f"{workers} workers x {torch.get_num_threads() // workers} thread(s)":
                 (workers, auto_batch(net, cpu, 8, workers=workers))}

@@ -73,7 +73,8 @@ def main(argv=None) -> int:
     subjects = training_set(args.output / "data", args.spatial, args.voxelwise, args.jobs)
     weights = LossWeights(tv=0.01, supervised=1.0)
     config = TrainConfig(iterations=args.iterations, batch_size=args.batch_size, seed=args.seed)
-    net_config = NetworkConfig(inputs="linear")
+    # the shipped model's architecture: the linear head at lmax 8 (see its model card)
+    net_config = NetworkConfig(inputs="linear", head="linear", nside=4, lmax=8, response_lmax=8)
     record = {"command": "python " + " ".join([sys.argv[0]] + (argv if argv is not None else sys.argv[1:])),
               "data": {"generator": "shdeconv.sim", "spatial": args.spatial, "voxelwise": args.voxelwise,
                        "schemes": SCHEMES, "snrs": SNRS, "seeds": f"1000..{999 + len(subjects)}"},

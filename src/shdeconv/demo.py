@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from .evaluation import evaluate_dirs, format_comparison
-from .fitting import FitConfig, run_csd, run_fit, run_predict
+from .fitting import DirectConfig, FitConfig, run_csd, run_fit, run_predict
 from .sim import simulate_to_dir
 
 __all__ = ["run_demo"]
@@ -22,7 +22,7 @@ def run_demo(outdir="demo_out", *, quick: bool = False, seed: int = 0, device: s
     """Simulate a clinical-scheme phantom (30 directions, b=1000, SNR 20), run the methods, score.
 
     Methods: ``predict`` with the shipped amortized model (one pass), the per-subject ``fit``
-    (shd-tv) and DIPY CSD, on the same files. The phantom's seed is not among the shipped
+    (``direct``, then the shd-tv network) and DIPY CSD, on the same files. The phantom's seed is not among the shipped
     model's training seeds (1000+).
 
     Returns the Markdown table that ``shdeconv demo`` prints; it is also written to
@@ -40,6 +40,10 @@ def run_demo(outdir="demo_out", *, quick: bool = False, seed: int = 0, device: s
     run_predict(*inputs, outdir / "predict", mask=mask, device=device, progress=progress)
     rows.append(("shdeconv predict (shipped model)", time.perf_counter() - t,
                  evaluate_dirs(outdir / "predict", phantom)))
+    t = time.perf_counter()
+    run_fit(*inputs, outdir / "direct", mask=mask, variant="direct", device=device,
+            direct_config=DirectConfig(iterations=30 if quick else DirectConfig().iterations), progress=progress)
+    rows.append(("shdeconv fit --model direct", time.perf_counter() - t, evaluate_dirs(outdir / "direct", phantom)))
     t = time.perf_counter()
     run_fit(*inputs, outdir / "shd-tv", mask=mask, variant="shd-tv", device=device, fit_config=fit_config,
             progress=progress)

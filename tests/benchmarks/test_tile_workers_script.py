@@ -15,7 +15,7 @@ SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "tile_workers.py"
 
 def test_tile_workers_script_compares_one_and_two_workers(tmp_path):
     torch.manual_seed(0)
-    save_model(tmp_path / "m.pt", DeconvNet(NetworkConfig(inputs="linear", width=4, K=2), n_iso=2))
+    save_model(tmp_path / "m.pt", DeconvNet(NetworkConfig(inputs="linear", width=4, K=2, head="linear", nside=4, lmax=8), n_iso=2))
     args = [sys.executable, str(SCRIPT), "--shape", "20,24,20", "--repeats", "1", "-o", str(tmp_path / "wb"),
             "--model", str(tmp_path / "m.pt"), "--markdown", str(tmp_path / "tw.md")]
     proc = subprocess.run(args, env=dict(os.environ, OMP_NUM_THREADS="2"), capture_output=True, text=True,

@@ -16,7 +16,7 @@ SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "wholebrain.py"
 
 def test_wholebrain_script_runs_every_arm(tmp_path):
     torch.manual_seed(0)
-    save_model(tmp_path / "m.pt", DeconvNet(NetworkConfig(inputs="linear", width=4, K=2), n_iso=2))
+    save_model(tmp_path / "m.pt", DeconvNet(NetworkConfig(inputs="linear", width=4, K=2, head="linear", nside=4, lmax=8), n_iso=2))
     env = dict(os.environ, OMP_NUM_THREADS="1")
     proc = subprocess.run([sys.executable, str(SCRIPT), "--schemes", "clinical", "--shape", "20,24,20",
                            "-o", str(tmp_path / "wb"), "--model", str(tmp_path / "m.pt"), "--score",

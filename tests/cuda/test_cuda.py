@@ -64,7 +64,8 @@ def test_auto_batch_on_the_gpu_fits_its_memory():
 
 
 def test_fit_on_cuda_lowers_the_loss(phantoms, tmp_path):
-    report = run_fit(*_inputs(phantoms[0]), tmp_path / "fit", mask=phantoms[0] / "mask.nii.gz", device="cuda",
+    report = run_fit(*_inputs(phantoms[0]), tmp_path / "fit", mask=phantoms[0] / "mask.nii.gz", variant="shd-tv",
+                     device="cuda",
                      fit_config=FitConfig(iterations=30, checkpoint_every=30), progress=False)
     assert report["device"].startswith("cuda")
     assert np.isfinite(_fodf(tmp_path / "fit")).all()
@@ -77,7 +78,7 @@ def test_training_on_cuda_lowers_the_loss(phantoms, tmp_path, amp):
     """``train --amp`` (bfloat16 autocast) learns like float32: the supervised term falls, weights stay float32."""
     cfg = TrainConfig(iterations=40, batch_size=2, patch_size=8, lr=5e-3, seed=3, log_every=1,
                       checkpoint_every=40, amp=amp)
-    summary = train(phantoms, tmp_path / "t", net_config=NetworkConfig(inputs="linear", width=4, depth=2, K=2),
+    summary = train(phantoms, tmp_path / "t", net_config=NetworkConfig(inputs="linear", width=4, depth=2, K=2, head="linear", nside=4, lmax=8),
                     weights=LossWeights(tv=0.01, supervised=1.0), config=cfg, device="cuda", progress=False)
     assert summary["device"].startswith("cuda")
     steps = [json.loads(x) for x in (tmp_path / "t" / "train_log.jsonl").read_text().splitlines()]

@@ -144,7 +144,7 @@ def test_suite_plan_and_budget():
     assert set(cells[bm.BAR_CELL].methods) == {m for m, s in METHODS.items() if not s.multishell_only}
     assert {"msmt", "msmt+mppca"} <= set(cells["spatial-multishell-snr10"].methods)
     assert "msmt" not in cells["spatial-sparse-snr30"].methods
-    assert set(cells["voxelwise-clinical-snr20"].methods) == {"csd", "csd+mppca", "esd", "shd-tv", "predict"}
+    assert set(cells["voxelwise-clinical-snr20"].methods) == {"csd", "csd+mppca", "esd", "direct", "shd-tv", "predict"}
     no_mrtrix = bm.plan_cells(BenchmarkConfig(), mrtrix=False)
     assert not any(METHODS[m].engine == "mrtrix" for c in no_mrtrix for m in c.methods)
     assert estimate_seconds(BenchmarkConfig(), mrtrix=True)["total"] <= 3600
@@ -191,7 +191,7 @@ def test_predict_arms_take_a_model_file(tmp_path, capsys):
 
     torch.manual_seed(0)
     model = tmp_path / "mine.pt"
-    save_model(model, DeconvNet(NetworkConfig(inputs="linear", width=4, K=2), n_iso=2))
+    save_model(model, DeconvNet(NetworkConfig(inputs="linear", width=4, K=2, head="linear", nside=4, lmax=8), n_iso=2))
     out = tmp_path / "b"
     res = _run(out, methods="predict", cells=[bm.BAR_CELL], model=model)
     rec = res["cells"][bm.BAR_CELL]["methods"]["predict"]

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from shdeconv.fitting import FitConfig, run_csd, run_fit
+from shdeconv.fitting import DirectConfig, FitConfig, run_csd, run_fit
 from shdeconv.models import NetworkConfig
 from shdeconv.sim import simulate_to_dir
 
@@ -26,13 +26,15 @@ def _inputs(ph):
 
 def test_fit_writes_all_outputs_and_resumes(phantom, tmp_path):
     out = tmp_path / "fit"
-    rep = run_fit(*_inputs(phantom), out, mask=phantom / "mask.nii.gz", fit_config=TINY_FIT, progress=False)
-    for name in ("fodf.nii.gz", "peaks.nii.gz", "response_wm.txt", "checkpoint.pt", "report.json", "qc.png"):
+    rep = run_fit(*_inputs(phantom), out, mask=phantom / "mask.nii.gz", variant="shd-tv", fit_config=TINY_FIT,
+                  progress=False)
+    for name in ("fodf.nii.gz", "gm.nii.gz", "peaks.nii.gz", "response_wm.txt", "checkpoint.pt", "report.json",
+                 "qc.png"):
         assert (out / name).exists(), name
     assert not list(out.glob(".*")), "temporary files left behind"
     fodf = nib.load(out / "fodf.nii.gz")
     dwi = nib.load(phantom / "dwi.nii.gz")
-    assert fodf.shape == dwi.shape[:3] + (45,)
+    assert fodf.shape == dwi.shape[:3] + (153,)  # lmax 16: orders above the response's 8 from the priors
     np.testing.assert_allclose(fodf.affine, dwi.affine)
     peaks = nib.load(out / "peaks.nii.gz")
     assert peaks.shape == dwi.shape[:3] + (9,)
@@ -42,8 +44,8 @@ def test_fit_writes_all_outputs_and_resumes(phantom, tmp_path):
     assert ck["iteration"] == 4
     # resume to 6 iterations: continues from 4, history extended, not restarted
     more = FitConfig(iterations=6, batch_size=2, patch_size=8, checkpoint_every=2, seed=0)
-    rep2 = run_fit(*_inputs(phantom), out, mask=phantom / "mask.nii.gz", fit_config=more, resume=True,
-                   progress=False)
+    rep2 = run_fit(*_inputs(phantom), out, mask=phantom / "mask.nii.gz", variant="shd-tv", fit_config=more,
+                   resume=True, progress=False)
     assert rep2["resumed_from"] == 4 and len(rep2["loss_curve"]) == 6
     assert rep2["loss_curve"][:4] == rep["loss_curve"]
 
@@ -51,11 +53,11 @@ def test_fit_writes_all_outputs_and_resumes(phantom, tmp_path):
 def test_resume_is_deterministic(phantom, tmp_path):
     """Stopping at 2 and resuming to 4 gives exactly the weights of a straight run to 4."""
     cfg = FitConfig(iterations=4, batch_size=2, patch_size=8, checkpoint_every=2, seed=3)
-    run_fit(*_inputs(phantom), tmp_path / "a", mask=phantom / "mask.nii.gz", fit_config=cfg, progress=False)
+    kw = dict(mask=phantom / "mask.nii.gz", variant="shd-tv", progress=False)
+    run_fit(*_inputs(phantom), tmp_path / "a", fit_config=cfg, **kw)
     half = FitConfig(iterations=2, batch_size=2, patch_size=8, checkpoint_every=2, seed=3)
-    run_fit(*_inputs(phantom), tmp_path / "b", mask=phantom / "mask.nii.gz", fit_config=half, progress=False)
-    run_fit(*_inputs(phantom), tmp_path / "b", mask=phantom / "mask.nii.gz", fit_config=cfg, resume=True,
-            progress=False)
+    run_fit(*_inputs(phantom), tmp_path / "b", fit_config=half, **kw)
+    run_fit(*_inputs(phantom), tmp_path / "b", fit_config=cfg, resume=True, **kw)
     wa = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=False)["model"]
     wb = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=False)["model"]
     for k in wa:
@@ -69,6 +71,64 @@ def test_other_variants_run(phantom, tmp_path, variant):
                   fit_config=cfg, net_config=NetworkConfig(depth=2, width=4, K=2), progress=False)
     assert rep["network"]["variant"] == variant
     assert (tmp_path / variant / "fodf.nii.gz").exists()
+
+
+TINY_DIRECT = DirectConfig(iterations=4, lr=0.1, checkpoint_every=2, schedule="constant")
+
+
+def test_direct_writes_outputs_lowers_the_loss_and_resumes(phantom, tmp_path):
+    out = tmp_path / "direct"
+    rep = run_fit(*_inputs(phantom), out, mask=phantom / "mask.nii.gz", variant="direct",
+                  direct_config=TINY_DIRECT, progress=False)
+    assert rep["model"] == "direct" and rep["direct"]["iterations"] == 4 and rep["loss_weights"]["tv"] == 0.5
+    fodf = nib.load(out / "fodf.nii.gz").get_fdata()
+    mask = nib.load(phantom / "mask.nii.gz").get_fdata() > 0
+    assert fodf.shape[-1] == 153 and np.all(fodf[~mask] == 0) and np.all(fodf[mask][:, 0] > 0)
+    iso = nib.load(out / "gm.nii.gz").get_fdata()
+    assert np.all(iso[mask] > 0)
+    curve = [h["loss"] for h in rep["loss_curve"]]
+    assert curve[-1] < curve[0]
+    # a constant rate: extending a cosine schedule changes the steps still to come
+    more = DirectConfig(iterations=6, lr=0.1, checkpoint_every=2, schedule="constant")
+    straight = run_fit(*_inputs(phantom), tmp_path / "straight", mask=phantom / "mask.nii.gz", variant="direct",
+                       direct_config=more, progress=False)
+    resumed = run_fit(*_inputs(phantom), out, mask=phantom / "mask.nii.gz", variant="direct", direct_config=more,
+                      resume=True, progress=False)
+    assert resumed["resumed_from"] == 4 and len(resumed["loss_curve"]) == 6
+    np.testing.assert_allclose([h["loss"] for h in resumed["loss_curve"]],
+                               [h["loss"] for h in straight["loss_curve"]], rtol=1e-5)
+
+
+def test_direct_slabs_give_the_single_slab_result(phantom, tmp_path):
+    """Cut into slabs of a few x-planes, every step adds the exact sums: same fODF as in one piece."""
+    kw = dict(mask=phantom / "mask.nii.gz", variant="direct", progress=False)
+    run_fit(*_inputs(phantom), tmp_path / "one", direct_config=DirectConfig(iterations=3), **kw)
+    run_fit(*_inputs(phantom), tmp_path / "slabs", direct_config=DirectConfig(iterations=3, chunk_voxels=200), **kw)
+    a = nib.load(tmp_path / "one" / "fodf.nii.gz").get_fdata()
+    b = nib.load(tmp_path / "slabs" / "fodf.nii.gz").get_fdata()
+    np.testing.assert_allclose(a, b, atol=1e-5 * np.abs(a).max())
+
+
+def test_direct_starts_from_csd(phantom, tmp_path):
+    """init="csd": the start is DIPY CSD's fODF (lmax 8, rotated to the voxel frame), so the
+    first iteration's loss is that of CSD's answer, not of the smoother linear solution."""
+    kw = dict(mask=phantom / "mask.nii.gz", variant="direct", progress=False)
+    lin = run_fit(*_inputs(phantom), tmp_path / "lin", direct_config=DirectConfig(iterations=1), **kw)
+    csd = run_fit(*_inputs(phantom), tmp_path / "csd", direct_config=DirectConfig(iterations=1, init="csd"), **kw)
+    assert csd["direct"]["init"] == "csd"
+    assert csd["loss_curve"][0]["sparsity"] < lin["loss_curve"][0]["sparsity"]  # CSD's fODF is sparser
+    with pytest.raises(ValueError, match="init"):
+        DirectConfig(init="mrtrix")
+
+
+def test_direct_refuses_a_network_checkpoint(phantom, tmp_path):
+    out = tmp_path / "mixed"
+    run_fit(*_inputs(phantom), out, mask=phantom / "mask.nii.gz", variant="shd-tv",
+            fit_config=FitConfig(iterations=1, batch_size=1), net_config=NetworkConfig(depth=2, width=4, K=2),
+            progress=False)
+    with pytest.raises(ValueError, match="not a checkpoint of this direct fit"):
+        run_fit(*_inputs(phantom), out, mask=phantom / "mask.nii.gz", variant="direct", direct_config=TINY_DIRECT,
+                resume=True, progress=False)
 
 
 def test_csd_outputs(phantom, tmp_path):

@@ -24,7 +24,7 @@ from shdeconv.signal import linear_deconvolution
 from shdeconv.sim import simulate_to_dir
 from shdeconv.sphere import rotate_sh
 
-SMALL = NetworkConfig(inputs="linear", width=4, depth=2, K=2)
+SMALL = NetworkConfig(inputs="linear", width=4, depth=2, K=2, head="linear", nside=4, lmax=8)
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +95,7 @@ def test_predict_cli_errors(phantom, tmp_path, capsys):
 
 
 def test_auto_batch_fits_the_budget():
-    net = DeconvNet(NetworkConfig(inputs="linear"), n_iso=2)
+    net = DeconvNet(NetworkConfig(inputs="linear", nside=4, lmax=8), n_iso=2)
     cpu = torch.device("cpu")
     per_tile = 135 * 8 * 96 * 8 ** 3
     for budget in (1 << 26, 1 << 28, 1 << 30):
@@ -110,7 +110,7 @@ def test_auto_batch_fits_the_budget():
 
 
 def test_auto_batch_keeps_cpu_batches_in_cache():
-    net = DeconvNet(NetworkConfig(inputs="linear"), n_iso=2)
+    net = DeconvNet(NetworkConfig(inputs="linear", nside=4, lmax=8), n_iso=2)
     cpu = torch.device("cpu")
     per_tile = 4 * 4 * 8 * 96 * 8 ** 3  # float32 distance-class outputs of a top-level layer
     assert auto_batch(net, cpu, 8, budget_bytes=3 << 30, cache_bytes=32 << 20, workers=1) == (16 << 20) // per_tile == 2

@@ -4,7 +4,10 @@ import torch
 
 from shdeconv.models import DeconvNet, NetworkConfig
 from shdeconv.signal import ForwardModel, linear_deconvolution
-from shdeconv.sphere import sh_degrees
+from shdeconv.signal._grid import grid_directions
+from shdeconv.sphere import n_coeffs, rotate_sh, sh_degrees, sh_matrix
+
+LINEAR_HEAD = dict(head="linear", nside=4, lmax=8, response_lmax=8)
 
 
 def _kernel():
@@ -41,14 +44,57 @@ def test_linear_deconvolution_recovers_a_smooth_fodf(rng):
 def test_network_starts_at_the_linear_solution(rng, variant):
     g, shell, fm = _acq(rng)
     d = linear_deconvolution(fm)
-    net = DeconvNet(NetworkConfig(variant=variant, depth=2, width=4, K=2), g, shell, [1], n_iso=2, init_matrix=d)
+    net = DeconvNet(NetworkConfig(variant=variant, depth=2, width=4, K=2, **LINEAR_HEAD), g, shell, [1], n_iso=2,
+                    init_matrix=d)
     x = torch.rand(1, len(g), 4, 4, 4)
     wm, iso = net.eval()(x)
     lin = torch.einsum("pg,bgxyz->bpxyz", torch.as_tensor(d, dtype=torch.float32), x)
     torch.testing.assert_close(wm, lin[:, :45], rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(iso, lin[:, 45:].clamp(1e-3, 10), rtol=1e-3, atol=1e-4)
     with pytest.raises(ValueError, match="rows"):
-        DeconvNet(NetworkConfig(depth=2, width=4), g, shell, [1], n_iso=2, init_matrix=d[:10])
+        DeconvNet(NetworkConfig(depth=2, width=4, **LINEAR_HEAD), g, shell, [1], n_iso=2, init_matrix=d[:10])
+
+
+def test_softplus_head_starts_isotropic_and_is_nonnegative_on_the_grid(rng):
+    g, shell, fm = _acq(rng)
+    cfg = NetworkConfig(depth=2, width=4, K=2)  # nside 8, lmax 16, response 8
+    fresh = DeconvNet(cfg, g, shell, [1], n_iso=2).eval()
+    x = torch.rand(1, len(g), 4, 4, 4)
+    with torch.no_grad():  # the start: the same even fODF of unit WM fraction in every voxel
+        wm0, iso0 = fresh(x)
+    torch.testing.assert_close(wm0[:, 0], torch.full_like(wm0[:, 0], 1 / np.sqrt(4 * np.pi)), rtol=1e-4, atol=0)
+    assert wm0[:, 1:].abs().max() < 1e-5 and torch.allclose(iso0, torch.full_like(iso0, 0.1))
+    net = DeconvNet(cfg, g, shell, [1], n_iso=2).eval()
+    torch.nn.init.normal_(net.unet.head.theta)  # as after training: no longer constant
+    assert net.n_coeffs == n_coeffs(16) and net.n_input_coeffs == 45
+    seen = {}
+    net.unet.register_forward_hook(lambda m, i, o: seen.setdefault("y", o))
+    with torch.no_grad():
+        wm, iso = net(x)
+    grid_vals = torch.nn.functional.softplus(seen["y"][:, 0])  # [B, V, X, Y, Z], >= 0 by construction
+    assert (grid_vals >= 0).all()
+    torch.testing.assert_close(wm, torch.einsum("sv,bvxyz->bsxyz", net.to_sh, grid_vals))
+    assert wm.shape == (1, 153, 4, 4, 4) and iso.shape == (1, 2, 4, 4, 4) and (iso > 0).all()
+    # the grid resolves lmax 16: the projection of a non-negative band-limited fODF is exact
+    b = torch.as_tensor(sh_matrix(grid_directions(8, True), 16), dtype=torch.float32)
+    c = torch.zeros(153)
+    c[0], c[3], c[10] = 0.3, 0.1, 0.05
+    torch.testing.assert_close(net.to_sh @ (b @ c), c, atol=1e-5, rtol=0)
+
+
+def test_softplus_head_is_rotation_equivariant(rng):
+    """90 degrees about z maps the HEALPix hemisphere to itself (up to antipodes): a linear-input
+    network with the Softplus head then commutes with that rotation of its input SH exactly."""
+    cfg = NetworkConfig(depth=2, width=4, K=2, nside=4, lmax=8, response_lmax=8, inputs="linear")
+    net = DeconvNet(cfg).double().eval()
+    torch.nn.init.normal_(net.unet.head.theta)
+    lin = torch.randn(1, 45, 2, 2, 2, dtype=torch.float64)
+    q = np.array([[0.0, -1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
+    rot = lambda t: torch.as_tensor(rotate_sh(t.movedim(1, -1).numpy(), q)).movedim(-1, 1)  # noqa: E731
+    with torch.no_grad():
+        out = net(linear=lin)[0]
+        out_rot = net(linear=rot(lin))[0]
+    torch.testing.assert_close(out_rot, rot(out), atol=1e-8, rtol=1e-6)
 
 
 def test_config_validation():
@@ -56,3 +102,16 @@ def test_config_validation():
         NetworkConfig(variant="csd")
     with pytest.raises(ValueError, match="halved"):
         NetworkConfig(nside=2, depth=3)
+    with pytest.raises(ValueError, match="too few"):
+        NetworkConfig(nside=4, lmax=16)
+    with pytest.raises(ValueError, match="head"):
+        NetworkConfig(head="relu")
+    with pytest.raises(ValueError, match="exceeds"):
+        NetworkConfig(lmax=8, response_lmax=10, nside=4)
+
+
+def test_configs_saved_before_the_softplus_head_load_as_linear():
+    old = {"variant": "shd-tv", "nside": 4, "depth": 2, "width": 8, "K": 3, "lmax": 8, "inputs": "linear"}
+    cfg = NetworkConfig.from_dict(old)
+    assert cfg.head == "linear" and cfg.response_lmax == 8 and cfg.lmax == 8
+    assert NetworkConfig.from_dict(NetworkConfig().to_dict()) == NetworkConfig()

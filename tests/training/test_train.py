@@ -24,7 +24,7 @@ from shdeconv.training import (
     train,
 )
 
-SMALL = NetworkConfig(inputs="linear", width=4, depth=2, K=2)
+SMALL = NetworkConfig(inputs="linear", width=4, depth=2, K=2, nside=4, lmax=8)
 
 
 @pytest.fixture(scope="module")

@@ -28,7 +28,9 @@ examples:
 """
 
 
-def _add_inputs(p: argparse.ArgumentParser) -> None:
+def _add_inputs(p: argparse.ArgumentParser, lmax: str | None = None) -> None:
+    """The inputs every command takes; ``lmax``: help of ``--lmax`` (None: no such option,
+    e.g. predict, whose order is the model's)."""
     p.add_argument("dwi", type=Path, help="4-D diffusion NIfTI")
     p.add_argument("--bvals", type=Path, required=True, help="FSL bvals file")
     p.add_argument("--bvecs", type=Path, required=True, help="FSL bvecs file")
@@ -37,7 +39,8 @@ def _add_inputs(p: argparse.ArgumentParser) -> None:
     p.add_argument("--response-gm", type=Path, default=None, help="MRtrix3 GM response file")
     p.add_argument("--response-csf", type=Path, default=None, help="MRtrix3 CSF response file")
     p.add_argument("-o", "--output", type=Path, required=True, help="output directory")
-    p.add_argument("--lmax", type=int, default=8, help="maximum SH order of the fODF (default 8)")
+    if lmax is not None:
+        p.add_argument("--lmax", type=int, default=None, help=lmax)
 
 
 def _responses(args) -> dict | None:
@@ -62,14 +65,21 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("fit", help="fit a network to one subject and write fODFs, tissue maps and peaks",
                        epilog="example: shdeconv fit dwi.nii.gz --bvals bvals --bvecs bvecs -o out/",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    _add_inputs(p)
-    p.add_argument("--model", default="shd-tv", choices=["shd-tv", "shd", "rtesd", "esd"])
+    _add_inputs(p, lmax="maximum SH order of the output fODF; orders above the response's 8 are set "
+                       "by the priors (default 16)")
+    p.add_argument("--model", default="direct", choices=["direct", "shd-tv", "shd", "rtesd", "esd"],
+                   help="direct: the published objective over free per-voxel values (the default: the most "
+                        "accurate measured), or a network variant")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--iterations", type=int, default=None, help="optimisation steps (default 300)")
     p.add_argument("--batch-size", type=int, default=None, help="patches per step (default 4)")
     p.add_argument("--patch-size", type=int, default=None, help="training patch and inference tile side")
-    p.add_argument("--lr", type=float, default=None, help="Adam learning rate (default 1.7e-3)")
-    p.add_argument("--tv-weight", type=float, default=None, help="spatial TV weight (shd-tv)")
+    p.add_argument("--lr", type=float, default=None, help="Adam learning rate (default 1.7e-3; direct 1.0)")
+    p.add_argument("--tv-weight", type=float, default=None, help="spatial TV weight (shd-tv and direct; default 0.5)")
+    p.add_argument("--width", type=int, default=None, help="networks: channels at the top level (default 8; published 32)")
+    p.add_argument("--depth", type=int, default=None, help="networks: U-Net levels (default 2; published 4)")
+    p.add_argument("--init", default=None, choices=["linear", "csd"],
+                   help="direct only: start from the linear deconvolution or from DIPY CSD (default linear)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--resume", action="store_true", help="continue from OUTDIR/checkpoint.pt")
     p.add_argument("--denoise", default="mppca", choices=["none", "mppca"],
@@ -79,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("csd", help="the same inputs and outputs computed with DIPY CSD / MSMT-CSD",
                        epilog="example: shdeconv csd dwi.nii.gz --bvals bvals --bvecs bvecs -o out_csd/")
-    _add_inputs(p)
+    _add_inputs(p, lmax="maximum SH order of the CSD fODF (default 8)")
     p.add_argument("--algorithm", default="auto", choices=["auto", "ssst", "msmt"],
                    help="single-shell CSD or multi-shell multi-tissue CSD (auto: by the number of shells)")
     p.add_argument("--denoise", default="none", choices=["none", "mppca"], help="denoise with DIPY MP-PCA first")
@@ -183,14 +193,28 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_fit(args) -> int:
-    from ..fitting import FitConfig, default_loss_weights, run_fit
+    from ..fitting import DirectConfig, FitConfig, default_loss_weights, run_fit
+    from ..models import NetworkConfig
 
     over = {k: getattr(args, k) for k in ("iterations", "batch_size", "patch_size", "lr") if getattr(args, k) is not None}
+    direct_config = None
+    if args.model == "direct":
+        if args.batch_size is not None or args.patch_size is not None:
+            raise ValueError("--batch-size and --patch-size are network settings; direct fits every voxel at once")
+        extra = {k: v for k, v in (("lmax", args.lmax), ("init", args.init)) if v is not None}
+        direct_config = DirectConfig(**over, **extra)
+        over = {}
+    elif args.init is not None:
+        raise ValueError("--init is an option of --model direct")
+    if args.model == "direct" and (args.width is not None or args.depth is not None):
+        raise ValueError("--width and --depth are network settings; direct has no network")
+    net_config = NetworkConfig(**{k: v for k, v in (("width", args.width), ("depth", args.depth)) if v is not None})
     fit_config = FitConfig(seed=args.seed, **over)
     weights = default_loss_weights(args.model, tv=args.tv_weight)
     report = run_fit(args.dwi, args.bvals, args.bvecs, args.output, mask=args.mask, response_files=_responses(args),
                      variant=args.model, lmax=args.lmax, device=args.device, fit_config=fit_config,
-                     loss_weights=weights, resume=args.resume, progress=not args.no_progress, denoise=args.denoise)
+                     net_config=net_config, loss_weights=weights, resume=args.resume, progress=not args.no_progress,
+                     denoise=args.denoise, direct_config=direct_config)
     print(f"wrote {', '.join(report['outputs'].values())} to {args.output} "
           f"in {report['timings_s']['total']:.1f} s")
     return 0
@@ -200,7 +224,7 @@ def cmd_csd(args) -> int:
     from ..fitting import run_csd
 
     report = run_csd(args.dwi, args.bvals, args.bvecs, args.output, mask=args.mask, response_files=_responses(args),
-                     lmax=args.lmax, algorithm=args.algorithm, denoise=args.denoise)
+                     lmax=8 if args.lmax is None else args.lmax, algorithm=args.algorithm, denoise=args.denoise)
     print(f"wrote {', '.join(report['outputs'].values())} to {args.output} "
           f"in {report['timings_s']['total']:.1f} s")
     return 0

@@ -107,13 +107,14 @@ METHODS: dict[str, MethodSpec] = {m.name: m for m in (
     MethodSpec("shd", "SHD (fit)", "net", "shd"),
     MethodSpec("shd-tv", "SHD-TV (fit)", "net", "shd-tv"),
     MethodSpec("shd-tv+mppca", "MP-PCA + SHD-TV (fit)", "net", "shd-tv", denoise=True),
+    MethodSpec("direct", "direct (the objective, no network)", "net", "direct"),
     MethodSpec("predict", "SHD-TV amortized (shipped model, predict)", "pretrained"),
     MethodSpec("predict+finetune", f"predict + {FINETUNE_STEPS} fine-tuning steps (prior kept)", "pretrained",
                str(FINETUNE_STEPS)),
 )}
 
 _GRID_METHODS = ("csd", "csd+mppca", "msmt", "msmt+mppca", "mrtrix-csd", "shd-tv", "predict")
-_VOXELWISE_METHODS = ("csd", "csd+mppca", "esd", "shd-tv", "predict")
+_VOXELWISE_METHODS = ("csd", "csd+mppca", "esd", "direct", "shd-tv", "predict")
 
 #: the cell of the issue's bars: spatial phantom, clinical 30-direction scheme, SNR 20
 BAR_CELL = "spatial-clinical-snr20"
@@ -131,7 +132,7 @@ SUITES = {
 #: rough costs on this project's 2-core CPU VM (seconds), measured for issue 5; used for the
 #: up-front estimate only. Voxels are those of the mask, volumes those of the scheme.
 _COST = {
-    "net_per_iteration": {"shd-tv": 0.55, "shd": 0.65, "rtesd": 1.65, "esd": 1.1},
+    "net_per_iteration": {"shd-tv": 0.55, "shd": 0.65, "rtesd": 1.65, "esd": 1.1, "direct": 0.3},
     "net_per_voxel": 1.2e-3,  # responses, prediction and outputs
     "pretrained_per_voxel": 2.5e-3,  # responses, one pass on 8^3 tiles, outputs
     "csd_per_voxel": 6e-4,
@@ -544,7 +545,7 @@ def _run_method(name: str, cell: Cell, cell_dir: Path, phantom_dir: Path,
     """
     import torch
 
-    from ..fitting import FitConfig, run_csd, run_fit, run_predict
+    from ..fitting import DirectConfig, FitConfig, run_csd, run_fit, run_predict
     from ..io import atomic_write_text
 
     spec = METHODS[name]
@@ -561,8 +562,8 @@ def _run_method(name: str, cell: Cell, cell_dir: Path, phantom_dir: Path,
     if spec.engine == "net":
         fit_config = FitConfig(iterations=config.fit_iterations, seed=config.seed)
         report = run_fit(dwi, *inputs, out, mask=mask, variant=spec.variant, device=config.device,
-                         fit_config=fit_config, progress=config.progress,
-                         resume=(out / "checkpoint.pt").exists())
+                         fit_config=fit_config, direct_config=DirectConfig(iterations=config.fit_iterations),
+                         progress=config.progress, resume=(out / "checkpoint.pt").exists())
         record.update(iterations=config.fit_iterations, device=report.get("device"),
                       resumed_from=report.get("resumed_from"))
     elif spec.engine == "pretrained":
@@ -772,7 +773,7 @@ def _figures(results: dict, outdir: Path) -> list[str]:
     )
 
     # colours: tab20's dark/light pairs, a method next to its denoised twin, SHD-TV in dark red
-    order = ["csd", "csd+mppca", "msmt", "msmt+mppca", "mrtrix-csd", "mrtrix-csd+dwidenoise", "shd-tv",
+    order = ["csd", "csd+mppca", "msmt", "msmt+mppca", "mrtrix-csd", "mrtrix-csd+dwidenoise", "direct", "shd-tv",
              "shd-tv+mppca", "predict", "predict+finetune", "esd", "rtesd", "shd"]
     style = {"labels": {n: s.label for n, s in METHODS.items()}, "order": order,
              "emphasis": ("shd-tv", "shd-tv+mppca", "predict")}

@@ -1,5 +1,6 @@
-"""Per-subject fitting, whole-volume prediction and the end-to-end ``fit``/``csd`` jobs."""
+"""Per-subject fitting (networks and ``direct``), whole-volume prediction and the end-to-end jobs."""
 
+from ._direct import DirectConfig, fit_direct
 from ._fit import (
     DEFAULT_TILE_OVERLAP,
     FitConfig,
@@ -14,6 +15,7 @@ from ._fit import (
     tile_workers,
 )
 from ._pipeline import (
+    FIT_MODELS,
     Subject,
     build_network,
     default_loss_weights,
@@ -27,6 +29,8 @@ from ._pipeline import (
 
 __all__ = [
     "DEFAULT_TILE_OVERLAP",
+    "FIT_MODELS",
+    "DirectConfig",
     "FitConfig",
     "FitResult",
     "Subject",
@@ -34,6 +38,7 @@ __all__ = [
     "build_network",
     "default_loss_weights",
     "denoise_mppca",
+    "fit_direct",
     "fit_network",
     "load_subject",
     "normalise_signal",

@@ -193,6 +193,8 @@ def fit_network(
     start = 0
     if resume and checkpoint is not None and Path(checkpoint).exists():
         state = torch.load(checkpoint, map_location=device, weights_only=False)
+        if "model" not in state:
+            raise ValueError(f"{checkpoint} is not a checkpoint of a network fit; remove it or drop --resume")
         net.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         gen.set_state(state["generator"])

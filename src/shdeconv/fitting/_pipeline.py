@@ -12,7 +12,7 @@ import json
 import logging
 import platform
 import time
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -31,11 +31,12 @@ from ..io import (
 )
 from ..io._gradients import voxel_axes_rotation
 from ..losses import DeconvLoss, LossWeights
-from ..models._deconv import DeconvNet, NetworkConfig
+from ..models._deconv import VARIANTS, DeconvNet, NetworkConfig
 from ..signal import Responses, estimate_responses
 from ..signal._forward import ForwardModel, linear_deconvolution
 from ..sphere import rotate_sh
 from ..viz._qc import save_qc_figure
+from ._direct import DirectConfig, fit_direct
 from ._fit import (
     DEFAULT_TILE_OVERLAP,
     FitConfig,
@@ -49,11 +50,14 @@ from ._fit import (
 )
 
 __all__ = [
+    "FIT_MODELS",
     "Subject",
     "acquisition_model",
+    "attach_subject",
     "build_network",
     "default_loss_weights",
     "denoise_mppca",
+    "isotropic_responses",
     "load_subject",
     "prepare_subject",
     "run_csd",
@@ -64,16 +68,24 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: TV weight used by the ``shd-tv`` variant (see README, "Loss weights").
-TV_WEIGHT = 0.01
+#: TV weight of the ``shd-tv`` variant and of ``direct``: the published 0.5.
+TV_WEIGHT = 0.5
+#: Variants of ``fit``: the networks and ``direct`` (the same objective over free per-voxel values).
+FIT_MODELS = VARIANTS + ("direct",)
+#: Mean diffusivities (mm^2/s) of the isotropic tissues a single shell is given: one shell and b=0
+#: cannot estimate their responses, so they are fixed (GM-like, and free water at body temperature).
+ISO_MD = {"gm": 0.8e-3, "csf": 3.0e-3}
+#: The isotropic tissues of single-shell fits (multi-shell data get GM and CSF from their own
+#: responses).
+SINGLE_SHELL_TISSUES = ("gm",)
 #: ``predict --finetune``: weight of the pretrained network's own prediction as a supervised
 #: target (the weight its training gave the true fODF).
 FINETUNE_PRIOR_WEIGHT = 1.0
 
 
 def default_loss_weights(variant: str, **overrides) -> LossWeights:
-    """The published weights, with spatial TV switched on for ``shd-tv`` only."""
-    base = {"tv": TV_WEIGHT if variant == "shd-tv" else 0.0}
+    """The published weights, with spatial TV switched on for ``shd-tv`` and ``direct`` only."""
+    base = {"tv": TV_WEIGHT if variant in ("shd-tv", "direct") else 0.0}
     base.update({k: v for k, v in overrides.items() if v is not None})
     return LossWeights(**base)
 
@@ -101,16 +113,39 @@ class Subject:
         return self.dwi.affine if self.dwi is not None else np.eye(4)
 
 
-def acquisition_model(bvals, directions, responses: Responses, lmax: int):
+def isotropic_responses(responses: Responses, single_shell: tuple[str, ...] | None = None):
+    """Names and l=0 coefficients ``(n_shells, T)`` of the isotropic tissues the model fits.
+
+    GM and CSF where the responses have them (multi-shell); otherwise the ``single_shell``
+    tissues (default :data:`SINGLE_SHELL_TISSUES`), each ``sqrt(4 pi) exp(-b D)`` per shell
+    (units of S0, ``D`` from :data:`ISO_MD`). Returns ``(names, coefficients or None)``.
+    """
+    single_shell = SINGLE_SHELL_TISSUES if single_shell is None else tuple(single_shell)
+    if responses.gm is not None:
+        return ("gm", "csf"), np.stack([responses.gm, responses.csf], axis=1)
+    if not single_shell:
+        return (), None
+    unknown = set(single_shell) - set(ISO_MD)
+    if unknown:
+        raise ValueError(f"unknown isotropic tissue(s) {sorted(unknown)}; expected some of {sorted(ISO_MD)}")
+    md = np.array([ISO_MD[t] for t in single_shell])
+    return tuple(single_shell), np.sqrt(4 * np.pi) * np.exp(-np.outer(responses.bvals, md))
+
+
+def acquisition_model(bvals, directions, responses: Responses, lmax: int | None = None, *,
+                      single_shell: tuple[str, ...] | None = None):
     """Forward model of an acquisition, the response row of every volume and the input rows.
 
-    Returns ``(ForwardModel, shell_rows (G,), input_rows)``; input rows are the non-zero shells
-    that the network sees as channels.
+    ``lmax``: order of the WM kernel (default: the response's own, so higher orders of the
+    fODF are free); ``single_shell``: see :func:`isotropic_responses` (the forward model's
+    ``iso_names``). Returns ``(ForwardModel, shell_rows (G,), input_rows)``; input rows are the
+    non-zero shells that the network sees as channels.
     """
     bvals = np.asarray(bvals, dtype=float)
     rows = responses.rows_for(bvals)
-    iso = None if responses.gm is None else np.stack([responses.gm, responses.csf], axis=1)
-    fm = ForwardModel(directions, rows, responses.kernel(lmax), iso)
+    names, iso = isotropic_responses(responses, single_shell)
+    fm = ForwardModel(directions, rows, responses.kernel(responses.lmax if lmax is None else lmax), iso,
+                      iso_names=names)
     input_rows = sorted({int(r) for r, b in zip(rows, bvals) if b > 50})
     return fm, rows, input_rows
 
@@ -185,18 +220,37 @@ def load_subject(dwi_path, bvals, bvecs, mask_path=None, *, response_files: dict
                            response_files=response_files, lmax=lmax, dwi=dwi, keep_raw=keep_raw)
 
 
-def build_network(subject: Subject, config: NetworkConfig) -> tuple[DeconvNet, ForwardModel]:
+def head_tissues(config: NetworkConfig, single_shell: tuple[str, ...] | None = None) -> tuple[str, ...]:
+    """Single-shell isotropic tissues of a network: none for the linear head (as it was trained),
+    else ``single_shell`` (default :data:`SINGLE_SHELL_TISSUES`)."""
+    if config.head != "softplus":
+        return ()
+    return SINGLE_SHELL_TISSUES if single_shell is None else tuple(single_shell)
+
+
+def attach_subject(net: DeconvNet, subject: Subject) -> ForwardModel:
+    """Give a trained network a subject's linear deconvolution; returns the subject's forward model."""
+    fm, _, _ = acquisition_model(subject.bvals, subject.directions, subject.responses, net.config.response_lmax,
+                                 single_shell=head_tissues(net.config))
+    net.set_init_matrix(linear_deconvolution(fm))
+    return fm
+
+
+def build_network(subject: Subject, config: NetworkConfig,
+                  single_shell: tuple[str, ...] | None = None) -> tuple[DeconvNet, ForwardModel]:
     """The network and the forward model for a subject's acquisition (in the subject's frame)."""
-    fm, rows, input_rows = acquisition_model(subject.bvals, subject.directions, subject.responses, config.lmax)
-    net = DeconvNet(config, subject.directions, rows, input_rows, n_iso=fm.n_iso,
-                    init_matrix=linear_deconvolution(fm))
+    fm, rows, input_rows = acquisition_model(subject.bvals, subject.directions, subject.responses,
+                                             config.response_lmax, single_shell=head_tissues(config, single_shell))
+    init = linear_deconvolution(fm) if config.head == "linear" or config.inputs == "linear" else None
+    net = DeconvNet(config, subject.directions, rows, input_rows, n_iso=fm.n_iso, init_matrix=init)
     return net, fm
 
 
 def write_outputs(outdir: Path, subject: Subject, fodf_world: np.ndarray, iso: np.ndarray | None, *,
-                  history: list[dict], report: dict, title: str) -> dict:
+                  history: list[dict], report: dict, title: str, iso_names: tuple[str, ...] = ("gm", "csf")) -> dict:
     """Write fodf/gm/csf/peaks/responses/report/qc; ``fodf_world`` ``[X, Y, Z, S]`` in the MRtrix3 frame.
 
+    ``iso`` ``[X, Y, Z, T]`` is written as ``<name>.nii.gz`` per ``iso_names``.
     ``report["timings_s"]`` gains ``write`` (these outputs, peaks included), which is added to
     its ``total``.
     """
@@ -206,7 +260,9 @@ def write_outputs(outdir: Path, subject: Subject, fodf_world: np.ndarray, iso: n
     atomic_save_nifti(fodf_world, affine, outdir / "fodf.nii.gz")
     files = {"fodf": "fodf.nii.gz"}
     if iso is not None:
-        for k, name in enumerate(("gm", "csf")):
+        if len(iso_names) != iso.shape[-1]:
+            raise ValueError(f"{iso.shape[-1]} isotropic maps but names {iso_names}")
+        for k, name in enumerate(iso_names):
             atomic_save_nifti(iso[..., k].astype(np.float32), affine, outdir / f"{name}.nii.gz")
             files[name] = f"{name}.nii.gz"
     dirs, amps = sh_peaks(fodf_world)
@@ -268,39 +324,74 @@ def spatial_grid_report(affine: np.ndarray, what: str) -> dict:
     return out
 
 
-def run_fit(dwi, bvals, bvecs, outdir, *, mask=None, response_files=None, variant="shd-tv", lmax=8,
+def run_fit(dwi, bvals, bvecs, outdir, *, mask=None, response_files=None, variant="direct", lmax=None,
             device="auto", fit_config: FitConfig | None = None, net_config: NetworkConfig | None = None,
-            loss_weights: LossWeights | None = None, resume=False, progress=True, denoise="none") -> dict:
-    """Per-subject network fit, end to end. Returns the report dict (also in report.json)."""
+            loss_weights: LossWeights | None = None, resume=False, progress=True, denoise="none",
+            direct_config: DirectConfig | None = None, single_shell_tissues: tuple[str, ...] | None = None) -> dict:
+    """Per-subject unsupervised fit, end to end. Returns the report dict (also in report.json).
+
+    ``variant``: a network (:data:`~shdeconv.models.VARIANTS`, trained on the subject with
+    ``fit_config``) or ``"direct"`` (:func:`fit_direct`, with ``direct_config``). ``lmax``: order
+    of the output fODF (default 16; the response stays at ``net_config.response_lmax``, 8).
+    ``single_shell_tissues``: isotropic tissues of single-shell data (default
+    :data:`SINGLE_SHELL_TISSUES`; multi-shell data fit GM and CSF).
+    """
+    if variant not in FIT_MODELS:
+        raise ValueError(f"unknown fit model {variant!r}; expected one of {FIT_MODELS}")
     t_start = time.perf_counter()
-    subject = load_subject(dwi, bvals, bvecs, mask, response_files=response_files, lmax=lmax, denoise=denoise,
-                           keep_raw=False)
+    net_config = net_config or NetworkConfig()
+    if lmax is not None:
+        net_config = replace(net_config, lmax=lmax)
+    direct_config = direct_config or DirectConfig(**({} if lmax is None else {"lmax": lmax}))
+    dev = resolve_device(device)
+    csd_start = variant == "direct" and direct_config.init == "csd"
+    subject = load_subject(dwi, bvals, bvecs, mask, response_files=response_files, lmax=net_config.response_lmax,
+                           denoise=denoise, keep_raw=csd_start)
     t_loaded = time.perf_counter()
     grid = spatial_grid_report(subject.affine, "fit")
     outdir = check_output_dir(outdir)
-    dev = resolve_device(device)
     fit_config = fit_config or FitConfig()
-    net_config = (net_config or NetworkConfig(lmax=lmax)).with_variant(variant)
     weights = loss_weights or default_loss_weights(variant)
-    torch.manual_seed(fit_config.seed)
-    net, fm = build_network(subject, net_config)
-    loss_fn = DeconvLoss(fm, weights)
-    log.info("fitting %s on %d voxels (%s)", variant, int(subject.mask.sum()), dev)
-    result = fit_network(net, loss_fn, subject.signal, subject.mask, fit_config, device=dev,
-                         checkpoint=outdir / "checkpoint.pt", resume=resume, progress=progress)
-    t_pred = time.perf_counter()
-    fodf, iso = predict_volume(net, subject.signal, subject.mask, tile=fit_config.patch_size,
-                               overlap=fit_config.tile_overlap, device=dev, progress=progress)
+    if variant == "direct":
+        fm, _, _ = acquisition_model(subject.bvals, subject.directions, subject.responses, net_config.response_lmax,
+                                     single_shell=single_shell_tissues)
+        loss_fn = DeconvLoss(fm, weights, lmax=direct_config.lmax)
+        log.info("direct fit on %d voxels (%s)", int(subject.mask.sum()), dev)
+        if csd_start:
+            from ..baselines import csd_fit
+
+            start = csd_fit(subject.dwi, subject.mask, subject.responses, lmax=net_config.response_lmax)["fodf"]
+            start = rotate_sh(start, subject.rotation.T)  # world -> the fit's voxel frame
+            subject.dwi = replace(subject.dwi, data=None)
+        else:
+            start = subject.signal @ linear_deconvolution(fm, wm_only=True).T.astype(np.float32)
+        fodf, iso, result = fit_direct(loss_fn, subject.signal, subject.mask, direct_config, start_sh=start,
+                                       device=dev, checkpoint=outdir / "checkpoint.pt", resume=resume,
+                                       progress=progress)
+        t_pred = time.perf_counter()  # its output is the fit itself: no prediction pass
+        settings = {"direct": asdict(direct_config)}
+    else:
+        net_config = net_config.with_variant(variant)
+        torch.manual_seed(fit_config.seed)
+        net, fm = build_network(subject, net_config, single_shell_tissues)
+        loss_fn = DeconvLoss(fm, weights, lmax=net_config.lmax)
+        log.info("fitting %s on %d voxels (%s)", variant, int(subject.mask.sum()), dev)
+        result = fit_network(net, loss_fn, subject.signal, subject.mask, fit_config, device=dev,
+                             checkpoint=outdir / "checkpoint.pt", resume=resume, progress=progress)
+        t_pred = time.perf_counter()
+        fodf, iso = predict_volume(net, subject.signal, subject.mask, tile=fit_config.patch_size,
+                                   overlap=fit_config.tile_overlap, device=dev, progress=progress)
+        settings = {"network": net_config.to_dict(), "fit": asdict(fit_config)}
     t_done = time.perf_counter()
     report = {
         "command": "fit",
+        "model": variant,
         "versions": versions(),
         "inputs": {"dwi": str(dwi), "bvals": str(bvals), "bvecs": str(bvecs), "mask": str(mask) if mask else None},
         "device": str(dev),
         "denoise": denoise,
-        "network": net_config.to_dict(),
-        "fit": fit_config.__dict__,
-        "loss_weights": weights.__dict__,
+        **settings,
+        "loss_weights": asdict(weights),
         "voxels_in_mask": int(subject.mask.sum()),
         **grid,
         "loss_curve": result.history,
@@ -309,7 +400,7 @@ def run_fit(dwi, bvals, bvecs, outdir, *, mask=None, response_files=None, varian
                       "total": t_done - t_start},
     }
     return write_outputs(outdir, subject, rotate_sh(fodf, subject.rotation), iso, history=result.history,
-                         report=report, title=variant)
+                         report=report, title=variant, iso_names=fm.iso_names)
 
 
 def run_predict(dwi, bvals, bvecs, outdir, *, mask=None, response_files=None, model=None, finetune: int = 0,
@@ -334,14 +425,13 @@ def run_predict(dwi, bvals, bvecs, outdir, *, mask=None, response_files=None, mo
     t_start = time.perf_counter()
     model_path = Path(model) if model is not None else pretrained_path()
     net, meta = load_model(model_path)
-    subject = load_subject(dwi, bvals, bvecs, mask, response_files=response_files, lmax=net.config.lmax,
-                           denoise=denoise, keep_raw=False)
+    subject = load_subject(dwi, bvals, bvecs, mask, response_files=response_files,
+                           lmax=net.config.response_lmax, denoise=denoise, keep_raw=False)
     t_loaded = time.perf_counter()
     grid = spatial_grid_report(subject.affine, "predict")
     outdir = check_output_dir(outdir)
     dev = resolve_device(device)
-    fm, _, _ = acquisition_model(subject.bvals, subject.directions, subject.responses, net.config.lmax)
-    net.set_init_matrix(linear_deconvolution(fm))
+    fm = attach_subject(net, subject)
     history, t_fit = [], time.perf_counter()
     if finetune:
         # the unsupervised loss of `fit` plus the pretrained network's own prediction as the
@@ -352,8 +442,9 @@ def run_predict(dwi, bvals, bvecs, outdir, *, mask=None, response_files=None, mo
         teacher, _ = load_model(model_path)  # a second, frozen copy (deepcopy cannot copy sparse buffers)
         teacher.set_init_matrix(net.init_matrix)
         weights = default_loss_weights(net.config.variant, supervised=FINETUNE_PRIOR_WEIGHT)
-        result = fit_network(net, DeconvLoss(fm, weights), subject.signal, subject.mask, config, device=dev,
-                             checkpoint=outdir / "checkpoint.pt", progress=progress, teacher=teacher)
+        result = fit_network(net, DeconvLoss(fm, weights, lmax=net.config.lmax), subject.signal, subject.mask,
+                             config, device=dev, checkpoint=outdir / "checkpoint.pt", progress=progress,
+                             teacher=teacher)
         history = result.history
     t_pred = time.perf_counter()
     tile = tile or int(meta.get("train_config", {}).get("patch_size", 8))
@@ -381,7 +472,9 @@ def run_predict(dwi, bvals, bvecs, outdir, *, mask=None, response_files=None, mo
         "timings_s": {"load": t_loaded - t_start, "finetune": t_pred - t_fit, "predict": t_done - t_pred,
                       "total": t_done - t_start},
     }
-    return write_outputs(outdir, subject, rotate_sh(fodf, subject.rotation), iso, history=history,
+    # the network's isotropic channels: the acquisition's tissues, or GM and CSF as trained
+    names = fm.iso_names if iso is None or iso.shape[-1] == fm.n_iso else ("gm", "csf")[: iso.shape[-1]]
+    return write_outputs(outdir, subject, rotate_sh(fodf, subject.rotation), iso, history=history, iso_names=names,
                          report=report, title="predict" + (f" + finetune {finetune}" if finetune else ""))
 
 

@@ -10,6 +10,13 @@ variant     sphere       spatial kernel  loss
 ``shd``     hemisphere   3x3x3          same
 ``shd-tv``  hemisphere   3x3x3          same + spatial total variation
 ==========  ===========  =============  =================================
+
+Heads (``NetworkConfig.head``): ``"softplus"``, as published, passes the last layer's WM
+channel through a Softplus on the grid (a non-negative fODF at every grid point) and projects
+it to SH up to ``lmax`` (16 by default) while the response stops at ``response_lmax`` (8):
+the orders in between are decided by the priors alone. ``"linear"`` adds the last layer to a
+linear deconvolution of the signal up to ``response_lmax`` (the head of the models trained
+before the published head; kept so they load and predict as before).
 """
 
 from __future__ import annotations
@@ -22,16 +29,25 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..signal._grid import grid_directions, grid_to_sh_matrix, signal_to_grid_matrix
-from ..sphere import sh_matrix
+from ..nn._chebyshev import n_pixels
+from ..sphere import n_coeffs, sh_matrix
 from ._unet import SphericalUNet
 
-__all__ = ["INPUTS", "VARIANTS", "DeconvNet", "NetworkConfig"]
+__all__ = ["HEADS", "INPUTS", "VARIANTS", "DeconvNet", "NetworkConfig"]
 
 VARIANTS = ("esd", "rtesd", "shd", "shd-tv")
 #: What the U-Net sees: ``"signal"``, each non-zero shell resampled on the grid (one channel per
 #: shell, tied to an acquisition), or ``"linear"``, the linear-deconvolution fODF on the grid (one
 #: channel, the same for every acquisition: what a network shared by many subjects needs).
 INPUTS = ("signal", "linear")
+HEADS = ("softplus", "linear")
+#: Starting values of the Softplus head: the fODF of a unit WM fraction spread evenly
+#: (1 / 4 pi on the sphere) and an isotropic fraction of 0.1.
+_START_FODF, _START_ISO = 1.0 / (4.0 * np.pi), 0.1
+
+
+def _softplus_inverse(y: float) -> float:
+    return float(np.log(np.expm1(y)))
 
 
 @dataclass(frozen=True)
@@ -39,26 +55,38 @@ class NetworkConfig:
     """Architecture settings, validated once. Defaults are sized for a laptop CPU."""
 
     variant: str = "shd-tv"
-    nside: int = 4
+    nside: int = 8
     depth: int = 2
     width: int = 8
     K: int = 3
-    lmax: int = 8
+    lmax: int = 16
     spatial_levels: int = 1
     impl: str = "fast"
     inputs: str = "signal"
+    head: str = "softplus"
+    response_lmax: int = 8
 
     def __post_init__(self):
         if self.variant not in VARIANTS:
             raise ValueError(f"unknown model variant {self.variant!r}; expected one of {VARIANTS}")
         if self.inputs not in INPUTS:
             raise ValueError(f"unknown network inputs {self.inputs!r}; expected one of {INPUTS}")
+        if self.head not in HEADS:
+            raise ValueError(f"unknown head {self.head!r}; expected one of {HEADS}")
         if self.depth < 1 or self.width < 1 or self.K < 1:
             raise ValueError(f"depth, width and K must be positive, got {self.depth}, {self.width}, {self.K}")
         if self.nside < 2 ** (self.depth - 1):
             raise ValueError(f"nside {self.nside} cannot be halved {self.depth - 1} times")
-        if self.lmax % 2 or self.lmax < 2:
-            raise ValueError(f"lmax must be an even integer >= 2, got {self.lmax}")
+        for name in ("lmax", "response_lmax"):
+            v = getattr(self, name)
+            if v % 2 or v < 2:
+                raise ValueError(f"{name} must be an even integer >= 2, got {v}")
+        if self.response_lmax > self.lmax:
+            raise ValueError(f"response_lmax {self.response_lmax} exceeds the output lmax {self.lmax}")
+        pixels = n_pixels(self.nside, self.hemisphere)
+        if pixels < n_coeffs(self.lmax):
+            raise ValueError(f"nside {self.nside} has {pixels} pixels, too few for the {n_coeffs(self.lmax)} "
+                             f"SH coefficients of lmax {self.lmax}; raise nside or lower lmax")
 
     @property
     def hemisphere(self) -> bool:
@@ -78,7 +106,13 @@ class NetworkConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> NetworkConfig:
-        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
+        """Inverse of :meth:`to_dict`; a dict without ``head`` is a model saved before the
+        Softplus head existed: linear head, response at the output's ``lmax``."""
+        d = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
+        if "head" not in d:
+            d = {"nside": 4, "lmax": 8, **d, "head": "linear"}
+            d.setdefault("response_lmax", d["lmax"])
+        return cls(**d)
 
     def with_variant(self, variant: str) -> NetworkConfig:
         return replace(self, variant=variant)
@@ -98,18 +132,27 @@ class DeconvNet(nn.Module):
     input_shells : sequence of int
         Shell rows that become input channels (``"signal"`` inputs only).
     n_iso : int
-        Number of isotropic tissue fractions to predict (0, or 2 for GM and CSF).
-    init_matrix : ndarray ``(S + T, G)``, optional
-        A fixed linear deconvolution (e.g. :func:`shdeconv.signal.linear_deconvolution`), with
-        ``T`` = ``n_iso`` or 0. When given, the network predicts a correction to it:
-        ``wm_sh = D_wm s + head``, ``iso = softplus(head_iso + softplus^-1(D_iso s))``, and the last
-        layer starts at zero, so optimisation starts from the regularised least-squares solution.
-        Required for ``"linear"`` inputs (or set later with :meth:`set_init_matrix`).
+        Number of isotropic tissue fractions to predict (0; 1 for single-shell data; 2, GM and
+        CSF, for multi-shell data).
+    init_matrix : ndarray ``(R + T, G)``, optional
+        A fixed linear deconvolution (e.g. :func:`shdeconv.signal.linear_deconvolution`) with
+        ``R`` the coefficients up to ``config.response_lmax`` and ``T`` = ``n_iso`` or 0. Required
+        for ``"linear"`` inputs (or set later with :meth:`set_init_matrix`), which see its WM part.
+        With the ``"linear"`` head the network predicts a correction to it:
+        ``wm_sh = D_wm s + head``, ``iso = softplus(head_iso + softplus^-1(D_iso s))``, and the
+        last layer starts at zero (the regularised least-squares solution).
+
+    Heads, with ``y`` the last layer's output on the grid (``V`` pixels):
+
+    * ``"softplus"``: ``wm_sh = P softplus(y_0)`` with ``P`` ``(S, V)`` the grid's SH
+      pseudo-inverse up to ``config.lmax``; ``iso_t = softplus(mean_v y_t)``.
+    * ``"linear"``: ``wm_sh = P y_0 + D_wm s`` (orders up to ``response_lmax``), ``iso`` as above
+      around the linear solution's fractions.
 
     ``forward(signal)``: ``signal`` ``[B, G, X, Y, Z]`` -> ``(wm_sh [B, S, X, Y, Z],
-    iso [B, T, X, Y, Z] or None)``; ``forward(linear=lin)`` with ``lin = D s`` ``[B, S + T', X, Y, Z]``
-    skips the acquisition-specific first step (``"linear"`` inputs; ``iso`` is None when
-    ``T' = 0``). X, Y, Z must be multiples of ``config.patch_multiple``.
+    iso [B, T, X, Y, Z] or None)``; ``forward(linear=lin)`` with ``lin = D s`` ``[B, R + T', X, Y, Z]``
+    skips the acquisition-specific first step (``"linear"`` inputs; with the ``"linear"`` head
+    ``iso`` is None when ``T' = 0``). X, Y, Z must be multiples of ``config.patch_multiple``.
     """
 
     def __init__(self, config: NetworkConfig, directions=None, shell_index=None, input_shells=(1,),
@@ -127,7 +170,7 @@ class DeconvNet(nn.Module):
             in_channels = len(input_shells)
         else:
             # SH -> grid evaluation of the linear fODF: the same matrix for every acquisition
-            to_grid = sh_matrix(grid_directions(config.nside, hemi), config.lmax)
+            to_grid = sh_matrix(grid_directions(config.nside, hemi), config.response_lmax)
             in_channels = 1
         self.register_buffer("to_grid", torch.as_tensor(np.ascontiguousarray(to_grid), dtype=torch.float32),
                              persistent=False)
@@ -144,59 +187,80 @@ class DeconvNet(nn.Module):
             spatial_levels=0 if config.kernel_size == 1 else config.spatial_levels,
         )
         self.register_buffer("init_matrix", None, persistent=False)
-        if init_matrix is not None or config.inputs == "linear":
+        head = self.unet.head
+        if config.head == "linear":
             # start exactly at the linear solution: zero the head's spherical weights and bias
             # (not its radial weights: the product theta * radial would sit on a saddle)
-            torch.nn.init.zeros_(self.unet.head.theta)
-            if self.unet.head.bias is not None:
-                torch.nn.init.zeros_(self.unet.head.bias)
+            torch.nn.init.zeros_(head.theta)
+            if head.bias is not None:
+                torch.nn.init.zeros_(head.bias)
+        else:
+            # start every voxel at the same smooth answer: an even fODF of unit WM fraction and
+            # isotropic fractions of 0.1 (zero spherical weights; the features still get gradients
+            # from the second step on). A Kaiming-random last layer instead starts from per-pixel
+            # noise, whose orders up to lmax are spurious peaks the priors take long to remove.
+            torch.nn.init.zeros_(head.theta)
+            if head.bias is not None:
+                with torch.no_grad():
+                    head.bias[0] = _softplus_inverse(_START_FODF)
+                    head.bias[1:] = _softplus_inverse(_START_ISO)
         if init_matrix is not None:
             self.set_init_matrix(init_matrix)
 
     @property
     def n_coeffs(self) -> int:
+        """SH coefficients of the output fODF (up to ``config.lmax``)."""
         return self.to_sh.shape[0]
 
+    @property
+    def n_input_coeffs(self) -> int:
+        """WM rows of the linear deconvolution (up to ``config.response_lmax``)."""
+        return n_coeffs(self.config.response_lmax)
+
     def set_init_matrix(self, init_matrix) -> None:
-        """Use a subject's linear deconvolution ``(S + T, G)`` (``T`` = ``n_iso`` or 0)."""
+        """Use a subject's linear deconvolution ``(R + T, G)`` (``T`` = ``n_iso`` or 0)."""
         init = torch.as_tensor(np.asarray(init_matrix), dtype=torch.float32, device=self.to_sh.device)
-        if init.shape[0] not in (self.n_coeffs, self.n_coeffs + self.n_iso) or init.dim() != 2:
-            raise ValueError(f"init_matrix has {init.shape[0]} rows, expected {self.n_coeffs + self.n_iso}"
-                             + (f" or {self.n_coeffs}" if self.n_iso else ""))
-        if self.config.inputs == "signal" and init.shape[0] != self.n_coeffs + self.n_iso:
-            raise ValueError(f"init_matrix has {init.shape[0]} rows, expected {self.n_coeffs + self.n_iso}")
+        r = self.n_input_coeffs
+        allowed = (r + self.n_iso,) if self.config.inputs == "signal" else (r, r + self.n_iso)
+        if init.dim() != 2 or init.shape[0] not in allowed:
+            raise ValueError(f"init_matrix has {init.shape[0]} rows, expected "
+                             + " or ".join(str(a) for a in sorted(set(allowed), reverse=True)))
         self.init_matrix = init
 
     def forward(self, signal: torch.Tensor | None = None, *, linear: torch.Tensor | None = None):
         if linear is None:
             if signal is None:
                 raise TypeError("forward needs a signal or linear=")
-            if self.init_matrix is not None:
+            if self.init_matrix is not None and (self.config.inputs == "linear" or self.config.head == "linear"):
                 linear = torch.einsum("pg,bgxyz->bpxyz", self.init_matrix, signal)
         if self.config.inputs == "linear":
             if linear is None:
                 raise ValueError("a 'linear'-input network needs set_init_matrix() before forward(signal)")
-            x = torch.einsum("vs,bsxyz->bvxyz", self.to_grid, linear[:, : self.n_coeffs]).unsqueeze(1)
+            x = torch.einsum("vs,bsxyz->bvxyz", self.to_grid, linear[:, : self.n_input_coeffs]).unsqueeze(1)
         else:
             if signal is None:
                 raise ValueError("a 'signal'-input network needs the signal")
             x = torch.einsum("cvg,bgxyz->bcvxyz", self.to_grid, signal)
         y = self.unet(x)  # [B, 1 + T, V, X, Y, Z]
-        return self._heads(y, linear)
+        if self.config.head == "softplus":
+            wm_sh = torch.einsum("sv,bvxyz->bsxyz", self.to_sh, F.softplus(y[:, 0]))
+            return wm_sh, (F.softplus(y[:, 1:].mean(2)) if self.n_iso else None)
+        return self._linear_head(y, linear)
 
-    def _heads(self, y: torch.Tensor, linear: torch.Tensor | None):
-        s = self.n_coeffs
+    def _linear_head(self, y: torch.Tensor, linear: torch.Tensor | None):
+        r = self.n_input_coeffs
         wm_sh = torch.einsum("sv,bvxyz->bsxyz", self.to_sh, y[:, 0])
         if linear is not None:
-            wm_sh = wm_sh + linear[:, :s]
-        if not self.n_iso or (linear is not None and linear.shape[1] == s):
+            wm_sh = torch.cat([wm_sh[:, :r] + linear[:, :r], wm_sh[:, r:]], 1)
+        if not self.n_iso or (linear is not None and linear.shape[1] == r):
             return wm_sh, None
         iso_logit = y[:, 1:].mean(2)
         if linear is not None:
-            start = linear[:, s:].clamp(1e-3, 10.0)
+            start = linear[:, r:].clamp(1e-3, 10.0)
             iso_logit = iso_logit + start + torch.log(-torch.expm1(-start))  # softplus^-1
         return wm_sh, F.softplus(iso_logit)
 
     def extra_repr(self) -> str:
         c = self.config
-        return f"variant={c.variant}, inputs={c.inputs}, nside={c.nside}, lmax={c.lmax}, n_iso={self.n_iso}"
+        return (f"variant={c.variant}, inputs={c.inputs}, head={c.head}, nside={c.nside}, lmax={c.lmax}, "
+                f"response_lmax={c.response_lmax}, n_iso={self.n_iso}")

@@ -36,12 +36,13 @@ class SHDModel:
         Estimated from the data at ``fit`` time when omitted.
     variant : {'shd-tv', 'shd', 'rtesd', 'esd'}
     sh_order_max : int
-        Maximum SH order of the fODF (DIPY's name for lmax).
+        Maximum SH order of the fODF (DIPY's name for lmax; default 16). The response stops at
+        ``net_config.response_lmax`` (8): higher orders are set by the priors.
     sh_basis : {'descoteaux07', 'tournier07'}
         Basis of ``SHDFit.shm_coeff`` (both with ``legacy=False``).
     """
 
-    def __init__(self, gtab, responses: Responses | None = None, *, variant: str = "shd-tv", sh_order_max: int = 8,
+    def __init__(self, gtab, responses: Responses | None = None, *, variant: str = "shd-tv", sh_order_max: int = 16,
                  sh_basis: str = "descoteaux07", net_config: NetworkConfig | None = None,
                  fit_config: FitConfig | None = None, loss_weights: LossWeights | None = None,
                  device: str = "auto", progress: bool = False):
@@ -64,16 +65,16 @@ class SHDModel:
             raise ValueError(f"data must be (X, Y, Z, {len(self.gtab.bvals)}) to match gtab, got {data.shape}")
         mask = np.ones(data.shape[:3], bool) if mask is None else np.asarray(mask, bool)
         subject = prepare_subject(data, self.gtab.bvals, self.gtab.bvecs, mask, responses=self.responses,
-                                  lmax=self.sh_order_max)
-        self.responses = subject.responses
+                                  lmax=self.net_config.response_lmax)
         torch.manual_seed(self.fit_config.seed)
         net, fm = build_network(subject, self.net_config)
-        result = fit_network(net, DeconvLoss(fm, self.loss_weights), subject.signal, subject.mask,
-                             self.fit_config, device=self.device, progress=self.progress)
+        result = fit_network(net, DeconvLoss(fm, self.loss_weights, lmax=self.sh_order_max), subject.signal,
+                             subject.mask, self.fit_config, device=self.device, progress=self.progress)
         wm, iso_maps = predict_volume(net, subject.signal, subject.mask, tile=self.fit_config.patch_size,
                                       overlap=self.fit_config.tile_overlap, device=self.device)
         coeff = convert_sh_basis(wm, "mrtrix3", self.sh_basis)
-        return SHDFit(self, coeff.astype(np.float32), iso_maps, subject.mask, result.history)
+        return SHDFit(self, coeff.astype(np.float32), iso_maps, subject.mask, result.history, subject.responses,
+                      fm.iso_names)
 
 
 class SHDFit:
@@ -82,18 +83,26 @@ class SHDFit:
     Attributes
     ----------
     shm_coeff : ndarray ``(X, Y, Z, S)`` in ``model.sh_basis`` (legacy=False), gtab frame.
-    gm, csf : ndarray ``(X, Y, Z)`` or None (multi-shell data only).
+    iso : ndarray ``(X, Y, Z, T)`` or None: isotropic fractions (GM, CSF for multi-shell data;
+        the single-shell tissues otherwise, with the Softplus head).
+    iso_names : tuple of str, their names.
+    gm, csf : ndarray ``(X, Y, Z)`` or None, where fitted.
     mask : ndarray ``(X, Y, Z)``.
     history : list of dict, the loss curve.
+    responses : Responses, those of this fit (given or estimated from its data).
     """
 
-    def __init__(self, model: SHDModel, shm_coeff, iso, mask, history):
+    def __init__(self, model: SHDModel, shm_coeff, iso, mask, history, responses: Responses,
+                 iso_names: tuple[str, ...] = ()):
         self.model = model
         self.shm_coeff = shm_coeff
         self.mask = mask
         self.history = history
-        self.gm = None if iso is None else iso[..., 0]
-        self.csf = None if iso is None else iso[..., 1]
+        self.responses = responses
+        self.iso = iso
+        self.iso_names = tuple(iso_names)
+        self.gm = iso[..., self.iso_names.index("gm")] if "gm" in self.iso_names else None
+        self.csf = iso[..., self.iso_names.index("csf")] if "csf" in self.iso_names else None
 
     @property
     def sh_basis(self) -> str:
@@ -120,11 +129,11 @@ class SHDFit:
     def predict(self, gtab=None, S0: float | np.ndarray = 1.0) -> np.ndarray:
         """Signal predicted by the fitted fODF and fractions for ``gtab`` (default: the model's)."""
         gtab = gtab or self.model.gtab
-        resp = self.model.responses
         bvals = np.asarray(gtab.bvals, float)
         dirs = np.where(bvals[:, None] > 50, np.asarray(gtab.bvecs, float), 0.0)
-        fm, _, _ = acquisition_model(bvals, dirs, resp, self.model.sh_order_max)
-        iso = None if self.gm is None else torch.as_tensor(np.stack([self.gm, self.csf], -1), dtype=torch.float32)
+        fm, _, _ = acquisition_model(bvals, dirs, self.responses, self.model.net_config.response_lmax,
+                                     single_shell=self.iso_names)
+        iso = None if self.iso is None else torch.as_tensor(self.iso, dtype=torch.float32)
         with torch.no_grad():
             s = fm(torch.as_tensor(self._mrtrix_coeff(), dtype=torch.float32), iso).numpy()
         return s * np.asarray(S0)[..., None] if np.ndim(S0) else s * S0

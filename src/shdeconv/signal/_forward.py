@@ -40,9 +40,11 @@ class ForwardModel(nn.Module):
         :math:`\\kappa_{b,j}` per shell and SH coefficient (``Responses.kernel(lmax)``).
     iso_response : ndarray ``(n_shells, T)`` or None
         l=0 response coefficients of the ``T`` isotropic tissues.
+    iso_names : sequence of str, optional
+        Names of those tissues (default ``iso0``, ``iso1``, ...), e.g. for their output files.
     """
 
-    def __init__(self, directions, shell_index, wm_kernel, iso_response=None):
+    def __init__(self, directions, shell_index, wm_kernel, iso_response=None, iso_names=None):
         super().__init__()
         directions = np.asarray(directions, dtype=np.float64)
         shell_index = np.asarray(shell_index, dtype=np.int64)
@@ -63,14 +65,25 @@ class ForwardModel(nn.Module):
             self.register_buffer("a_iso", torch.as_tensor(iso, dtype=torch.float32), persistent=False)
         else:
             self.a_iso = None
+        names = tuple(iso_names) if iso_names is not None else tuple(f"iso{k}" for k in range(self.n_iso))
+        if len(names) != self.n_iso:
+            raise ValueError(f"{len(names)} names for {self.n_iso} isotropic tissues")
+        self.iso_names = names
 
     @property
     def n_iso(self) -> int:
         return 0 if self.a_iso is None else int(self.a_iso.shape[1])
 
     def forward(self, wm_sh: torch.Tensor, iso: torch.Tensor | None = None) -> torch.Tensor:
-        """``wm_sh`` ``[..., S]``, ``iso`` ``[..., T]`` -> predicted signal ``[..., G]``."""
-        out = wm_sh @ self.a_wm.T
+        """``wm_sh`` ``[..., S']``, ``iso`` ``[..., T]`` -> predicted signal ``[..., G]``.
+
+        ``S'`` may exceed the response's ``S`` coefficients: orders above the response's
+        ``lmax`` convolve to zero, so they are dropped (they are left to the priors).
+        """
+        s = self.a_wm.shape[1]
+        if wm_sh.shape[-1] < s:
+            raise ValueError(f"the forward model needs {s} SH coefficients (lmax {self.lmax}), got {wm_sh.shape[-1]}")
+        out = wm_sh[..., :s] @ self.a_wm.T
         if self.a_iso is not None and iso is not None:
             out = out + iso @ self.a_iso.T
         return out
@@ -79,8 +92,12 @@ class ForwardModel(nn.Module):
         return f"lmax={self.lmax}, volumes={self.a_wm.shape[0]}, isotropic={self.n_iso}"
 
 
-def linear_deconvolution(forward_model: ForwardModel, regularisation: float = 1.0) -> np.ndarray:
+def linear_deconvolution(forward_model: ForwardModel, regularisation: float = 1.0, *,
+                         wm_only: bool = False) -> np.ndarray:
     r"""Regularised least-squares inverse of the forward model, shape ``(S + T, G)``.
+
+    ``wm_only``: leave the isotropic tissues out of the model (shape ``(S, G)``); with a single
+    shell their l=0 signal is indistinguishable from the WM's, so the joint split is ill-posed.
 
     :math:`D = (A^T A + \lambda\, \bar a\, \Lambda)^{-1} A^T` with :math:`A = [A_{wm}\ A_{iso}]`,
     :math:`\Lambda = \mathrm{diag}(l^2 (l+1)^2 / l_{max}^2 (l_{max}+1)^2)` on the WM block (0 on
@@ -90,7 +107,7 @@ def linear_deconvolution(forward_model: ForwardModel, regularisation: float = 1.
     from ..sphere import sh_degrees
 
     a = forward_model.a_wm.double().numpy()
-    if forward_model.a_iso is not None:
+    if forward_model.a_iso is not None and not wm_only:
         a = np.concatenate([a, forward_model.a_iso.double().numpy()], 1)
     ls = sh_degrees(forward_model.lmax).astype(float)
     pen = np.zeros(a.shape[1])

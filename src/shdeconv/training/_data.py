@@ -76,7 +76,8 @@ def prepare_training_subject(folder, cache_root, *, lmax: int = 8) -> Path:
     mask = folder / "mask.nii.gz"
     subject = load_subject(folder / "dwi.nii.gz", folder / "bvals", folder / "bvecs",
                            mask if mask.exists() else None, response_files=responses, lmax=lmax, keep_raw=False)
-    fm, rows, _ = acquisition_model(subject.bvals, subject.directions, subject.responses, lmax)
+    # as cached for training: isotropic tissues only where the responses have them (multi-shell)
+    fm, rows, _ = acquisition_model(subject.bvals, subject.directions, subject.responses, lmax, single_shell=())
     d = linear_deconvolution(fm)
     cache.mkdir(parents=True, exist_ok=True)
     signal = np.where(subject.mask[..., None], subject.signal, 0).astype(np.float32)

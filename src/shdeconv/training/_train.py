@@ -133,12 +133,12 @@ def train(subject_dirs, outdir, *, net_config: NetworkConfig | None = None, weig
         raise ValueError("no training subjects given")
     cache_dir = Path(cache_dir) if cache_dir is not None else outdir / "cache"
     if rank == 0:
-        subjects = load_training_subjects(subject_dirs, cache_dir, lmax=net_config.lmax, progress=progress)
+        subjects = load_training_subjects(subject_dirs, cache_dir, lmax=net_config.response_lmax, progress=progress)
     if distributed:
         dist.barrier()
     if rank != 0:
-        subjects = load_training_subjects(subject_dirs, cache_dir, lmax=net_config.lmax)
-    losses = [DeconvLoss(s.forward_model(), weights).to(dev) for s in subjects]
+        subjects = load_training_subjects(subject_dirs, cache_dir, lmax=net_config.response_lmax)
+    losses = [DeconvLoss(s.forward_model(), weights, lmax=net_config.lmax).to(dev) for s in subjects]
 
     torch.manual_seed(config.seed)  # identical initial weights on every rank
     net = DeconvNet(net_config, n_iso=2).to(dev)

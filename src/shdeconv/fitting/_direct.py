@@ -1,0 +1,215 @@
+r"""``fit --model direct``: the unsupervised objective minimised over free per-voxel values.
+
+No network: each voxel in the mask owns ``V`` grid values :math:`u_x` (the nside-8 hemisphere)
+and ``T`` isotropic logits :math:`v_x`; its fODF is :math:`c_x = P\, \mathrm{softplus}(u_x)`
+(``P`` the grid's SH pseudo-inverse up to ``lmax``, non-negative at every grid point) and its
+isotropic fractions :math:`\mathrm{softplus}(v_x)`. The loss is :class:`~shdeconv.losses.DeconvLoss`
+(reconstruction, dense non-negativity, Cauchy sparsity, TV on the fODF's shape), minimised by
+full-batch Adam over the whole mask. It is the objective's own ceiling, without a network's
+spatial prior, and the bar the network variants are compared with.
+
+Large volumes are cut into slabs along ``x`` (one-voxel halo for the TV pairs): every
+iteration adds the exact per-term sums of all slabs before the step, so the result does not
+depend on the slab size.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from ..io._atomic import atomic_torch_save
+from ..losses import DeconvLoss
+from ..signal._grid import grid_directions, grid_to_sh_matrix
+from ..sphere import lmax_from_ncoeffs, n_coeffs, sh_matrix
+from ._fit import FitResult
+
+__all__ = ["DirectConfig", "fit_direct"]
+
+log = logging.getLogger(__name__)
+
+#: Share of the b=0 signal the isotropic tissues start with (the WM start takes the rest).
+ISO_START = 0.1
+INITS = ("linear", "csd")
+
+
+@dataclass(frozen=True)
+class DirectConfig:
+    """Settings of the direct minimiser, validated once."""
+
+    iterations: int = 300
+    lr: float = 1.0
+    nside: int = 8
+    lmax: int = 16
+    checkpoint_every: int = 50
+    chunk_voxels: int = 1 << 18  # bounding-box voxels per slab
+    init: str = "linear"  # the start: "linear" (regularised least squares) or "csd" (DIPY CSD)
+    schedule: str = "constant"  # learning rate: "constant" or "cosine" (from lr down to 0)
+
+    def __post_init__(self):
+        if self.init not in INITS:
+            raise ValueError(f"init must be one of {INITS}, got {self.init!r}")
+        if self.schedule not in ("cosine", "constant"):
+            raise ValueError(f"schedule must be 'cosine' or 'constant', got {self.schedule!r}")
+        if self.iterations < 0:
+            raise ValueError(f"iterations must be >= 0, got {self.iterations}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be positive, got {self.lr}")
+        if self.lmax % 2 or self.lmax < 2:
+            raise ValueError(f"lmax must be an even integer >= 2, got {self.lmax}")
+        if 6 * self.nside ** 2 < n_coeffs(self.lmax):
+            raise ValueError(f"nside {self.nside} has too few hemisphere pixels for lmax {self.lmax}")
+        if self.checkpoint_every < 1 or self.chunk_voxels < 1:
+            raise ValueError("checkpoint_every and chunk_voxels must be positive")
+
+
+def _softplus_inverse(y: torch.Tensor) -> torch.Tensor:
+    return y + torch.log(-torch.expm1(-y))
+
+
+def _start(start_sh: np.ndarray, grid_sh: np.ndarray, n_iso: int):
+    """Start values from a WM fODF ``[N, R]`` on the grid: made positive and scaled to leave
+    :data:`ISO_START` of the signal to the isotropic tissues, which share it evenly."""
+    f = start_sh @ grid_sh.T  # [N, V]
+    floor = 0.05 * np.abs(f).mean(1, keepdims=True) + 1e-6
+    scale = 1.0 - ISO_START if n_iso else 1.0
+    u = _softplus_inverse(torch.as_tensor(np.maximum(f * scale, floor), dtype=torch.float32))
+    v = _softplus_inverse(torch.full((len(f), n_iso), ISO_START / max(n_iso, 1)))
+    return u, v
+
+
+def _slabs(nx: int, ny: int, nz: int, chunk_voxels: int) -> list[tuple[int, int]]:
+    step = max(1, chunk_voxels // max(1, ny * nz))
+    return [(a, min(nx, a + step)) for a in range(0, nx, step)]
+
+
+def fit_direct(loss_fn: DeconvLoss, signal: np.ndarray, mask: np.ndarray, config: DirectConfig, *,
+               start_sh: np.ndarray, device: torch.device, checkpoint: Path | None = None,
+               resume: bool = False, progress: bool = True):
+    """Minimise ``loss_fn`` over free per-voxel values.
+
+    ``signal`` ``[X, Y, Z, G]`` (normalised), ``mask`` ``[X, Y, Z]``, ``start_sh``
+    ``[X, Y, Z, R]`` the WM fODF to start from (any even order; in the signal's frame, units
+    of S0), e.g. ``signal @ linear_deconvolution(fm, wm_only=True).T``. Returns ``(wm_sh [X, Y, Z, S], iso [X, Y, Z, T] or None, FitResult)``, zero
+    outside the mask.
+    """
+    mask = np.asarray(mask, bool)
+    if not mask.any():
+        raise ValueError("the mask is empty: nothing to fit")
+    if loss_fn.lmax != config.lmax:
+        raise ValueError(f"the loss is built for lmax {loss_fn.lmax}, the direct fit for {config.lmax}")
+    n_iso = loss_fn.forward_model.n_iso
+    grid = grid_directions(config.nside, True)
+    to_sh = torch.as_tensor(np.array(grid_to_sh_matrix(config.nside, True, config.lmax)), dtype=torch.float32,
+                            device=device)
+    start_sh = np.asarray(start_sh)
+    if start_sh.shape[:3] != mask.shape:
+        raise ValueError(f"start_sh {start_sh.shape} does not match the mask {mask.shape}")
+    u0, v0 = _start(start_sh[mask].astype(np.float64), sh_matrix(grid, lmax_from_ncoeffs(start_sh.shape[-1])), n_iso)
+    u = u0.to(device).requires_grad_(True)
+    v = v0.to(device).requires_grad_(True)
+    params = [u, v] if n_iso else [u]
+    opt = torch.optim.Adam(params, lr=config.lr)
+    loss_fn.to(device)
+
+    nzi = np.argwhere(mask)
+    lo, hi = nzi.min(0), nzi.max(0) + 1
+    box = tuple(slice(a, b) for a, b in zip(lo, hi))
+    mbox = mask[box]
+    rows = np.full(mbox.shape, -1, np.int64)
+    rows[mbox] = np.arange(int(mbox.sum()))
+    sig = torch.from_numpy(np.ascontiguousarray(np.moveaxis(signal[box], -1, 0))).float()
+    slabs = []
+    for a, b in _slabs(*mbox.shape, config.chunk_voxels):
+        h0, h1 = max(0, a - 1), min(mbox.shape[0], b + 1)
+        m = torch.from_numpy(mbox[h0:h1])
+        core = torch.zeros_like(m)
+        core[a - h0:b - h0] = True
+        idx = torch.from_numpy(rows[h0:h1][mbox[h0:h1]])
+        slabs.append((sig[:, h0:h1].unsqueeze(0).to(device), m.unsqueeze(0).to(device),
+                      core.unsqueeze(0).to(device), m.to(device), idx.to(device)))
+
+    def fields(m3, idx):
+        shape = tuple(m3.shape)
+        grid_vals = torch.zeros(shape + (u.shape[1],), device=device)
+        grid_vals[m3] = F.softplus(u[idx])
+        wm = (grid_vals @ to_sh.T).movedim(-1, 0).unsqueeze(0)
+        iso = None
+        if n_iso:
+            iso = torch.zeros(shape + (n_iso,), device=device)
+            iso[m3] = F.softplus(v[idx])
+            iso = iso.movedim(-1, 0).unsqueeze(0)
+        return wm, iso
+
+    with torch.no_grad():  # the counts of every term, for exact normalisation over slabs
+        counts: dict[str, torch.Tensor] = {}
+        for s, m, core, m3, idx in slabs:
+            wm, iso = fields(m3, idx)
+            for k, (_, n) in loss_fn.sums(wm, iso, s, m, core=core).items():
+                counts[k] = counts.get(k, 0.0) + n
+    result = FitResult()
+    start = 0
+    if resume and checkpoint is not None and Path(checkpoint).exists():
+        state = torch.load(checkpoint, map_location=device, weights_only=False)
+        if state.get("kind") != "direct" or tuple(state["u"].shape) != tuple(u.shape):
+            raise ValueError(f"{checkpoint} is not a checkpoint of this direct fit; remove it or drop --resume")
+        with torch.no_grad():
+            u.copy_(state["u"])
+            v.copy_(state["v"])
+        opt.load_state_dict(state["optimizer"])
+        result.history = list(state["history"])
+        start = result.resumed_from = int(state["iteration"])
+        log.info("resumed from %s at iteration %d", checkpoint, start)
+
+    def save(iteration: int):
+        if checkpoint is not None:
+            atomic_torch_save({"kind": "direct", "u": u.detach(), "v": v.detach(), "optimizer": opt.state_dict(),
+                               "history": result.history, "iteration": iteration, "config": asdict(config)},
+                              checkpoint)
+
+    weights = loss_fn.weights
+    t0 = time.perf_counter()
+    bar = tqdm(range(start, config.iterations), initial=start, total=config.iterations, desc="direct",
+               disable=not progress, dynamic_ncols=True)
+    for it in bar:
+        if config.schedule == "cosine":  # a function of the iteration alone, so a resumed fit continues it
+            for group in opt.param_groups:
+                group["lr"] = 0.5 * config.lr * (1.0 + math.cos(math.pi * it / max(1, config.iterations)))
+        opt.zero_grad(set_to_none=True)
+        parts = {k: 0.0 for k in counts}
+        for s, m, core, m3, idx in slabs:
+            wm, iso = fields(m3, idx)
+            sums = loss_fn.sums(wm, iso, s, m, core=core)
+            loss = sum(getattr(weights, k) * sm / counts[k].clamp_min(1.0) for k, (sm, _) in sums.items())
+            loss.backward()
+            for k, (sm, _) in sums.items():
+                parts[k] += float(sm.detach() / counts[k].clamp_min(1.0))
+        value = sum(getattr(weights, k) * p for k, p in parts.items())
+        if not math.isfinite(value):
+            raise FloatingPointError(f"the loss became {value} at iteration {it}; try a lower --lr")
+        opt.step()
+        result.history.append({"iteration": it + 1, "loss": value, **parts})
+        bar.set_postfix(loss=f"{value:.4g}", recon=f"{parts['reconstruction']:.3g}")
+        if (it + 1) % config.checkpoint_every == 0:
+            save(it + 1)
+    bar.close()
+    result.iterations_done = config.iterations
+    result.seconds = time.perf_counter() - t0
+    save(config.iterations)
+
+    with torch.no_grad():
+        wm_out = np.zeros(mask.shape + (to_sh.shape[0],), np.float32)
+        wm_out[mask] = (F.softplus(u) @ to_sh.T).cpu().numpy()
+        iso_out = None
+        if n_iso:
+            iso_out = np.zeros(mask.shape + (n_iso,), np.float32)
+            iso_out[mask] = F.softplus(v).cpu().numpy()
+    return wm_out, iso_out, result
