@@ -62,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    p = sub.add_parser("fit", help="fit a network to one subject and write fODFs, tissue maps and peaks",
+    p = sub.add_parser("fit", help="unsupervised per-subject fit: fODFs, tissue maps and peaks",
                        epilog="example: shdeconv fit dwi.nii.gz --bvals bvals --bvecs bvecs -o out/",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     _add_inputs(p, lmax="maximum SH order of the output fODF; orders above the response's 8 are set "

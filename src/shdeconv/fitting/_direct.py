@@ -28,6 +28,8 @@ from tqdm.auto import tqdm
 
 from ..io._atomic import atomic_torch_save
 from ..losses import DeconvLoss
+from ..models._deconv import softplus_inverse
+from ..nn._chebyshev import n_pixels
 from ..signal._grid import grid_directions, grid_to_sh_matrix
 from ..sphere import lmax_from_ncoeffs, n_coeffs, sh_matrix
 from ._fit import FitResult
@@ -65,14 +67,10 @@ class DirectConfig:
             raise ValueError(f"lr must be positive, got {self.lr}")
         if self.lmax % 2 or self.lmax < 2:
             raise ValueError(f"lmax must be an even integer >= 2, got {self.lmax}")
-        if 6 * self.nside ** 2 < n_coeffs(self.lmax):
+        if n_pixels(self.nside, True) < n_coeffs(self.lmax):
             raise ValueError(f"nside {self.nside} has too few hemisphere pixels for lmax {self.lmax}")
         if self.checkpoint_every < 1 or self.chunk_voxels < 1:
             raise ValueError("checkpoint_every and chunk_voxels must be positive")
-
-
-def _softplus_inverse(y: torch.Tensor) -> torch.Tensor:
-    return y + torch.log(-torch.expm1(-y))
 
 
 def _start(start_sh: np.ndarray, grid_sh: np.ndarray, n_iso: int):
@@ -81,8 +79,8 @@ def _start(start_sh: np.ndarray, grid_sh: np.ndarray, n_iso: int):
     f = start_sh @ grid_sh.T  # [N, V]
     floor = 0.05 * np.abs(f).mean(1, keepdims=True) + 1e-6
     scale = 1.0 - ISO_START if n_iso else 1.0
-    u = _softplus_inverse(torch.as_tensor(np.maximum(f * scale, floor), dtype=torch.float32))
-    v = _softplus_inverse(torch.full((len(f), n_iso), ISO_START / max(n_iso, 1)))
+    u = softplus_inverse(torch.as_tensor(np.maximum(f * scale, floor), dtype=torch.float32))
+    v = softplus_inverse(torch.full((len(f), n_iso), ISO_START / max(n_iso, 1)))
     return u, v
 
 
@@ -98,8 +96,8 @@ def fit_direct(loss_fn: DeconvLoss, signal: np.ndarray, mask: np.ndarray, config
 
     ``signal`` ``[X, Y, Z, G]`` (normalised), ``mask`` ``[X, Y, Z]``, ``start_sh``
     ``[X, Y, Z, R]`` the WM fODF to start from (any even order; in the signal's frame, units
-    of S0), e.g. ``signal @ linear_deconvolution(fm, wm_only=True).T``. Returns ``(wm_sh [X, Y, Z, S], iso [X, Y, Z, T] or None, FitResult)``, zero
-    outside the mask.
+    of S0), e.g. ``signal @ linear_deconvolution(fm, wm_only=True).T``. Returns
+    ``(wm_sh [X, Y, Z, S], iso [X, Y, Z, T] or None, FitResult)``, zero outside the mask.
     """
     mask = np.asarray(mask, bool)
     if not mask.any():

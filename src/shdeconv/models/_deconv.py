@@ -46,8 +46,9 @@ HEADS = ("softplus", "linear")
 _START_FODF, _START_ISO = 1.0 / (4.0 * np.pi), 0.1
 
 
-def _softplus_inverse(y: float) -> float:
-    return float(np.log(np.expm1(y)))
+def softplus_inverse(y: torch.Tensor) -> torch.Tensor:
+    """:math:`\log(e^y - 1)`, elementwise, for ``y > 0``."""
+    return y + torch.log(-torch.expm1(-y))
 
 
 @dataclass(frozen=True)
@@ -202,8 +203,8 @@ class DeconvNet(nn.Module):
             torch.nn.init.zeros_(head.theta)
             if head.bias is not None:
                 with torch.no_grad():
-                    head.bias[0] = _softplus_inverse(_START_FODF)
-                    head.bias[1:] = _softplus_inverse(_START_ISO)
+                    head.bias[0] = softplus_inverse(torch.tensor(_START_FODF))
+                    head.bias[1:] = softplus_inverse(torch.tensor(_START_ISO))
         if init_matrix is not None:
             self.set_init_matrix(init_matrix)
 
@@ -257,7 +258,7 @@ class DeconvNet(nn.Module):
         iso_logit = y[:, 1:].mean(2)
         if linear is not None:
             start = linear[:, r:].clamp(1e-3, 10.0)
-            iso_logit = iso_logit + start + torch.log(-torch.expm1(-start))  # softplus^-1
+            iso_logit = iso_logit + softplus_inverse(start)
         return wm_sh, F.softplus(iso_logit)
 
     def extra_repr(self) -> str:
