@@ -1,10 +1,10 @@
-"""The per-subject unsupervised fit against CSD: ``fit --model direct`` and the networks.
+"""The per-subject unsupervised fit against CSD: ``fit --variant direct`` and the networks.
 
 Spatial bundle phantoms (``shdeconv.sim``) per seed, scheme and SNR; every method gets the
 same mask and scorer (``shdeconv evaluate``). Methods are named ``NAME[:key=value,...]``:
 
 * ``csd``, ``mppca-csd``: DIPY CSD on the raw and on the MP-PCA-denoised data (lmax 8);
-* ``direct``: ``fit --model direct`` (keys: ``iterations``, ``lr``, ``lmax``, ``init``,
+* ``direct``: ``fit --variant direct`` (keys: ``iterations``, ``lr``, ``lmax``, ``init``,
   ``schedule``);
 * ``shd-tv``, ``shd``, ``rtesd``, ``esd``: ``fit --model ...`` (keys: ``iterations``, ``lr``,
   ``width``, ``depth``, ``K``, ``nside``, ``lmax``, ``batch``, ``patch``);
@@ -40,7 +40,14 @@ def parse_method(spec: str) -> tuple[str, dict]:
 
 
 def run_method(spec: str, ph: Path, out: Path, device: str) -> tuple[float, Path]:
-    from shdeconv.fitting import DirectConfig, FitConfig, default_loss_weights, run_csd, run_fit, run_predict
+    from shdeconv.fitting import (
+        DirectConfig,
+        FitConfig,
+        default_loss_weights,
+        run_csd,
+        run_fit,
+        run_predict,
+    )
     from shdeconv.models import NetworkConfig
 
     name, o = parse_method(spec)
@@ -48,10 +55,10 @@ def run_method(spec: str, ph: Path, out: Path, device: str) -> tuple[float, Path
     mask = ph / "mask.nii.gz"
     denoise = o.pop("denoise", "none")
     if name in ("csd", "mppca-csd"):
-        rep = run_csd(*inputs, out, mask=mask, denoise="mppca" if name == "mppca-csd" else denoise)
+        rep = run_csd(*inputs, out, mask=mask, denoise="mppca" if name == "mppca-csd" else denoise, force=True)
         return rep["timings_s"]["fit"], out
     if name == "predict":
-        rep = run_predict(*inputs, out, mask=mask, device=device, progress=False, denoise=denoise)
+        rep = run_predict(*inputs, out, mask=mask, device=device, progress=False, denoise=denoise, force=True)
         return rep["timings_s"]["predict"], out
     weights = default_loss_weights(name, **{k: float(o.pop(k)) for k in ("tv", "sparsity", "nonnegativity")
                                             if k in o})
@@ -61,7 +68,7 @@ def run_method(spec: str, ph: Path, out: Path, device: str) -> tuple[float, Path
         cfg = DirectConfig(**{k: {"lr": float, "init": str, "schedule": str}.get(k, int)(v) for k, v in o.items()},
                            **({} if lmax is None else {"lmax": lmax}))
         rep = run_fit(*inputs, out, mask=mask, variant="direct", lmax=lmax, device=device, loss_weights=weights,
-                      direct_config=cfg, progress=False, denoise=denoise, single_shell_tissues=tissues)
+                      direct_config=cfg, progress=False, denoise=denoise, single_shell_tissues=tissues, force=True)
         return rep["timings_s"]["fit"], out
     fit = {k: o.pop(k) for k in ("iterations", "lr", "batch", "patch") if k in o}
     fit_config = FitConfig(**{({"batch": "batch_size", "patch": "patch_size"}.get(k, k)):
@@ -69,7 +76,7 @@ def run_method(spec: str, ph: Path, out: Path, device: str) -> tuple[float, Path
     net_config = NetworkConfig(**{k: int(v) for k, v in o.items()})
     rep = run_fit(*inputs, out, mask=mask, variant=name, lmax=lmax, device=device, fit_config=fit_config,
                   net_config=net_config, loss_weights=weights, progress=False, denoise=denoise,
-                  single_shell_tissues=tissues)
+                  single_shell_tissues=tissues, force=True)
     return rep["timings_s"]["fit"] + rep["timings_s"]["predict"], out
 
 

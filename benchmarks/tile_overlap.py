@@ -44,7 +44,7 @@ def run(out: Path, schemes: list[str], snrs: list[float], overlaps: list[float],
         for ov in order:
             dest = ph.parent / f"predict-overlap{ov:g}"
             report = run_predict(ph / "dwi.nii.gz", ph / "bvals", ph / "bvecs", dest, mask=ph / "mask.nii.gz",
-                                 device=device, overlap=ov, progress=False)
+                                 device=device, overlap=ov, progress=False, force=True)
             s = evaluate_dirs(dest, ph)
             g = s["groups"]
             values = tuple(np.nan if v is None else float(v) for v in (

@@ -49,7 +49,7 @@ def run_arm(subjects, out: Path, cache: Path, *, batch: int, amp: bool, warmup: 
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
     train(subjects, out, net_config=net_config, weights=weights, config=cfg, device=device, progress=False,
-          cache_dir=cache)
+          cache_dir=cache, force=True)
     log = [json.loads(x) for x in (out / "train_log.jsonl").read_text().splitlines()]
     timed = [r for r in log if "iteration" in r][warmup:]
     return {"batch": batch, "amp": amp, "steps": len(timed),

@@ -43,12 +43,12 @@ def run(out: Path, snrs: list[float], seed: int, size: str, device: str) -> str:
             inputs = (ph / "dwi.nii.gz", ph / "bvals", ph / "bvecs")
             rows = []
             pred = run_predict(*inputs, ph.parent / "predict", mask=ph / "mask.nii.gz", device=device,
-                               progress=False)
+                               progress=False, force=True)
             rows.append(("SHD-TV amortized (shipped model, predict)", pred["timings_s"]["predict"],
                          evaluate_dirs(ph.parent / "predict", ph)))
             for name, denoise in (("DIPY CSD", "none"), ("MP-PCA + DIPY CSD", "mppca")):
                 out_dir = ph.parent / f"csd-{denoise}"
-                csd = run_csd(*inputs, out_dir, mask=ph / "mask.nii.gz", denoise=denoise)
+                csd = run_csd(*inputs, out_dir, mask=ph / "mask.nii.gz", denoise=denoise, force=True)
                 rows.append((name, csd["timings_s"]["fit"], evaluate_dirs(out_dir, ph)))
             parts.append(f"## {scheme}, SNR {snr:g}\n\n" + format_comparison(rows))
     return "\n".join(parts)

@@ -64,7 +64,7 @@ def _arm(method: str, data: Path, out: Path, device: str, model: Path | None) ->
     t = time.perf_counter()
     if predict_overlap(method) is not None:
         report = run_predict(*inputs, out, mask=data / "mask.nii.gz", model=model, device=device, progress=False,
-                             overlap=predict_overlap(method))
+                             overlap=predict_overlap(method), force=True)
         core = report["timings_s"]["predict"]
         extra = {"tile": report["tile"], "overlap": report["overlap"], "tiles_per_batch": report["tiles_per_batch"],
                  "tile_workers": report["tile_workers"]}
@@ -75,7 +75,7 @@ def _arm(method: str, data: Path, out: Path, device: str, model: Path | None) ->
                 extra["gpu_peak_gib"] = torch.cuda.max_memory_allocated() / 2**30
     else:
         n_jobs = -1 if method == "csd-parallel" else 1
-        report = run_csd(*inputs, out, mask=data / "mask.nii.gz", algorithm="ssst", n_jobs=n_jobs)
+        report = run_csd(*inputs, out, mask=data / "mask.nii.gz", algorithm="ssst", n_jobs=n_jobs, force=True)
         core, extra = report["timings_s"]["fit"], {}
     wall = time.perf_counter() - t
     extra.update(load_s=report["timings_s"]["load"], write_s=report["timings_s"]["write"])

@@ -24,6 +24,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict
 from pathlib import Path
 
+from shdeconv.io import InputError
 from shdeconv.losses import LossWeights
 from shdeconv.models import NetworkConfig
 from shdeconv.models._store import PRETRAINED, load_model
@@ -81,10 +82,19 @@ def main(argv=None) -> int:
               "seed": args.seed, "loss_weights": asdict(weights), "train_config": asdict(config),
               "net_config": net_config.to_dict()}
     model = args.output / "model.pt"
-    done = model.exists() and load_model(model)[1].get("iterations") == args.iterations
+    # a finished model of this very recipe is reused; a checkpoint is continued only when its
+    # fingerprint matches this recipe (train refuses it otherwise, exit 2)
+    def settings(r) -> str:  # the recipe without its command line's spelling
+        return json.dumps({k: v for k, v in (r or {}).items() if k != "command"}, sort_keys=True)
+
+    done = model.exists() and settings(load_model(model)[1].get("recipe")) == settings(record)
     if not done:
-        train(subjects, args.output, net_config=net_config, weights=weights, config=config, device=args.device,
-              resume=(args.output / "checkpoint.pt").exists(), extra_meta={"recipe": record})
+        try:
+            train(subjects, args.output, net_config=net_config, weights=weights, config=config, device=args.device,
+                  resume=(args.output / "checkpoint.pt").exists(), extra_meta={"recipe": record})
+        except InputError as e:
+            print(f"train_pretrained.py: error: {e}", file=sys.stderr)
+            return 2
     meta = load_model(model)[1]
     record = dict(meta["recipe"], first_loss=meta["first_loss"], last_loss=meta["last_loss"],
                   device=meta["device"], world_size=meta["world_size"])

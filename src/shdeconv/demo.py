@@ -12,13 +12,18 @@ from pathlib import Path
 
 from .evaluation import evaluate_dirs, format_comparison
 from .fitting import DirectConfig, FitConfig, run_csd, run_fit, run_predict
+from .io import refuse_earlier_outputs
 from .sim import simulate_to_dir
 
 __all__ = ["run_demo"]
 
 
+#: What the demo writes in its output directory (refused there unless ``force``).
+DEMO_OUTPUTS = ("results.md", "phantom", "predict", "direct", "shd-tv", "csd")
+
+
 def run_demo(outdir="demo_out", *, quick: bool = False, seed: int = 0, device: str = "auto",
-             progress: bool = True) -> str:
+             progress: bool = True, force: bool = False) -> str:
     """Simulate a clinical-scheme phantom (30 directions, b=1000, SNR 20), run the methods, score.
 
     Methods: ``predict`` with the shipped amortized model (one pass), the per-subject ``fit``
@@ -26,10 +31,12 @@ def run_demo(outdir="demo_out", *, quick: bool = False, seed: int = 0, device: s
     model's training seeds (1000+).
 
     Returns the Markdown table that ``shdeconv demo`` prints; it is also written to
-    ``OUTDIR/results.md``.
+    ``OUTDIR/results.md``. An ``outdir`` holding an earlier demo is refused unless ``force``.
     """
     outdir = Path(outdir)
+    refuse_earlier_outputs(outdir, DEMO_OUTPUTS, force=force)
     outdir.mkdir(parents=True, exist_ok=True)
+    force = True  # the demo's own folders, checked above
     phantom = simulate_to_dir(outdir / "phantom", kind="spatial", scheme="clinical", snr=20, seed=seed,
                               size="quick" if quick else "default")
     inputs = (phantom / "dwi.nii.gz", phantom / "bvals", phantom / "bvecs")
@@ -37,19 +44,20 @@ def run_demo(outdir="demo_out", *, quick: bool = False, seed: int = 0, device: s
     fit_config = FitConfig(seed=seed, iterations=60 if quick else FitConfig().iterations)
     rows = []
     t = time.perf_counter()
-    run_predict(*inputs, outdir / "predict", mask=mask, device=device, progress=progress)
+    run_predict(*inputs, outdir / "predict", mask=mask, device=device, progress=progress, force=force)
     rows.append(("shdeconv predict (shipped model)", time.perf_counter() - t,
                  evaluate_dirs(outdir / "predict", phantom)))
     t = time.perf_counter()
     run_fit(*inputs, outdir / "direct", mask=mask, variant="direct", device=device,
-            direct_config=DirectConfig(iterations=30 if quick else DirectConfig().iterations), progress=progress)
-    rows.append(("shdeconv fit --model direct", time.perf_counter() - t, evaluate_dirs(outdir / "direct", phantom)))
+            direct_config=DirectConfig(iterations=30 if quick else DirectConfig().iterations), progress=progress,
+            force=force)
+    rows.append(("shdeconv fit --variant direct", time.perf_counter() - t, evaluate_dirs(outdir / "direct", phantom)))
     t = time.perf_counter()
     run_fit(*inputs, outdir / "shd-tv", mask=mask, variant="shd-tv", device=device, fit_config=fit_config,
-            progress=progress)
+            progress=progress, force=force)
     rows.append(("shdeconv fit (shd-tv)", time.perf_counter() - t, evaluate_dirs(outdir / "shd-tv", phantom)))
     t = time.perf_counter()
-    run_csd(*inputs, outdir / "csd", mask=mask)
+    run_csd(*inputs, outdir / "csd", mask=mask, force=force)
     rows.append(("DIPY CSD", time.perf_counter() - t, evaluate_dirs(outdir / "csd", phantom)))
     header = (f"Phantom: {phantom} (clinical scheme: b=1000 x 30 directions, SNR 20, seed {seed}; "
               "tensor-model signal, not the fitting model)\n\n")

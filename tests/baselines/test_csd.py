@@ -27,10 +27,9 @@ from dipy.sims.voxel import single_tensor
 from scipy.spatial.transform import Rotation
 
 from shdeconv.baselines import csd_fit
-from shdeconv.baselines._csd import _dipy_to_mrtrix_matrix
 from shdeconv.io import DWIData, atomic_save_nifti, load_dwi, world_to_fsl_bvecs
-from shdeconv.signal import Responses, estimate_responses
-from shdeconv.sphere import cart2sphere, dense_directions, sh_matrix
+from shdeconv.signal import Responses, brain_mask, estimate_responses
+from shdeconv.sphere import cart2sphere, dense_directions, sh_basis_change, sh_matrix
 
 logger = logging.getLogger(__name__)
 
@@ -43,7 +42,7 @@ def _dwi(data, bvals, dirs, affine=np.eye(4)):
 @pytest.mark.filterwarnings("ignore::PendingDeprecationWarning")
 def test_dipy_basis_conversion():
     """DIPY's legacy descoteaux07 coefficients map to MRtrix3's by a signed permutation."""
-    m = _dipy_to_mrtrix_matrix(8)
+    m = sh_basis_change(8, "descoteaux07-legacy", "mrtrix3")
     np.testing.assert_allclose(np.abs(m).sum(0), 1.0, atol=1e-9)
     u = dense_directions(300)
     theta, phi = cart2sphere(u)
@@ -117,7 +116,7 @@ def test_small_64d_matches_mrtrix(tmp_path, mrtrix):
 
     dwi_f, bval_f, bvec_f = get_fnames(name="small_64D")
     dwi = load_dwi(dwi_f, bval_f, bvec_f)
-    mask = dwi.get_mask()
+    mask = brain_mask(dwi.data, dwi.bvals, dwi.directions_world)[0]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         resp = estimate_responses(dwi.data, dwi.bvals, dwi.directions_world, mask)
@@ -173,9 +172,12 @@ def test_multi_shell_option_errors(rng):
         csd_fit(_dwi(data, bvals, dirs), None, resp, multi_shell="yes")
 
 
-def test_parallel_csd_matches_serial(tmp_path):
+def test_parallel_csd_matches_serial(tmp_path, monkeypatch):
+    from shdeconv.baselines import _csd
     from shdeconv.fitting import run_csd
     from shdeconv.sim import simulate_to_dir
+
+    monkeypatch.setattr(_csd, "PARALLEL_MIN_VOXELS", 0)  # joblib even on this small phantom
 
     ph = simulate_to_dir(tmp_path / "ph", scheme="clinical", snr=30, seed=2, size="quick")
     args = (ph / "dwi.nii.gz", ph / "bvals", ph / "bvecs")

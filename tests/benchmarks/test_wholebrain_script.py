@@ -6,10 +6,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 from shdeconv.models import DeconvNet, NetworkConfig
 from shdeconv.models._store import save_model
+
+pytestmark = pytest.mark.slow  # runs a benchmark script end to end
 
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "wholebrain.py"
 

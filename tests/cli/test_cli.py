@@ -68,10 +68,11 @@ def test_train_rejects_missing_subject_folders(tmp_path, capsys):
     assert not (tmp_path / "m" / "model.pt").exists()
 
 
+@pytest.mark.slow
 def test_quick_demo_runs_every_method(tmp_path, capsys):
     assert main(["demo", "-o", str(tmp_path / "demo"), "--quick"]) == 0
     table = capsys.readouterr().out
-    for name in ("shdeconv predict", "shdeconv fit --model direct", "shdeconv fit (shd-tv)", "DIPY CSD"):
+    for name in ("shdeconv predict", "shdeconv fit --variant direct", "shdeconv fit (shd-tv)", "DIPY CSD"):
         assert name in table
     assert (tmp_path / "demo" / "results.md").read_text().strip() in table
     for sub in ("predict", "direct", "shd-tv", "csd"):
@@ -94,7 +95,7 @@ def test_predict_overlap_defaults_to_the_library_default(tmp_path, monkeypatch, 
     assert main(base) == 0 and main(base + ["--overlap", "0.125"]) == 0
     assert seen == [fitting.DEFAULT_TILE_OVERLAP, 0.125]
     help_text = build_parser()._subparsers._group_actions[0].choices["predict"].format_help()
-    assert f"default {fitting.DEFAULT_TILE_OVERLAP:g}" in " ".join(help_text.split())
+    assert f"default: {fitting.DEFAULT_TILE_OVERLAP:g}" in " ".join(help_text.split())
 
 
 def test_fit_direct_from_the_command_line(tmp_path, capsys):
@@ -104,10 +105,10 @@ def test_fit_direct_from_the_command_line(tmp_path, capsys):
     args = [str(ph / "dwi.nii.gz"), "--bvals", str(ph / "bvals"), "--bvecs", str(ph / "bvecs"), "--mask",
             str(ph / "mask.nii.gz"), "--no-progress", "--denoise", "none"]
     out = tmp_path / "direct"
-    assert main(["fit", *args, "--model", "direct", "--iterations", "3", "--lmax", "12", "-o", str(out)]) == 0
+    assert main(["fit", *args, "--variant", "direct", "--iterations", "3", "--lmax", "12", "-o", str(out)]) == 0
     report = json.loads((out / "report.json").read_text())
     assert report["model"] == "direct" and report["direct"]["iterations"] == 3 and report["direct"]["lmax"] == 12
     assert nib.load(out / "fodf.nii.gz").shape[-1] == 91
     # network-only options are refused for direct rather than ignored
-    code = main(["fit", *args, "--model", "direct", "--batch-size", "2", "-o", str(tmp_path / "bad")])
+    code = main(["fit", *args, "--variant", "direct", "--batch-size", "2", "-o", str(tmp_path / "bad")])
     assert code == 2 and "--batch-size" in capsys.readouterr().err

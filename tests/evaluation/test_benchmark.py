@@ -34,6 +34,7 @@ def quick_run(tmp_path_factory):
     return out, _run(out)
 
 
+@pytest.mark.slow  # the quick suite (shared fixture)
 def test_quick_suite_writes_report_json_and_figures(quick_run):
     out, res = quick_run
     assert res["failures"] == []
@@ -59,6 +60,7 @@ def test_quick_suite_writes_report_json_and_figures(quick_run):
         assert f"]({name})" in md
 
 
+@pytest.mark.slow  # the quick suite (shared fixture)
 def test_bars_section_is_computed_from_the_scores(quick_run):
     out, res = quick_run
     scores = {m: rec["scores"] for m, rec in res["cells"][bm.BAR_CELL]["methods"].items()}
@@ -72,6 +74,7 @@ def test_bars_section_is_computed_from_the_scores(quick_run):
     assert format_bars(res["bars_predict"], "predict") in (out / "results.md").read_text()
 
 
+@pytest.mark.slow  # the quick suite (shared fixture)
 def test_rerun_skips_finished_methods(quick_run):
     out, _ = quick_run
     done = {p: p.stat().st_mtime_ns for p in out.glob("*/*/scores.json")}

@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 
 from shdeconv.evaluation import evaluate_dirs, format_scores, score, write_peaks
+from shdeconv.io import InputError
 from shdeconv.sim import spatial_phantom, write_phantom
 from shdeconv.sphere import sh_degrees, sh_matrix
 
@@ -125,5 +126,5 @@ def test_evaluate_dirs_from_fodf_and_peaks(phantom, tmp_path):
     assert s2["source"] == "peaks" and s2["groups"]["all"]["success_rate"] == 1.0
     text = format_scores(s2, "oracle")
     assert text.startswith("### oracle") and "| 2 fibres |" in text and "75-90°" in text
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(InputError, match="neither fodf.nii.gz nor peaks.nii.gz"):
         evaluate_dirs(tmp_path, out)

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from shdeconv.fitting import DirectConfig, FitConfig, run_csd, run_fit
+from shdeconv.io import InputError
 from shdeconv.models import NetworkConfig
 from shdeconv.sim import simulate_to_dir
 
@@ -50,6 +51,7 @@ def test_fit_writes_all_outputs_and_resumes(phantom, tmp_path):
     assert rep2["loss_curve"][:4] == rep["loss_curve"]
 
 
+@pytest.mark.slow
 def test_resume_is_deterministic(phantom, tmp_path):
     """Stopping at 2 and resuming to 4 gives exactly the weights of a straight run to 4."""
     cfg = FitConfig(iterations=4, batch_size=2, patch_size=8, checkpoint_every=2, seed=3)
@@ -126,7 +128,7 @@ def test_direct_refuses_a_network_checkpoint(phantom, tmp_path):
     run_fit(*_inputs(phantom), out, mask=phantom / "mask.nii.gz", variant="shd-tv",
             fit_config=FitConfig(iterations=1, batch_size=1), net_config=NetworkConfig(depth=2, width=4, K=2),
             progress=False)
-    with pytest.raises(ValueError, match="not a checkpoint of this direct fit"):
+    with pytest.raises(InputError, match="not a checkpoint of a direct fit"):
         run_fit(*_inputs(phantom), out, mask=phantom / "mask.nii.gz", variant="direct", direct_config=TINY_DIRECT,
                 resume=True, progress=False)
 
@@ -138,6 +140,7 @@ def test_csd_outputs(phantom, tmp_path):
         assert (out / name).exists(), name
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("scheme", ["clinical", "multishell"])
 def test_mppca_denoising_brings_the_signal_closer_to_the_noise_free_one(scheme):
     from shdeconv.fitting import denoise_mppca

@@ -2,7 +2,12 @@ import numpy as np
 import pytest
 import torch
 
-from shdeconv.inference import SlidingWindowInferer, blend_weights, sliding_window_inference, tile_starts
+from shdeconv.inference import (
+    SlidingWindowInferer,
+    blend_weights,
+    sliding_window_inference,
+    tile_starts,
+)
 
 CASES = [((2, 20, 17, 9), 8, 0.5), ((1, 5, 6, 7), 8, 0.25), ((3, 16, 16, 16), 16, 0.0), ((1, 33, 9, 12), (8, 8, 4), 0.5)]
 

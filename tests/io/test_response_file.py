@@ -8,7 +8,12 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from shdeconv.io import InputError, read_response_file, world_to_fsl_bvecs, write_response_file
+from shdeconv.io import (
+    InputError,
+    read_response_file,
+    world_to_fsl_bvecs,
+    write_response_file,
+)
 from shdeconv.sphere import dense_directions
 
 

@@ -6,7 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from shdeconv.nn import chebyshev_projector, rescaled_laplacian, sparse_rescaled_laplacian
+from shdeconv.nn import (
+    chebyshev_projector,
+    rescaled_laplacian,
+    sparse_rescaled_laplacian,
+)
 from shdeconv.nn._conv import _chebyshev_recursion, _sparse_laplacian_tensors
 from shdeconv.sphere import fold_map
 

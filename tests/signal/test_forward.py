@@ -4,7 +4,14 @@ from scipy.special import eval_legendre
 
 from shdeconv.signal._forward import ForwardModel
 from shdeconv.signal._grid import grid_to_sh_matrix, input_lmax, signal_to_grid_matrix
-from shdeconv.sphere import dense_directions, hemisphere_directions, n_coeffs, sh_degrees, sh_eval, sh_matrix
+from shdeconv.sphere import (
+    dense_directions,
+    hemisphere_directions,
+    n_coeffs,
+    sh_degrees,
+    sh_eval,
+    sh_matrix,
+)
 
 
 def _dirs(rng, n):

@@ -4,7 +4,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from shdeconv.io import fsl_bvecs_to_world
+from shdeconv.io import InputError, fsl_bvecs_to_world
 from shdeconv.sim import load_truth, simulate_to_dir, spatial_phantom, write_phantom
 
 
@@ -47,5 +47,5 @@ def test_simulate_to_dir_voxelwise(tmp_path):
 
 
 def test_load_truth_missing(tmp_path):
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(InputError, match="truth.json"):
         load_truth(tmp_path)

@@ -128,8 +128,9 @@ def test_rotate_sh(rng):
 def test_rotate_sh_keeps_float32_and_blocks_agree(rng, monkeypatch):
     """float32 in, float32 out, computed in float64 a block at a time: the same numbers as the
     float64 path rounded once, whatever the block size."""
-    import shdeconv.sphere._sh as sh_module
     from scipy.spatial.transform import Rotation
+
+    import shdeconv.sphere._sh as sh_module
 
     q = Rotation.random(random_state=5).as_matrix()
     c = rng.normal(size=(7, 5, 3, 45)).astype(np.float32)

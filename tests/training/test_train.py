@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from shdeconv.io import InputError
 from shdeconv.losses import LossWeights
 from shdeconv.models import DeconvNet, NetworkConfig
 from shdeconv.models._store import load_model, save_model
@@ -80,6 +81,7 @@ def test_train_lowers_the_loss_and_resumes_bit_exactly(subjects, tmp_path):
     assert parameter_checksum(net) == full["rank_checksums"][0] and meta["iterations"] == 12
 
 
+@pytest.mark.slow
 def test_torchrun_two_cpu_ranks_keep_identical_weights(subjects, tmp_path):
     out = tmp_path / "ddp"
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
@@ -111,7 +113,7 @@ def test_model_file_round_trip_and_bad_files(tmp_path):
     (tmp_path / "bad.pt").write_bytes(b"not a model")
     with pytest.raises(ValueError, match="bad.pt"):
         load_model(tmp_path / "bad.pt")
-    with pytest.raises(FileNotFoundError, match="nope.pt"):
+    with pytest.raises(InputError, match="nope.pt"):
         load_model(tmp_path / "nope.pt")
     torch.save({"format": "other"}, tmp_path / "other.pt")
     with pytest.raises(ValueError, match="not a shdeconv model"):

@@ -4,7 +4,7 @@ Both fit the signal normalised by each voxel's mean b=0 (the units of
 :class:`~shdeconv.signal.Responses`), with a DIPY gradient table built from the **world-frame**
 directions, so the SH coefficients come out in the MRtrix3 world frame that ``sh2peaks`` and
 ``tckgen`` expect. DIPY's CSD models work in its legacy ``descoteaux07`` basis; the result is
-converted to the MRtrix3 basis here (:func:`_dipy_to_mrtrix_matrix`).
+converted to the MRtrix3 basis here (:func:`~shdeconv.sphere.sh_basis_change`).
 
 Translation of :class:`~shdeconv.signal.Responses`:
 
@@ -22,32 +22,20 @@ from __future__ import annotations
 
 import logging
 import warnings
-from functools import lru_cache
 
 import numpy as np
 
 from ..io import B0_THRESHOLD, DWIData, bvals_shells
-from ..signal import Responses
-from ..sphere import cart2sphere, dense_directions, n_coeffs, sh_matrix
+from ..signal import Responses, brain_mask
+from ..sphere import n_coeffs, sh_basis_change
 
 __all__ = ["csd_fit"]
 
 logger = logging.getLogger(__name__)
 
 
-@lru_cache(maxsize=None)
-def _dipy_to_mrtrix_matrix(lmax: int) -> np.ndarray:
-    """``M`` with ``c_mrtrix = M @ c_dipy`` for DIPY's legacy descoteaux07 basis, ``(S, S)``."""
-    from dipy.reconst.shm import real_sh_descoteaux
-
-    u = dense_directions(max(600, 4 * n_coeffs(lmax)))
-    theta, phi = cart2sphere(u)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", PendingDeprecationWarning)  # DIPY's CSD still uses this basis
-        dipy_b = real_sh_descoteaux(lmax, theta, phi, legacy=True)[0]
-    m = np.linalg.lstsq(sh_matrix(u, lmax), dipy_b, rcond=None)[0]
-    m[np.abs(m) < 1e-9] = 0.0
-    return m
+#: Fewest voxels for which single-shell CSD starts joblib workers (below, one process is faster).
+PARALLEL_MIN_VOXELS = 20_000
 
 
 def _gradient_table(bvals, directions):
@@ -67,8 +55,8 @@ def csd_fit(dwi: DWIData, mask: np.ndarray | None, responses: Responses, *, lmax
     dwi : DWIData
         The data set (``directions_world`` are used, so the output is in the world frame).
     mask : ndarray ``(X, Y, Z)`` bool or None
-        Voxels to fit; None uses ``dwi.get_mask()``. Voxels with a non-positive b=0 are
-        always skipped.
+        Voxels to fit; None uses :func:`~shdeconv.signal.brain_mask` (``dwi.mask`` where given).
+        Voxels with a non-positive b=0 are always skipped.
     responses : Responses
         Must have a row for every shell used; GM/CSF are needed for MSMT.
     lmax : int
@@ -80,6 +68,8 @@ def csd_fit(dwi: DWIData, mask: np.ndarray | None, responses: Responses, *, lmax
         Signal to use instead of ``dwi.data`` (e.g. denoised).
     n_jobs : int
         Worker processes for single-shell CSD (DIPY's joblib engine when not 1; -1: all cores).
+        Fits of fewer than :data:`PARALLEL_MIN_VOXELS` voxels run in this process, where
+        starting workers would cost more than they save.
 
     Returns
     -------
@@ -92,7 +82,9 @@ def csd_fit(dwi: DWIData, mask: np.ndarray | None, responses: Responses, *, lmax
     data = dwi.data if data is None else np.asarray(data)
     bvals = np.asarray(dwi.bvals, dtype=np.float64)
     dirs = np.asarray(dwi.directions_world, dtype=np.float64)
-    mask = dwi.get_mask() if mask is None else np.asarray(mask, dtype=bool)
+    if mask is None:
+        mask = brain_mask(dwi.data, dwi.bvals, dwi.directions_world, dwi.mask)[0] & ~dwi.bad_voxels
+    mask = np.asarray(mask, dtype=bool)
     if mask.shape != data.shape[:3]:
         raise ValueError(f"mask shape {mask.shape} does not match the data's {data.shape[:3]}")
     shells, idx = bvals_shells(bvals)
@@ -137,7 +129,7 @@ def _fit(data, bvals, dirs, mask, responses, lmax, use_msmt, shells, idx, b0, n_
     signal = data[fit_mask].astype(np.float64) / s0[fit_mask][:, None]  # (N, G)
     rows = responses.rows_for(shells)  # response row of every data shell
     s = n_coeffs(lmax)
-    to_mrtrix = _dipy_to_mrtrix_matrix(lmax)
+    to_mrtrix = sh_basis_change(lmax, "descoteaux07-legacy", "mrtrix3")
     out_iso = None
     if use_msmt:
         from dipy.reconst.mcsd import MultiShellDeconvModel, MultiShellResponse
@@ -159,7 +151,10 @@ def _fit(data, bvals, dirs, mask, responses, lmax, use_msmt, shells, idx, b0, n_
         out_iso = np.sqrt(4 * np.pi) * coef[:, :2]  # (N, [csf, gm])
         algorithm = "msmt"
     else:
-        from dipy.reconst.csdeconv import AxSymShResponse, ConstrainedSphericalDeconvModel
+        from dipy.reconst.csdeconv import (
+            AxSymShResponse,
+            ConstrainedSphericalDeconvModel,
+        )
 
         shell = int(np.argmax(shells))
         vols = b0 | (idx == shell)
@@ -173,7 +168,8 @@ def _fit(data, bvals, dirs, mask, responses, lmax, use_msmt, shells, idx, b0, n_
         if s > int(np.sum(idx == shell)):
             warnings.warn(f"lmax {lmax} needs {s} coefficients but the b={shells[shell]:g} shell has only "
                           f"{int(np.sum(idx == shell))} directions", UserWarning, stacklevel=3)
-        parallel = {} if n_jobs == 1 else {"engine": "joblib", "n_jobs": n_jobs}
+        serial = n_jobs == 1 or len(signal) < PARALLEL_MIN_VOXELS
+        parallel = {} if serial else {"engine": "joblib", "n_jobs": n_jobs}
         fit = model.fit(signal[:, vols], **parallel) if signal.size else None
         coef = np.nan_to_num(fit.shm_coeff) if fit is not None else np.zeros((0, s))
         fodf = coef @ to_mrtrix.T

@@ -47,6 +47,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .._options import OptionError, check_device
+from ..io import InputError
 from ._metrics import (
     CROSSING_BINS,
     crossing_error,
@@ -188,11 +190,6 @@ def _full_suite(size: str) -> list[Cell]:
             for c in cells]
 
 
-def _validate_device(device: str) -> None:
-    if not (device in ("auto", "cpu") or re.fullmatch(r"cuda(:\d+)?", device)):
-        raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {device!r}")
-
-
 @dataclass(frozen=True)
 class BenchmarkConfig:
     """Settings of one benchmark run, validated once.
@@ -231,16 +228,16 @@ class BenchmarkConfig:
     def __post_init__(self):
         if self.model is not None:
             if not Path(self.model).is_file():
-                raise FileNotFoundError(f"model file {self.model} does not exist")
+                raise InputError(self.model, "model file does not exist")
             object.__setattr__(self, "model", str(Path(self.model).resolve()))
         if self.size not in SUITES:
-            raise ValueError(f"size must be one of {sorted(SUITES)}, got {self.size!r}")
+            raise OptionError(f"size must be one of {sorted(SUITES)}, got {self.size!r}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)):
-            raise TypeError(f"seed must be an int, got {self.seed!r}")
-        _validate_device(self.device)
+            raise OptionError(f"seed must be an int, got {self.seed!r}")
+        check_device(self.device)
         if self.iterations is not None and (isinstance(self.iterations, bool) or int(self.iterations) != self.iterations
                                             or self.iterations < 0):
-            raise ValueError(f"iterations must be a non-negative int or None, got {self.iterations!r}")
+            raise OptionError(f"iterations must be a non-negative int or None, got {self.iterations!r}")
         for field_name, known in (("methods", tuple(METHODS)),
                                   ("cells", tuple(c.name for c in _full_suite(self.size)))):
             value = getattr(self, field_name)
@@ -249,7 +246,7 @@ class BenchmarkConfig:
             value = tuple(v.strip() for v in value.split(",") if v.strip()) if isinstance(value, str) else tuple(value)
             unknown = [v for v in value if v not in known]
             if unknown or not value:
-                raise ValueError(f"unknown {field_name} {unknown or list(value)}; expected some of {list(known)}")
+                raise OptionError(f"unknown {field_name} {unknown or list(value)}; expected some of {list(known)}")
             object.__setattr__(self, field_name, value)
 
     @property
@@ -386,7 +383,7 @@ def machine_info(device: str = "auto") -> dict:
     import torch
 
     from .. import __version__
-    from ..fitting import resolve_device
+    from .._options import resolve_device
 
     dev = resolve_device(device)
     return {
@@ -563,20 +560,20 @@ def _run_method(name: str, cell: Cell, cell_dir: Path, phantom_dir: Path,
         fit_config = FitConfig(iterations=config.fit_iterations, seed=config.seed)
         report = run_fit(dwi, *inputs, out, mask=mask, variant=spec.variant, device=config.device,
                          fit_config=fit_config, direct_config=DirectConfig(iterations=config.fit_iterations),
-                         progress=config.progress, resume=(out / "checkpoint.pt").exists())
+                         progress=config.progress, resume=(out / "checkpoint.pt").exists(), force=True)
         record.update(iterations=config.fit_iterations, device=report.get("device"),
                       resumed_from=report.get("resumed_from"))
     elif spec.engine == "pretrained":
         finetune = int(spec.variant or 0)
         report = run_predict(dwi, *inputs, out, mask=mask, device=config.device, progress=config.progress,
-                             finetune=finetune, seed=config.seed, model=config.model)
+                             finetune=finetune, seed=config.seed, model=config.model, force=True)
         record.update(device=report.get("device"), model=report.get("model"))
         if config.model is not None:
             record["label"] = record["label"].replace("shipped model", f"model {Path(config.model).name}")
     elif spec.engine == "dipy":
         if spec.variant == "msmt" and region is not None:
             mask = Path(region[1]["mask"])
-        run_csd(dwi, *inputs, out, mask=mask, algorithm=spec.variant)
+        run_csd(dwi, *inputs, out, mask=mask, algorithm=spec.variant, force=True)
     else:
         import nibabel as nib
 
@@ -823,8 +820,8 @@ def _check_config_file(outdir: Path, stamp: dict) -> None:
     if path.exists():
         old = json.loads(path.read_text())
         if old != stamp:
-            raise ValueError(f"{outdir} holds a benchmark made with {old}, not {stamp}; use another output "
-                             "directory or the same settings to resume it")
+            raise InputError(outdir, f"holds a benchmark made with {old}, not {stamp}; use another output "
+                                     "directory or the same settings to resume it")
     else:
         atomic_write_text(path, json.dumps(stamp, indent=2) + "\n")
 
@@ -893,7 +890,7 @@ def run_benchmark(outdir, *, size: str = "default", seed: int = 0, device: str =
             logger.warning(notes[-1])
     plan = plan_cells(config, mrtrix=have_mrtrix)
     if not plan:
-        raise ValueError(f"no cell has any of the methods {list(config.methods or [])}")
+        raise OptionError(f"no cell has any of the methods {list(config.methods or [])}")
     estimate = estimate_seconds(config, mrtrix=have_mrtrix)
     logger.info("benchmark: %d cells, %d method runs, networks at %d iterations; estimated %.1f min on a 2-core "
                 "CPU (networks %.1f min)", len(plan), sum(len(c.methods) for c in plan), config.fit_iterations,

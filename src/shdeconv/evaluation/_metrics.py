@@ -34,6 +34,8 @@ from pathlib import Path
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
+from ..io import InputError
+
 __all__ = ["score", "evaluate_dirs", "format_scores", "CROSSING_BINS"]
 
 logger = logging.getLogger(__name__)
@@ -258,7 +260,7 @@ def evaluate_dirs(pred_dir: str | os.PathLike, truth_dir: str | os.PathLike, *,
         img = nib.load(str(fodf))
         sh = np.asarray(img.dataobj, dtype=np.float64)
         if sh.shape[:3] != truth.n_fibres.shape:
-            raise ValueError(f"{fodf}: spatial shape {sh.shape[:3]} differs from the truth's "
+            raise InputError(f"{fodf}: spatial shape {sh.shape[:3]} differs from the truth's "
                              f"{truth.n_fibres.shape}")
         dirs, amps = sh_peaks(sh, mask=truth.mask, **peak_kwargs)
         source, path, affine = "fodf", fodf, img.affine
@@ -269,10 +271,10 @@ def evaluate_dirs(pred_dir: str | os.PathLike, truth_dir: str | os.PathLike, *,
         dirs, amps = read_peaks(peaks)
         source, path, affine = "peaks", peaks, nib.load(str(peaks)).affine
         if dirs.shape[:3] != truth.n_fibres.shape:
-            raise ValueError(f"{peaks}: spatial shape {dirs.shape[:3]} differs from the truth's "
+            raise InputError(f"{peaks}: spatial shape {dirs.shape[:3]} differs from the truth's "
                              f"{truth.n_fibres.shape}")
     else:
-        raise FileNotFoundError(f"neither fodf.nii.gz nor peaks.nii.gz in {pred_dir}")
+        raise InputError(pred_dir, "holds neither fodf.nii.gz nor peaks.nii.gz")
     if not np.allclose(affine, truth.affine, atol=1e-3):
         warnings.warn(f"{path}: affine differs from the truth's; directions are compared in the "
                       f"world frame as stored", stacklevel=2)

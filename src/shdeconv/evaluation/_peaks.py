@@ -184,7 +184,7 @@ def _chunk_peaks(c, verts, table, bmat, n_cand, rel_threshold, abs_threshold, co
 
 def sh_peaks(sh: np.ndarray, *, sphere=None, rel_threshold: float = 0.25,
              min_separation_deg: float = 25.0, max_peaks: int = 3, abs_threshold: float = 0.0,
-             refine: bool = True, mask: np.ndarray | None = None
+             refine: bool = True, mask: np.ndarray | None = None, workers: int | None = None
              ) -> tuple[np.ndarray, np.ndarray]:
     """Peaks of even-order SH functions (MRtrix3 basis), in the frame of the SH.
 
@@ -207,6 +207,8 @@ def sh_peaks(sh: np.ndarray, *, sphere=None, rel_threshold: float = 0.25,
         Newton refinement of the discrete maxima on the SH itself.
     mask : ndarray of bool, shape ``(...)``, optional
         Voxels to process; others get no peaks.
+    workers : int, optional
+        Threads that extract chunks of voxels at once (default: every core).
 
     Returns
     -------
@@ -245,7 +247,7 @@ def sh_peaks(sh: np.ndarray, *, sphere=None, rel_threshold: float = 0.25,
                                               rel_threshold, abs_threshold, cos_sep, max_peaks, refine)
 
     starts = range(0, len(idx_all), _CHUNK)
-    workers = min(len(starts), os.cpu_count() or 1)
+    workers = min(len(starts), max(1, int(workers or os.cpu_count() or 1)))
     if workers > 1:  # chunks are independent and NumPy releases the GIL in its array loops
         with ThreadPoolExecutor(workers) as pool:
             list(pool.map(chunk, starts))

@@ -1,4 +1,4 @@
-r"""``fit --model direct``: the unsupervised objective minimised over free per-voxel values.
+r"""``fit --variant direct``: the unsupervised objective minimised over free per-voxel values.
 
 No network: each voxel in the mask owns ``V`` grid values :math:`u_x` (the nside-8 hemisphere)
 and ``T`` isotropic logits :math:`v_x`; its fODF is :math:`c_x = P\, \mathrm{softplus}(u_x)`
@@ -26,6 +26,8 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from .._options import OptionError, ValidatedConfig
+from ..io import InputError, check_fingerprint
 from ..io._atomic import atomic_torch_save
 from ..losses import DeconvLoss
 from ..models._deconv import softplus_inverse
@@ -44,7 +46,7 @@ INITS = ("linear", "csd")
 
 
 @dataclass(frozen=True)
-class DirectConfig:
+class DirectConfig(ValidatedConfig):
     """Settings of the direct minimiser, validated once."""
 
     iterations: int = 300
@@ -57,20 +59,14 @@ class DirectConfig:
     schedule: str = "constant"  # learning rate: "constant" or "cosine" (from lr down to 0)
 
     def __post_init__(self):
-        if self.init not in INITS:
-            raise ValueError(f"init must be one of {INITS}, got {self.init!r}")
-        if self.schedule not in ("cosine", "constant"):
-            raise ValueError(f"schedule must be 'cosine' or 'constant', got {self.schedule!r}")
-        if self.iterations < 0:
-            raise ValueError(f"iterations must be >= 0, got {self.iterations}")
-        if not self.lr > 0:
-            raise ValueError(f"lr must be positive, got {self.lr}")
+        self._choice("init", INITS)
+        self._choice("schedule", ("cosine", "constant"))
+        self._non_negative("iterations")
+        self._positive("lr", "checkpoint_every", "chunk_voxels")
         if self.lmax % 2 or self.lmax < 2:
-            raise ValueError(f"lmax must be an even integer >= 2, got {self.lmax}")
+            raise OptionError(f"lmax must be an even integer >= 2, got {self.lmax}")
         if n_pixels(self.nside, True) < n_coeffs(self.lmax):
-            raise ValueError(f"nside {self.nside} has too few hemisphere pixels for lmax {self.lmax}")
-        if self.checkpoint_every < 1 or self.chunk_voxels < 1:
-            raise ValueError("checkpoint_every and chunk_voxels must be positive")
+            raise OptionError(f"nside {self.nside} has too few hemisphere pixels for lmax {self.lmax}")
 
 
 def _start(start_sh: np.ndarray, grid_sh: np.ndarray, n_iso: int):
@@ -91,12 +87,13 @@ def _slabs(nx: int, ny: int, nz: int, chunk_voxels: int) -> list[tuple[int, int]
 
 def fit_direct(loss_fn: DeconvLoss, signal: np.ndarray, mask: np.ndarray, config: DirectConfig, *,
                start_sh: np.ndarray, device: torch.device, checkpoint: Path | None = None,
-               resume: bool = False, progress: bool = True):
+               resume: bool = False, progress: bool = True, fingerprint: dict | None = None):
     """Minimise ``loss_fn`` over free per-voxel values.
 
     ``signal`` ``[X, Y, Z, G]`` (normalised), ``mask`` ``[X, Y, Z]``, ``start_sh``
     ``[X, Y, Z, R]`` the WM fODF to start from (any even order; in the signal's frame, units
-    of S0), e.g. ``signal @ linear_deconvolution(fm, wm_only=True).T``. Returns
+    of S0), e.g. ``signal @ linear_deconvolution(fm, wm_only=True).T``. ``fingerprint``: as in
+    :func:`~shdeconv.fitting.fit_network` (stored in checkpoints, checked on ``resume``). Returns
     ``(wm_sh [X, Y, Z, S], iso [X, Y, Z, T] or None, FitResult)``, zero outside the mask.
     """
     mask = np.asarray(mask, bool)
@@ -157,8 +154,12 @@ def fit_direct(loss_fn: DeconvLoss, signal: np.ndarray, mask: np.ndarray, config
     start = 0
     if resume and checkpoint is not None and Path(checkpoint).exists():
         state = torch.load(checkpoint, map_location=device, weights_only=False)
-        if state.get("kind") != "direct" or tuple(state["u"].shape) != tuple(u.shape):
-            raise ValueError(f"{checkpoint} is not a checkpoint of this direct fit; remove it or drop --resume")
+        if state.get("kind") != "direct":
+            raise InputError(checkpoint, "not a checkpoint of a direct fit; remove it or drop --resume")
+        if fingerprint is not None:
+            check_fingerprint(state.get("fingerprint"), fingerprint, checkpoint)
+        if tuple(state["u"].shape) != tuple(u.shape):
+            raise InputError(checkpoint, f"holds {tuple(state['u'].shape)} values, this fit has {tuple(u.shape)}")
         with torch.no_grad():
             u.copy_(state["u"])
             v.copy_(state["v"])
@@ -170,7 +171,8 @@ def fit_direct(loss_fn: DeconvLoss, signal: np.ndarray, mask: np.ndarray, config
     def save(iteration: int):
         if checkpoint is not None:
             atomic_torch_save({"kind": "direct", "u": u.detach(), "v": v.detach(), "optimizer": opt.state_dict(),
-                               "history": result.history, "iteration": iteration, "config": asdict(config)},
+                               "history": result.history, "iteration": iteration, "config": asdict(config),
+                               "fingerprint": fingerprint},
                               checkpoint)
 
     weights = loss_fn.weights

@@ -1,4 +1,4 @@
-"""Per-subject unsupervised fitting (DESIGN.md section 6) and whole-volume prediction.
+"""Per-subject unsupervised fitting (docs/method.md, section 6) and whole-volume prediction.
 
 The network is optimised on the subject's own data: patches are sampled inside the mask,
 the unsupervised loss is computed inside the mask, and a checkpoint is written atomically
@@ -20,7 +20,9 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from .._options import ValidatedConfig, resolve_device
 from ..inference import SlidingWindowInferer
+from ..io import InputError, check_fingerprint
 from ..io._atomic import atomic_torch_save
 from ..losses import DeconvLoss
 from ..models._deconv import DeconvNet
@@ -55,7 +57,7 @@ DEFAULT_TILE_OVERLAP = 0.25
 
 
 @dataclass(frozen=True)
-class FitConfig:
+class FitConfig(ValidatedConfig):
     """Optimisation settings, validated once."""
 
     iterations: int = 300
@@ -68,16 +70,9 @@ class FitConfig:
     grad_clip: float = 1.0
 
     def __post_init__(self):
-        if self.iterations < 0:
-            raise ValueError(f"iterations must be >= 0, got {self.iterations}")
-        if self.batch_size < 1 or self.patch_size < 1:
-            raise ValueError(f"batch_size and patch_size must be positive, got {self.batch_size}, {self.patch_size}")
-        if not self.lr > 0:
-            raise ValueError(f"lr must be positive, got {self.lr}")
-        if self.checkpoint_every < 1:
-            raise ValueError(f"checkpoint_every must be positive, got {self.checkpoint_every}")
-        if not 0.0 <= self.tile_overlap < 1.0:
-            raise ValueError(f"tile_overlap must be in [0, 1), got {self.tile_overlap}")
+        self._non_negative("iterations", "grad_clip")
+        self._positive("batch_size", "patch_size", "lr", "checkpoint_every")
+        self._fraction("tile_overlap")
 
 
 @dataclass
@@ -91,17 +86,6 @@ class FitResult:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-def resolve_device(device: str = "auto") -> torch.device:
-    """``auto`` -> CUDA when available else CPU; ``cuda`` without a GPU is an error."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError("--device cuda was asked for, but no CUDA GPU is available")
-    if device not in ("cpu",) and not device.startswith("cuda"):
-        raise ValueError(f"device must be auto, cpu or cuda, got {device!r}")
-    return torch.device(device)
 
 
 def b0_mean(data: np.ndarray, b0_volumes: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -164,6 +148,7 @@ def fit_network(
     resume: bool = False,
     progress: bool = True,
     teacher: torch.nn.Module | None = None,
+    fingerprint: dict | None = None,
 ) -> FitResult:
     """Optimise ``net`` on one subject. ``signal`` ``[X, Y, Z, G]``, ``mask`` ``[X, Y, Z]``.
 
@@ -171,6 +156,9 @@ def fit_network(
     patch is the ``target`` of the loss's supervised term (weight ``loss_fn.weights.supervised``),
     so the steps fit the subject without leaving the learned prior; the batch-norm layers of
     ``net`` then keep their trained statistics (eval mode) instead of a 4-patch batch's.
+
+    ``fingerprint`` (:func:`~shdeconv.io.fingerprint` of the run) is stored in every checkpoint,
+    and ``resume`` continues a checkpoint only if it holds the same one.
     """
     torch.manual_seed(config.seed)
     gen = torch.Generator().manual_seed(config.seed)
@@ -194,7 +182,9 @@ def fit_network(
     if resume and checkpoint is not None and Path(checkpoint).exists():
         state = torch.load(checkpoint, map_location=device, weights_only=False)
         if "model" not in state:
-            raise ValueError(f"{checkpoint} is not a checkpoint of a network fit; remove it or drop --resume")
+            raise InputError(checkpoint, "not a checkpoint of a network fit; remove it or drop --resume")
+        if fingerprint is not None:
+            check_fingerprint(state.get("fingerprint"), fingerprint, checkpoint)
         net.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         gen.set_state(state["generator"])
@@ -211,7 +201,7 @@ def fit_network(
         atomic_torch_save(
             {"model": net.state_dict(), "optimizer": opt.state_dict(), "generator": gen.get_state(),
              "history": result.history, "iteration": iteration, "fit_config": asdict(config),
-             "net_config": net.config.to_dict()},
+             "net_config": net.config.to_dict(), "fingerprint": fingerprint},
             checkpoint,
         )
 

@@ -12,6 +12,7 @@ import json
 import logging
 import platform
 import time
+import warnings
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -19,20 +20,23 @@ import numpy as np
 import torch
 
 from .. import __version__
+from .._options import OptionError
 from ..evaluation import sh_peaks
 from ..io import (
+    B0_THRESHOLD,
     DWIData,
     atomic_save_nifti,
     atomic_write_text,
     check_output_dir,
+    fingerprint,
     load_dwi,
-    make_mask,
+    refuse_earlier_outputs,
     write_peaks,
 )
 from ..io._gradients import voxel_axes_rotation
 from ..losses import DeconvLoss, LossWeights
 from ..models._deconv import VARIANTS, DeconvNet, NetworkConfig
-from ..signal import Responses, estimate_responses
+from ..signal import Responses, brain_mask, estimate_responses
 from ..signal._forward import ForwardModel, linear_deconvolution
 from ..sphere import rotate_sh
 from ..viz._qc import save_qc_figure
@@ -78,6 +82,10 @@ ISO_MD = {"gm": 0.8e-3, "csf": 3.0e-3}
 #: The isotropic tissues of single-shell fits (multi-shell data get GM and CSF from their own
 #: responses).
 SINGLE_SHELL_TISSUES = ("gm",)
+#: Every file ``fit``, ``predict`` and ``csd`` may write in their output directory: a directory
+#: holding any of them is refused unless ``force`` (see :func:`~shdeconv.io.refuse_earlier_outputs`).
+OUTPUT_FILES = ("fodf.nii.gz", "gm.nii.gz", "csf.nii.gz", "peaks.nii.gz", "response_wm.txt", "response_gm.txt",
+                "response_csf.txt", "qc.png", "report.json", "checkpoint.pt")
 #: ``predict --finetune``: weight of the pretrained network's own prediction as a supervised
 #: target (the weight its training gave the true fODF).
 FINETUNE_PRIOR_WEIGHT = 1.0
@@ -107,10 +115,18 @@ class Subject:
     s0: np.ndarray  # (X, Y, Z)
     rotation: np.ndarray  # network frame -> world
     dwi: DWIData | None = None
+    mask_record: dict | None = None  # how the mask was chosen (signal.brain_mask), for the report
 
     @property
     def affine(self) -> np.ndarray:
         return self.dwi.affine if self.dwi is not None else np.eye(4)
+
+
+def subject_arrays(subject: Subject) -> list:
+    """The arrays a fit of ``subject`` computes on, for its run fingerprint
+    (:func:`~shdeconv.io.fingerprint`): signal, mask, gradient table and responses."""
+    r = subject.responses
+    return [subject.signal, subject.mask, subject.bvals, subject.directions, r.bvals, r.wm, r.gm, r.csf]
 
 
 def isotropic_responses(responses: Responses, single_shell: tuple[str, ...] | None = None):
@@ -146,7 +162,7 @@ def acquisition_model(bvals, directions, responses: Responses, lmax: int | None 
     names, iso = isotropic_responses(responses, single_shell)
     fm = ForwardModel(directions, rows, responses.kernel(responses.lmax if lmax is None else lmax), iso,
                       iso_names=names)
-    input_rows = sorted({int(r) for r, b in zip(rows, bvals) if b > 50})
+    input_rows = sorted({int(r) for r, b in zip(rows, bvals) if b > B0_THRESHOLD})
     return fm, rows, input_rows
 
 
@@ -155,7 +171,9 @@ def denoise_mppca(data: np.ndarray, mask: np.ndarray) -> np.ndarray:
 
     The patch radius is the smallest (at least 2) whose patch holds at least as many voxels as
     there are volumes, as MP-PCA needs (2 for 33 volumes, 3 for 276), within the volume's
-    thinnest dimension.
+    thinnest dimension. Voxels MP-PCA leaves non-finite (patches with too few mask voxels,
+    e.g. a small mask on a thin volume: DIPY divides by a zero weight there) keep their raw
+    signal, with a warning.
     """
     from dipy.denoise.localpca import mppca
 
@@ -166,7 +184,15 @@ def denoise_mppca(data: np.ndarray, mask: np.ndarray) -> np.ndarray:
     while (2 * radius + 1) ** 3 < data.shape[-1]:
         radius += 1
     radius = max(1, min(radius, (min(data.shape[:3]) - 1) // 2))
-    return mppca(data, mask=mask, patch_radius=radius).astype(np.float32)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = mppca(data, mask=mask, patch_radius=radius).astype(np.float32)
+    failed = mask & ~np.isfinite(out).all(axis=-1)
+    if failed.any():
+        out[failed] = data[failed]
+        warnings.warn(f"MP-PCA left {int(failed.sum())} of {int(mask.sum())} mask voxels undefined (too few "
+                      f"mask voxels in their {2 * radius + 1}^3 patch); they keep their raw signal",
+                      UserWarning, stacklevel=2)
+    return out
 
 
 def prepare_subject(data, bvals, directions, mask, *, rotation=None, responses: Responses | None = None,
@@ -180,9 +206,9 @@ def prepare_subject(data, bvals, directions, mask, *, rotation=None, responses: 
     leaves ``data`` untouched (it may be the caller's array).
     """
     bvals = np.asarray(bvals, dtype=float)
-    directions = np.where(bvals[:, None] > 50, np.asarray(directions, dtype=float), 0.0)
+    directions = np.where(bvals[:, None] > B0_THRESHOLD, np.asarray(directions, dtype=float), 0.0)
     data = np.asarray(data, np.float32)
-    b0 = np.flatnonzero(bvals <= 50)
+    b0 = np.flatnonzero(bvals <= B0_THRESHOLD)
     mask = np.asarray(mask, bool)
     _, good = b0_mean(data, b0, mask)
     if not good.any():
@@ -210,14 +236,18 @@ def load_subject(dwi_path, bvals, bvecs, mask_path=None, *, response_files: dict
     raw one).
     """
     if denoise not in ("none", "mppca"):
-        raise ValueError(f"denoise must be 'none' or 'mppca', got {denoise!r}")
+        raise OptionError(f"denoise must be 'none' or 'mppca', got {denoise!r}")
     dwi = load_dwi(dwi_path, bvals, bvecs, mask_path)
-    mask = dwi.mask if dwi.mask is not None else make_mask(dwi.data, dwi.bvals)
+    mask, mask_record = brain_mask(dwi.data, dwi.bvals, dwi.directions_world, dwi.mask,
+                                   source=None if mask_path is None else str(mask_path))
+    mask &= ~dwi.bad_voxels
     if denoise == "mppca":
         dwi.data = denoise_mppca(dwi.data, mask.astype(bool))
     rot = voxel_axes_rotation(dwi.affine)
-    return prepare_subject(dwi.data, dwi.bvals, dwi.directions_world @ rot, mask, rotation=rot,
-                           response_files=response_files, lmax=lmax, dwi=dwi, keep_raw=keep_raw)
+    subject = prepare_subject(dwi.data, dwi.bvals, dwi.directions_world @ rot, mask, rotation=rot,
+                              response_files=response_files, lmax=lmax, dwi=dwi, keep_raw=keep_raw)
+    subject.mask_record = dict(mask_record, voxels=int(subject.mask.sum()))
+    return subject
 
 
 def head_tissues(config: NetworkConfig, single_shell: tuple[str, ...] | None = None) -> tuple[str, ...]:
@@ -265,7 +295,7 @@ def write_outputs(outdir: Path, subject: Subject, fodf_world: np.ndarray, iso: n
         for k, name in enumerate(iso_names):
             atomic_save_nifti(iso[..., k].astype(np.float32), affine, outdir / f"{name}.nii.gz")
             files[name] = f"{name}.nii.gz"
-    dirs, amps = sh_peaks(fodf_world)
+    dirs, amps = sh_peaks(fodf_world, workers=torch.get_num_threads())
     write_peaks(outdir / "peaks.nii.gz", dirs, amps, affine)
     files["peaks"] = "peaks.nii.gz"
     files.update(subject.responses.to_files(outdir))
@@ -276,6 +306,10 @@ def write_outputs(outdir: Path, subject: Subject, fodf_world: np.ndarray, iso: n
     timings = dict(report.get("timings_s", {}))
     timings.update(write=write, total=timings.get("total", 0.0) + write)
     report = dict(report, outputs=files, timings_s=timings)
+    if subject.mask_record is not None:
+        report["mask"] = subject.mask_record
+        if subject.mask_record.get("warning"):
+            report["warnings"] = list(report.get("warnings", [])) + [subject.mask_record["warning"]]
     atomic_write_text(outdir / "report.json", json.dumps(report, indent=2, default=_json_default))
     return report
 
@@ -327,8 +361,13 @@ def spatial_grid_report(affine: np.ndarray, what: str) -> dict:
 def run_fit(dwi, bvals, bvecs, outdir, *, mask=None, response_files=None, variant="direct", lmax=None,
             device="auto", fit_config: FitConfig | None = None, net_config: NetworkConfig | None = None,
             loss_weights: LossWeights | None = None, resume=False, progress=True, denoise="none",
-            direct_config: DirectConfig | None = None, single_shell_tissues: tuple[str, ...] | None = None) -> dict:
+            direct_config: DirectConfig | None = None, single_shell_tissues: tuple[str, ...] | None = None,
+            force: bool = False) -> dict:
     """Per-subject unsupervised fit, end to end. Returns the report dict (also in report.json).
+
+    An ``outdir`` holding outputs of an earlier run is refused unless ``force``; with
+    ``resume`` its ``checkpoint.pt`` is continued only if it was written by this same run (same
+    data and settings but the number of iterations), else :class:`~shdeconv.io.InputError`.
 
     ``variant``: a network (:data:`~shdeconv.models.VARIANTS`, trained on the subject with
     ``fit_config``) or ``"direct"`` (:func:`fit_direct`, with ``direct_config``). ``lmax``: order
@@ -337,8 +376,9 @@ def run_fit(dwi, bvals, bvecs, outdir, *, mask=None, response_files=None, varian
     :data:`SINGLE_SHELL_TISSUES`; multi-shell data fit GM and CSF).
     """
     if variant not in FIT_MODELS:
-        raise ValueError(f"unknown fit model {variant!r}; expected one of {FIT_MODELS}")
+        raise OptionError(f"unknown fit variant {variant!r}; expected one of {FIT_MODELS}")
     t_start = time.perf_counter()
+    refuse_earlier_outputs(outdir, OUTPUT_FILES, force=force, resume=resume)
     net_config = net_config or NetworkConfig()
     if lmax is not None:
         net_config = replace(net_config, lmax=lmax)
@@ -352,6 +392,11 @@ def run_fit(dwi, bvals, bvecs, outdir, *, mask=None, response_files=None, varian
     outdir = check_output_dir(outdir)
     fit_config = fit_config or FitConfig()
     weights = loss_weights or default_loss_weights(variant)
+    settings = {"variant": variant, "loss_weights": asdict(weights), "denoise": denoise,
+                "single_shell_tissues": single_shell_tissues,
+                **({"direct": asdict(direct_config)} if variant == "direct"
+                   else {"network": net_config.with_variant(variant).to_dict(), "fit": asdict(fit_config)})}
+    run_id = fingerprint(subject_arrays(subject), settings)
     if variant == "direct":
         fm, _, _ = acquisition_model(subject.bvals, subject.directions, subject.responses, net_config.response_lmax,
                                      single_shell=single_shell_tissues)
@@ -367,9 +412,8 @@ def run_fit(dwi, bvals, bvecs, outdir, *, mask=None, response_files=None, varian
             start = subject.signal @ linear_deconvolution(fm, wm_only=True).T.astype(np.float32)
         fodf, iso, result = fit_direct(loss_fn, subject.signal, subject.mask, direct_config, start_sh=start,
                                        device=dev, checkpoint=outdir / "checkpoint.pt", resume=resume,
-                                       progress=progress)
+                                       progress=progress, fingerprint=run_id)
         t_pred = time.perf_counter()  # its output is the fit itself: no prediction pass
-        settings = {"direct": asdict(direct_config)}
     else:
         net_config = net_config.with_variant(variant)
         torch.manual_seed(fit_config.seed)
@@ -377,11 +421,11 @@ def run_fit(dwi, bvals, bvecs, outdir, *, mask=None, response_files=None, varian
         loss_fn = DeconvLoss(fm, weights, lmax=net_config.lmax)
         log.info("fitting %s on %d voxels (%s)", variant, int(subject.mask.sum()), dev)
         result = fit_network(net, loss_fn, subject.signal, subject.mask, fit_config, device=dev,
-                             checkpoint=outdir / "checkpoint.pt", resume=resume, progress=progress)
+                             checkpoint=outdir / "checkpoint.pt", resume=resume, progress=progress,
+                             fingerprint=run_id)
         t_pred = time.perf_counter()
         fodf, iso = predict_volume(net, subject.signal, subject.mask, tile=fit_config.patch_size,
                                    overlap=fit_config.tile_overlap, device=dev, progress=progress)
-        settings = {"network": net_config.to_dict(), "fit": asdict(fit_config)}
     t_done = time.perf_counter()
     report = {
         "command": "fit",
@@ -389,9 +433,7 @@ def run_fit(dwi, bvals, bvecs, outdir, *, mask=None, response_files=None, varian
         "versions": versions(),
         "inputs": {"dwi": str(dwi), "bvals": str(bvals), "bvecs": str(bvecs), "mask": str(mask) if mask else None},
         "device": str(dev),
-        "denoise": denoise,
         **settings,
-        "loss_weights": asdict(weights),
         "voxels_in_mask": int(subject.mask.sum()),
         **grid,
         "loss_curve": result.history,
@@ -407,7 +449,7 @@ def run_predict(dwi, bvals, bvecs, outdir, *, mask=None, response_files=None, mo
                 device="auto", tile: int | None = None, overlap: float = DEFAULT_TILE_OVERLAP,
                 batch: int | None = None,
                 seed: int = 0, progress=True,
-                denoise="none") -> dict:
+                denoise="none", force: bool = False) -> dict:
     """Amortized inference: a trained network (default: the shipped one) predicts a subject in one pass.
 
     ``finetune > 0`` first runs that many steps on the subject: the loss of ``shdeconv fit``
@@ -415,14 +457,17 @@ def run_predict(dwi, bvals, bvecs, outdir, *, mask=None, response_files=None, mo
     prediction (:data:`FINETUNE_PRIOR_WEIGHT`), with batch norm kept at its trained statistics.
     ``tile`` defaults to the model's training patch size (networks predict best on tiles like
     those they were trained on), ``batch`` (tiles per forward pass) to :func:`auto_batch`; on a
-    CPU :func:`tile_workers` threads predict tiles at once.
+    CPU :func:`tile_workers` threads predict tiles at once. An ``outdir`` holding outputs of an
+    earlier run is refused unless ``force``.
     Returns the report dict (also in report.json).
     """
     from ..models._store import load_model, pretrained_path
 
     if finetune < 0:
-        raise ValueError(f"--finetune must be >= 0, got {finetune}")
+        raise OptionError(f"--finetune must be >= 0, got {finetune}")
     t_start = time.perf_counter()
+    refuse_earlier_outputs(outdir, OUTPUT_FILES, force=force)
+    dev = resolve_device(device)
     model_path = Path(model) if model is not None else pretrained_path()
     net, meta = load_model(model_path)
     subject = load_subject(dwi, bvals, bvecs, mask, response_files=response_files,
@@ -430,7 +475,6 @@ def run_predict(dwi, bvals, bvecs, outdir, *, mask=None, response_files=None, mo
     t_loaded = time.perf_counter()
     grid = spatial_grid_report(subject.affine, "predict")
     outdir = check_output_dir(outdir)
-    dev = resolve_device(device)
     fm = attach_subject(net, subject)
     history, t_fit = [], time.perf_counter()
     if finetune:
@@ -479,14 +523,18 @@ def run_predict(dwi, bvals, bvecs, outdir, *, mask=None, response_files=None, mo
 
 
 def run_csd(dwi, bvals, bvecs, outdir, *, mask=None, response_files=None, lmax=8, algorithm="auto",
-            denoise="none", n_jobs: int = 1) -> dict:
+            denoise="none", n_jobs: int = 1, force: bool = False) -> dict:
     """DIPY CSD (single shell) or MSMT-CSD (several shells) with the same inputs and outputs as fit.
 
     ``n_jobs``: worker processes of single-shell CSD (DIPY's joblib engine; -1 for all cores).
+    An ``outdir`` holding outputs of an earlier run is refused unless ``force``.
     """
     from ..baselines import csd_fit
 
+    if algorithm not in ("auto", "ssst", "msmt"):
+        raise OptionError(f"algorithm must be 'auto', 'ssst' or 'msmt', got {algorithm!r}")
     t_start = time.perf_counter()
+    refuse_earlier_outputs(outdir, OUTPUT_FILES, force=force)
     subject = load_subject(dwi, bvals, bvecs, mask, response_files=response_files, lmax=lmax, denoise=denoise)
     t_loaded = time.perf_counter()
     outdir = check_output_dir(outdir)

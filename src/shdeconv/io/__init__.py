@@ -1,8 +1,29 @@
 """NIfTI and gradient-table I/O, input validation, the orientation frame and file formats."""
 
-from ._atomic import atomic_save_nifti, atomic_torch_save, atomic_write_bytes, atomic_write_text, check_output_dir
-from ._gradients import fsl_bvecs_to_world, voxel_axes_rotation, voxel_to_world_matrix, world_to_fsl_bvecs
-from ._nifti import B0_THRESHOLD, DWIData, bvals_shells, combine_masks, load_dwi, load_mask, make_mask
+from ._atomic import (
+    atomic_save_nifti,
+    atomic_torch_save,
+    atomic_write_bytes,
+    atomic_write_text,
+    check_output_dir,
+    refuse_earlier_outputs,
+)
+from ._checkpoint import check_fingerprint, fingerprint
+from ._gradients import (
+    fsl_bvecs_to_world,
+    voxel_axes_rotation,
+    voxel_to_world_matrix,
+    world_to_fsl_bvecs,
+)
+from ._nifti import (
+    B0_THRESHOLD,
+    DWIData,
+    bvals_shells,
+    combine_masks,
+    load_dwi,
+    load_mask,
+    make_mask,
+)
 from ._peaks_file import read_peaks, write_peaks
 from ._response_file import read_response_file, write_response_file
 from ._validate import InputError
@@ -16,14 +37,17 @@ __all__ = [
     "atomic_write_bytes",
     "atomic_write_text",
     "bvals_shells",
+    "check_fingerprint",
     "check_output_dir",
     "combine_masks",
+    "fingerprint",
     "fsl_bvecs_to_world",
     "load_dwi",
     "load_mask",
     "make_mask",
     "read_peaks",
     "read_response_file",
+    "refuse_earlier_outputs",
     "voxel_axes_rotation",
     "voxel_to_world_matrix",
     "world_to_fsl_bvecs",

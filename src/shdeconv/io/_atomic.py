@@ -19,7 +19,7 @@ import numpy as np
 
 from ._validate import InputError
 
-__all__ = ["check_output_dir", "atomic_write_bytes", "atomic_write_text", "atomic_save_nifti", "atomic_torch_save"]
+__all__ = ["check_output_dir", "refuse_earlier_outputs", "atomic_write_bytes", "atomic_write_text", "atomic_save_nifti", "atomic_torch_save"]
 
 
 def check_output_dir(path: str | PathLike) -> Path:
@@ -47,6 +47,36 @@ def check_output_dir(path: str | PathLike) -> Path:
     except OSError as e:
         raise InputError(p, f"output directory is not writable ({e.strerror or e})") from e
     return p
+
+
+def refuse_earlier_outputs(path: str | PathLike, names, *, force: bool = False, resume: bool = False,
+                           checkpoint: str = "checkpoint.pt") -> list[str]:
+    """Refuse to run into ``path`` when it already holds any of ``names`` (files a command writes).
+
+    As MRtrix3's ``-force`` and DIPY's ``--force``: nothing is overwritten unless ``force``.
+    ``resume``: a directory holding a ``checkpoint`` is accepted with whatever else it holds
+    (the run continues, and replaces its outputs; the caller checks that the checkpoint is its
+    own), one without a checkpoint is not. Reads only; returns the names found.
+
+    Raises
+    ------
+    InputError
+        Naming ``path`` and the files found.
+    """
+    p = Path(path)
+    if not p.is_dir():
+        return []
+    found = [n for n in names if (p / n).exists()]
+    if force or not found:
+        return found
+    if resume and checkpoint in found:
+        return found
+    if found == [checkpoint]:
+        raise InputError(p, f"holds {checkpoint} of an unfinished run; use --resume to continue it or --force "
+                            "to start over")
+    shown = ", ".join(found[:5]) + (f" and {len(found) - 5} more" if len(found) > 5 else "")
+    raise InputError(p, f"already holds outputs of an earlier run ({shown}); use --force to overwrite them or "
+                        "choose another output directory")
 
 
 def _umask_mode() -> int:

@@ -96,15 +96,6 @@ class DWIData:
         """Volumes counted as b=0 (``bvals <= B0_THRESHOLD``), shape ``(G,)``."""
         return self.bvals <= B0_THRESHOLD
 
-    def get_mask(self) -> np.ndarray:
-        """The mask to fit in: the user's mask, else :func:`make_mask` on the data.
-
-        Always excludes non-finite voxels and voxels whose mean b=0 signal is not positive.
-        """
-        base = self.mask if self.mask is not None else make_mask(self.data, self.bvals)
-        b0 = self.data[..., self.b0_mask].mean(axis=-1)
-        return combine_masks(base, ~self.bad_voxels, b0 > 0)
-
 
 def _load_nifti(path: Path, what: str) -> nib.Nifti1Image:
     try:

@@ -31,6 +31,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
+from .._options import OptionError
 from ..signal._forward import ForwardModel
 from ..sphere import hemisphere_directions, lmax_from_ncoeffs, sh_matrix
 
@@ -51,9 +52,9 @@ class LossWeights:
     def __post_init__(self):
         for k, v in asdict(self).items():
             if not (v >= 0):
-                raise ValueError(f"loss weight {k} must be non-negative, got {v}")
+                raise OptionError(f"loss weight {k} must be non-negative, got {v}")
         if self.sparsity_sigma <= 0:
-            raise ValueError(f"sparsity_sigma must be positive, got {self.sparsity_sigma}")
+            raise OptionError(f"sparsity_sigma must be positive, got {self.sparsity_sigma}")
 
 
 def dense_grid_matrix(lmax: int, nside: int = 16) -> torch.Tensor:

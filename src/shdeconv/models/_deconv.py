@@ -1,6 +1,6 @@
 r"""Deconvolution networks: signal -> (hemi)sphere grid -> U-Net -> WM fODF SH + tissue fractions.
 
-Variants (DESIGN.md sections 4 and 7):
+Variants (docs/method.md, sections 4, 5 and 7):
 
 ==========  ===========  =============  =================================
 variant     sphere       spatial kernel  loss
@@ -28,8 +28,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..signal._grid import grid_directions, grid_to_sh_matrix, signal_to_grid_matrix
+from .._options import OptionError, ValidatedConfig
 from ..nn._chebyshev import n_pixels
+from ..signal._grid import grid_directions, grid_to_sh_matrix, signal_to_grid_matrix
 from ..sphere import n_coeffs, sh_matrix
 from ._unet import SphericalUNet
 
@@ -47,12 +48,12 @@ _START_FODF, _START_ISO = 1.0 / (4.0 * np.pi), 0.1
 
 
 def softplus_inverse(y: torch.Tensor) -> torch.Tensor:
-    """:math:`\log(e^y - 1)`, elementwise, for ``y > 0``."""
+    r""":math:`\log(e^y - 1)`, elementwise, for ``y > 0``."""
     return y + torch.log(-torch.expm1(-y))
 
 
 @dataclass(frozen=True)
-class NetworkConfig:
+class NetworkConfig(ValidatedConfig):
     """Architecture settings, validated once. Defaults are sized for a laptop CPU."""
 
     variant: str = "shd-tv"
@@ -69,24 +70,24 @@ class NetworkConfig:
 
     def __post_init__(self):
         if self.variant not in VARIANTS:
-            raise ValueError(f"unknown model variant {self.variant!r}; expected one of {VARIANTS}")
+            raise OptionError(f"unknown model variant {self.variant!r}; expected one of {VARIANTS}")
         if self.inputs not in INPUTS:
-            raise ValueError(f"unknown network inputs {self.inputs!r}; expected one of {INPUTS}")
+            raise OptionError(f"unknown network inputs {self.inputs!r}; expected one of {INPUTS}")
         if self.head not in HEADS:
-            raise ValueError(f"unknown head {self.head!r}; expected one of {HEADS}")
+            raise OptionError(f"unknown head {self.head!r}; expected one of {HEADS}")
         if self.depth < 1 or self.width < 1 or self.K < 1:
-            raise ValueError(f"depth, width and K must be positive, got {self.depth}, {self.width}, {self.K}")
+            raise OptionError(f"depth, width and K must be positive, got {self.depth}, {self.width}, {self.K}")
         if self.nside < 2 ** (self.depth - 1):
-            raise ValueError(f"nside {self.nside} cannot be halved {self.depth - 1} times")
+            raise OptionError(f"nside {self.nside} cannot be halved {self.depth - 1} times")
         for name in ("lmax", "response_lmax"):
             v = getattr(self, name)
             if v % 2 or v < 2:
-                raise ValueError(f"{name} must be an even integer >= 2, got {v}")
+                raise OptionError(f"{name} must be an even integer >= 2, got {v}")
         if self.response_lmax > self.lmax:
-            raise ValueError(f"response_lmax {self.response_lmax} exceeds the output lmax {self.lmax}")
+            raise OptionError(f"response_lmax {self.response_lmax} exceeds the output lmax {self.lmax}")
         pixels = n_pixels(self.nside, self.hemisphere)
         if pixels < n_coeffs(self.lmax):
-            raise ValueError(f"nside {self.nside} has {pixels} pixels, too few for the {n_coeffs(self.lmax)} "
+            raise OptionError(f"nside {self.nside} has {pixels} pixels, too few for the {n_coeffs(self.lmax)} "
                              f"SH coefficients of lmax {self.lmax}; raise nside or lower lmax")
 
     @property

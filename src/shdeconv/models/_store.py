@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from ..io import InputError
 from ..io._atomic import atomic_torch_save
 from ._deconv import DeconvNet, NetworkConfig
 
@@ -39,17 +40,17 @@ def load_model(path) -> tuple[DeconvNet, dict]:
     """
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"{path}: model file not found")
+        raise InputError(path, "model file not found")
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
-        raise ValueError(f"{path}: not a readable shdeconv model file ({e})") from e
+        raise InputError(path, f"not a readable shdeconv model file ({e})") from e
     if not isinstance(blob, dict) or blob.get("format") != FORMAT:
-        raise ValueError(f"{path}: not a shdeconv model file (expected format {FORMAT!r})")
+        raise InputError(path, f"not a shdeconv model file (expected format {FORMAT!r})")
     config = NetworkConfig.from_dict(blob["net_config"])
     if config.inputs != "linear":
-        raise ValueError(f"{path}: a per-subject ('signal'-input) network is tied to its subject's acquisition "
-                         "and cannot predict other subjects; train one with `shdeconv train`")
+        raise InputError(path, "a per-subject ('signal'-input) network is tied to its subject's acquisition "
+                               "and cannot predict other subjects; train one with `shdeconv train`")
     net = DeconvNet(config, n_iso=int(blob["n_iso"]))
     net.load_state_dict(blob["state_dict"])
     return net, dict(blob["meta"])

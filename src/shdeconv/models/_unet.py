@@ -1,4 +1,4 @@
-r"""Spatio-spherical U-Net (DESIGN.md section 4) on the full sphere or the hemisphere.
+r"""Spatio-spherical U-Net (docs/method.md, section 4) on the full sphere or the hemisphere.
 
 Shapes ``[B, C, V, X, Y, Z]``. Level ``l`` works at sphere resolution ``nside / 2^l`` with
 ``width 2^l`` channels; space is halved at the first ``spatial_levels`` poolings. Every
@@ -14,7 +14,13 @@ import logging
 import torch
 from torch import nn
 
-from ..nn import SpatialPool, SpatialUnpool, SpatioSphericalConv, SpherePool, SphereUnpool
+from ..nn import (
+    SpatialPool,
+    SpatialUnpool,
+    SpatioSphericalConv,
+    SpherePool,
+    SphereUnpool,
+)
 from ..nn._chebyshev import n_pixels
 from ..sphere import check_nside
 

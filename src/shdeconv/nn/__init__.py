@@ -1,6 +1,11 @@
-"""Spherical and spatio-spherical graph layers, pooling (DESIGN.md section 4)."""
+"""Spherical and spatio-spherical graph layers, pooling (docs/method.md, section 4)."""
 
-from ._chebyshev import chebyshev_projector, n_pixels, rescaled_laplacian, sparse_rescaled_laplacian
+from ._chebyshev import (
+    chebyshev_projector,
+    n_pixels,
+    rescaled_laplacian,
+    sparse_rescaled_laplacian,
+)
 from ._conv import SpatioSphericalConv, SphericalChebConv, separable_class_stencil
 from ._pool import SpatialPool, SpatialUnpool, SpherePool, SphereUnpool
 

@@ -1,4 +1,4 @@
-r"""Spherical and spatio-spherical Chebyshev graph convolutions (DESIGN.md section 4).
+r"""Spherical and spatio-spherical Chebyshev graph convolutions (docs/method.md, section 4).
 
 Shape alphabet: ``B`` batch, ``C`` channels, ``V`` sphere pixels (full sphere
 ``12 nside^2`` or hemisphere ``6 nside^2``), ``X, Y, Z`` space, ``K`` Chebyshev terms,

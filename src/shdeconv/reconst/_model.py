@@ -16,8 +16,15 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..fitting._fit import FitConfig, fit_network, predict_volume, resolve_device
-from ..fitting._pipeline import acquisition_model, build_network, default_loss_weights, prepare_subject
+from .._options import resolve_device
+from ..fitting._fit import FitConfig, fit_network, predict_volume
+from ..fitting._pipeline import (
+    acquisition_model,
+    build_network,
+    default_loss_weights,
+    prepare_subject,
+)
+from ..io import B0_THRESHOLD
 from ..losses import DeconvLoss, LossWeights
 from ..models._deconv import NetworkConfig
 from ..signal import Responses
@@ -130,7 +137,7 @@ class SHDFit:
         """Signal predicted by the fitted fODF and fractions for ``gtab`` (default: the model's)."""
         gtab = gtab or self.model.gtab
         bvals = np.asarray(gtab.bvals, float)
-        dirs = np.where(bvals[:, None] > 50, np.asarray(gtab.bvecs, float), 0.0)
+        dirs = np.where(bvals[:, None] > B0_THRESHOLD, np.asarray(gtab.bvecs, float), 0.0)
         fm, _, _ = acquisition_model(bvals, dirs, self.responses, self.model.net_config.response_lmax,
                                      single_shell=self.iso_names)
         iso = None if self.iso is None else torch.as_tensor(self.iso, dtype=torch.float32)

@@ -1,4 +1,4 @@
-r"""The multi-shell, multi-tissue convolution forward model in torch (DESIGN.md section 2).
+r"""The multi-shell, multi-tissue convolution forward model in torch (docs/method.md, section 1).
 
 For every measured volume ``g`` (direction :math:`u_g`, shell :math:`b(g)`),
 

@@ -12,7 +12,13 @@ from functools import lru_cache
 
 import numpy as np
 
-from ..sphere import hemisphere_directions, n_coeffs, pixel_directions, sh_fit_matrix, sh_matrix
+from ..sphere import (
+    hemisphere_directions,
+    n_coeffs,
+    pixel_directions,
+    sh_fit_matrix,
+    sh_matrix,
+)
 
 __all__ = ["grid_directions", "input_lmax", "signal_to_grid_matrix", "grid_to_sh_matrix"]
 

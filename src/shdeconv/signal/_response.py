@@ -1,4 +1,4 @@
-r"""Tissue response functions: the one response model of shdeconv (DESIGN.md section 2).
+r"""Tissue response functions: the one response model of shdeconv (docs/method.md, section 1).
 
 A :class:`Responses` holds, per shell, the zonal SH coefficients :math:`r_{l,b}` (MRtrix3
 convention, the numbers of an MRtrix3 response file) of the single-fibre WM response along
@@ -40,7 +40,13 @@ from pathlib import Path
 import numpy as np
 from scipy.special import eval_legendre
 
-from ..io import B0_THRESHOLD, InputError, bvals_shells, read_response_file, write_response_file
+from ..io import (
+    B0_THRESHOLD,
+    InputError,
+    bvals_shells,
+    read_response_file,
+    write_response_file,
+)
 from ..sphere import sh_degrees
 
 __all__ = ["Responses", "estimate_responses", "zonal_design"]

@@ -1,7 +1,14 @@
 """Synthetic phantoms: acquisition schemes, a multi-compartment tensor forward model,
 spatial and voxel-wise phantoms with known fibres, and their files on disk."""
 
-from ._io import Truth, load_truth, simulate_to_dir, truth_fodf_sh, write_phantom
+from ._io import (
+    PHANTOM_FILES,
+    Truth,
+    load_truth,
+    simulate_to_dir,
+    truth_fodf_sh,
+    write_phantom,
+)
 from ._phantom import (
     GENERATOR_VERSION,
     SIZES,
@@ -15,6 +22,7 @@ from ._signal import add_rician_noise, tensor_signal
 
 __all__ = [
     "GENERATOR_VERSION",
+    "PHANTOM_FILES",
     "SCHEMES",
     "SIZES",
     "Phantom",

@@ -24,12 +24,16 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
+from ..io import InputError
 from ..io._atomic import atomic_save_nifti, atomic_write_text
 from ..io._gradients import world_to_fsl_bvecs
 from ..io._peaks_file import read_peaks, write_peaks
 from ._phantom import SIZES, Phantom, spatial_phantom, voxelwise_phantom
 
-__all__ = ["Truth", "load_truth", "simulate_to_dir", "truth_fodf_sh", "write_phantom"]
+__all__ = ["PHANTOM_FILES", "Truth", "load_truth", "simulate_to_dir", "truth_fodf_sh", "write_phantom"]
+
+#: What :func:`write_phantom` puts in its directory (``truth`` is a folder).
+PHANTOM_FILES = ("dwi.nii.gz", "bvals", "bvecs", "mask.nii.gz", "truth")
 
 #: Heat-kernel apodisation of the ground-truth fODF: order l is weighted by
 #: ``exp(-TRUTH_SMOOTHING l (l + 1))`` (0.5 at l = 8), which tames the ringing of truncated deltas.
@@ -130,7 +134,7 @@ def load_truth(truth_dir: str | os.PathLike) -> Truth:
     if not (d / "truth.json").exists() and (d / "truth" / "truth.json").exists():
         d = d / "truth"
     if not (d / "truth.json").exists():
-        raise FileNotFoundError(f"no truth.json in {truth_dir} or {Path(truth_dir) / 'truth'}")
+        raise InputError(truth_dir, f"no truth.json here or in {Path(truth_dir) / 'truth'}")
     meta = json.loads((d / "truth.json").read_text())
     img = nib.load(str(d / "nfib.nii.gz"))
     n_fib = np.asarray(img.dataobj).astype(np.int64)

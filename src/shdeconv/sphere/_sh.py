@@ -49,7 +49,9 @@ __all__ = [
     "sh_eval_pointwise",
     "zonal_to_sh",
     "rotate_sh",
+    "SH_BASES",
     "convert_sh_basis",
+    "sh_basis_change",
     "dense_directions",
 ]
 
@@ -263,34 +265,47 @@ def rotate_sh(coeffs: np.ndarray, q: np.ndarray) -> np.ndarray:
     return out.reshape(coeffs.shape)
 
 
-def convert_sh_basis(coeffs: np.ndarray, source: str, target: str) -> np.ndarray:
-    """Convert even-order coefficients ``(..., S)`` between ``'mrtrix3'``/``'tournier07'``
-    and ``'descoteaux07'`` (DIPY, ``legacy=False``).
+#: SH bases by name: (DIPY's basis function, legacy). MRtrix3's is DIPY's tournier07 (legacy=False);
+#: ``descoteaux07-legacy`` is the basis DIPY's own CSD fits in.
+SH_BASES = {"mrtrix3": ("tournier07", False), "tournier07": ("tournier07", False),
+            "descoteaux07": ("descoteaux07", False), "descoteaux07-legacy": ("descoteaux07", True)}
 
-    The conversion matrix is the least-squares map between the two bases evaluated by DIPY
-    on a dense sphere (a signed permutation).
+
+def convert_sh_basis(coeffs: np.ndarray, source: str, target: str) -> np.ndarray:
+    """Convert even-order coefficients ``(..., S)`` between the bases of :data:`SH_BASES`.
+
+    The conversion matrix ``M`` (``c_target = M c_source``) is the least-squares map between the
+    two bases evaluated on a dense sphere (a signed permutation), computed once per order.
     """
-    names = {"mrtrix3": "tournier07", "tournier07": "tournier07", "descoteaux07": "descoteaux07"}
     for b in (source, target):
-        if b not in names:
-            raise ValueError(f"unknown SH basis {b!r}; expected one of {sorted(names)}")
+        if b not in SH_BASES:
+            raise ValueError(f"unknown SH basis {b!r}; expected one of {sorted(SH_BASES)}")
     coeffs = np.asarray(coeffs)
-    if names[source] == names[target]:
+    if SH_BASES[source] == SH_BASES[target]:
         return coeffs.copy()
     lmax = lmax_from_ncoeffs(coeffs.shape[-1])
-    m = _basis_change(lmax, names[source], names[target])
-    return coeffs @ m.T
+    return coeffs @ sh_basis_change(lmax, source, target).T
 
 
 @lru_cache(maxsize=None)
-def _basis_change(lmax: int, source: str, target: str) -> np.ndarray:
-    from dipy.reconst.shm import real_sh_descoteaux
+def sh_basis_change(lmax: int, source: str, target: str) -> np.ndarray:
+    """``(S, S)`` matrix ``M`` with ``c_target = M c_source`` (see :func:`convert_sh_basis`)."""
+    import warnings
+
+    from dipy.reconst.shm import real_sh_descoteaux, real_sh_tournier
 
     u = dense_directions(max(600, 4 * n_coeffs(lmax)))
     theta, phi = cart2sphere(u)
-    desc = real_sh_descoteaux(lmax, theta, phi, legacy=False)[0]
-    ours = sh_matrix(u, lmax)
-    src, tgt = (ours, desc) if source == "tournier07" else (desc, ours)
-    m = np.linalg.lstsq(tgt, src, rcond=None)[0]
+
+    def basis(name: str) -> np.ndarray:
+        kind, legacy = SH_BASES[name]
+        if (kind, legacy) == ("tournier07", False):
+            return sh_matrix(u, lmax)  # ours, checked against MRtrix3's sh2amp
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", PendingDeprecationWarning)  # DIPY deprecates the legacy bases
+            fn = real_sh_descoteaux if kind == "descoteaux07" else real_sh_tournier
+            return fn(lmax, theta, phi, legacy=legacy)[0]
+
+    m = np.linalg.lstsq(basis(target), basis(source), rcond=None)[0]
     m[np.abs(m) < 1e-9] = 0.0
     return m

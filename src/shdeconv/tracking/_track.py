@@ -13,11 +13,12 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
+from .._options import OptionError
 from ..io import InputError
 from ..io._gradients import voxel_axes_rotation
 from ..sphere import lmax_from_ncoeffs, rotate_sh
 
-__all__ = ["track", "fodf_to_voxel_frame"]
+__all__ = ["track", "track_seeds", "fodf_to_voxel_frame"]
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +46,19 @@ def _load(fit_dir: Path):
     return img, np.nan_to_num(fodf)
 
 
+def track_seeds(seed_mask: np.ndarray, affine: np.ndarray, seeds_per_voxel: int, seed: int = 0) -> np.ndarray:
+    """World (RAS mm) seed points ``(n_voxels * seeds_per_voxel, 3)``: each voxel's centre for
+    one seed per voxel, else exactly ``seeds_per_voxel`` uniform random positions in every voxel."""
+    from dipy.tracking import utils
+
+    if seeds_per_voxel < 1:
+        raise OptionError(f"--seeds-per-voxel must be >= 1, got {seeds_per_voxel}")
+    if seeds_per_voxel == 1:
+        return utils.seeds_from_mask(seed_mask, affine, density=(1, 1, 1))
+    return utils.random_seeds_from_mask(seed_mask, affine, seeds_count=seeds_per_voxel, seed_count_per_voxel=True,
+                                        random_seed=seed)
+
+
 def track(fit_dir, output, *, algorithm: str = "det", seeds_per_voxel: int = 1, step_size: float = 0.5,
           max_angle: float = 30.0, wm_threshold: float = 0.25, seed: int = 0, relative_peak_threshold: float = 0.1,
           min_length: float = 10.0) -> int:
@@ -54,17 +68,19 @@ def track(fit_dir, output, *, algorithm: str = "det", seeds_per_voxel: int = 1, 
     below the threshold. Returns the number of streamlines written.
     """
     from dipy.data import get_sphere
-    from dipy.direction import DeterministicMaximumDirectionGetter, ProbabilisticDirectionGetter
+    from dipy.direction import (
+        DeterministicMaximumDirectionGetter,
+        ProbabilisticDirectionGetter,
+    )
     from dipy.io.stateful_tractogram import Space, StatefulTractogram
     from dipy.io.streamline import save_tractogram
-    from dipy.tracking import utils
     from dipy.tracking.local_tracking import LocalTracking
     from dipy.tracking.stopping_criterion import ThresholdStoppingCriterion
     from dipy.tracking.streamline import Streamlines
 
     fit_dir, output = Path(fit_dir), Path(output)
     if algorithm not in ("det", "prob"):
-        raise ValueError(f"algorithm must be 'det' or 'prob', got {algorithm!r}")
+        raise OptionError(f"algorithm must be 'det' or 'prob', got {algorithm!r}")
     if output.suffix not in (".trk", ".tck"):
         raise InputError(f"{output}: the output must end in .trk or .tck")
     if not output.parent.exists():
@@ -83,8 +99,7 @@ def track(fit_dir, output, *, algorithm: str = "det", seeds_per_voxel: int = 1, 
     zooms = np.asarray(img.header.get_zooms()[:3], dtype=float)
     if not np.allclose(zooms, zooms[0], rtol=1e-3):
         log.warning("anisotropic voxels %s: DIPY steps in voxel units of the first axis", zooms)
-    density = max(1, int(round(seeds_per_voxel ** (1 / 3)))) if seeds_per_voxel > 1 else 1
-    seeds = utils.seeds_from_mask(seed_mask, affine, density=(density,) * 3)
+    seeds = track_seeds(seed_mask, affine, seeds_per_voxel, seed)
     stopping = ThresholdStoppingCriterion(wm, wm_threshold)
     tracker = LocalTracking(getter, stopping, seeds, affine, step_size=step_size, random_seed=seed,
                             minlen=max(2, int(min_length / step_size)), return_all=False)

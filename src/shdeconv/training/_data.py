@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..io import InputError
 from ..io._atomic import atomic_write_text
 from ..signal._forward import ForwardModel, linear_deconvolution
 
@@ -42,7 +43,7 @@ def _save_npy(path: Path, array: np.ndarray) -> None:
     os.replace(tmp, path)
 
 
-def _source_key(folder: Path, lmax: int) -> str:
+def source_key(folder: Path, lmax: int) -> str:
     h = hashlib.sha256(f"v{CACHE_VERSION} lmax{lmax}".encode())
     for name in ("dwi.nii.gz", "bvals", "bvecs", "mask.nii.gz", "response_wm.txt", "response_gm.txt",
                  "response_csf.txt", "truth/peaks.nii.gz", "truth/fractions.nii.gz"):
@@ -64,8 +65,8 @@ def prepare_training_subject(folder, cache_root, *, lmax: int = 8) -> Path:
 
     folder = Path(folder)
     if not folder.is_dir():
-        raise FileNotFoundError(f"{folder}: not a subject folder")
-    key = _source_key(folder, lmax)
+        raise InputError(folder, "not a subject folder")
+    key = source_key(folder, lmax)
     cache = Path(cache_root) / f"{folder.name}-{key}"
     if (cache / "meta.json").exists():
         return cache

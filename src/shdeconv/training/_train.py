@@ -1,4 +1,4 @@
-"""Multi-subject training of an amortized network (DESIGN.md section 6), on one device or many.
+"""Multi-subject training of an amortized network (docs/method.md, section 6), on one device or many.
 
 One network with ``"linear"`` inputs (the linear-deconvolution fODF on the grid, the same for every
 acquisition) is trained on many subjects with the unsupervised loss of each subject's own forward
@@ -28,19 +28,24 @@ import torch
 import torch.distributed as dist
 from tqdm.auto import tqdm
 
+from .._options import ValidatedConfig
+from ..io import check_fingerprint, fingerprint, refuse_earlier_outputs
 from ..io._atomic import atomic_torch_save, atomic_write_text
 from ..losses import DeconvLoss, LossWeights
 from ..models._deconv import DeconvNet, NetworkConfig
 from ..models._store import save_model
-from ._data import load_training_subjects
+from ._data import load_training_subjects, source_key
 
-__all__ = ["TrainConfig", "parameter_checksum", "train"]
+__all__ = ["TRAIN_OUTPUT_FILES", "TrainConfig", "parameter_checksum", "train"]
 
 log = logging.getLogger(__name__)
 
+#: What ``train`` writes in its output directory (refused there unless resume or force).
+TRAIN_OUTPUT_FILES = ("model.pt", "checkpoint.pt", "train_log.jsonl")
+
 
 @dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(ValidatedConfig):
     """Training settings, validated once."""
 
     iterations: int = 2000
@@ -54,13 +59,8 @@ class TrainConfig:
     amp: bool = False
 
     def __post_init__(self):
-        if self.iterations < 1 or self.batch_size < 1 or self.patch_size < 1:
-            raise ValueError("iterations, batch_size and patch_size must be positive, got "
-                             f"{self.iterations}, {self.batch_size}, {self.patch_size}")
-        if not self.lr > 0:
-            raise ValueError(f"lr must be positive, got {self.lr}")
-        if self.checkpoint_every < 1 or self.log_every < 1:
-            raise ValueError("checkpoint_every and log_every must be positive")
+        self._positive("iterations", "batch_size", "patch_size", "lr", "checkpoint_every", "log_every")
+        self._non_negative("grad_clip")
 
 
 def parameter_checksum(module: torch.nn.Module, *, buffers: bool = True) -> str:
@@ -86,7 +86,7 @@ def _distributed_setup(device: str) -> tuple[int, int, torch.device, str | None]
     Under ``torchrun`` the process group is used even with one process, so that
     ``torchrun --nproc_per_node 1`` on a one-GPU machine runs the same nccl path as several GPUs.
     """
-    from ..fitting._fit import resolve_device
+    from .._options import resolve_device
 
     dev = resolve_device(device)
     if not _launched_by_torchrun():
@@ -103,7 +103,7 @@ def _distributed_setup(device: str) -> tuple[int, int, torch.device, str | None]
 
 def train(subject_dirs, outdir, *, net_config: NetworkConfig | None = None, weights: LossWeights | None = None,
           config: TrainConfig = TrainConfig(), device: str = "auto", resume: bool = False, progress: bool = True,
-          cache_dir=None, extra_meta: dict | None = None) -> dict:
+          cache_dir=None, extra_meta: dict | None = None, force: bool = False) -> dict:
     """Train one network on many subjects; returns a summary (also written in ``model.pt``).
 
     Parameters
@@ -118,12 +118,17 @@ def train(subject_dirs, outdir, *, net_config: NetworkConfig | None = None, weig
         Loss weights; ``supervised > 0`` adds the ground-truth term for subjects that have one.
     cache_dir : path-like, optional
         Where the memory-mapped subject caches go (default ``outdir/cache``).
+    resume, force
+        An ``outdir`` holding a model, log or checkpoint is refused unless ``force`` (start over)
+        or ``resume`` (continue its checkpoint, which must come from the same subjects, whose
+        files are unchanged, and the same settings but the number of iterations).
     """
     from dataclasses import replace
 
+    outdir = Path(outdir)
+    refuse_earlier_outputs(outdir, TRAIN_OUTPUT_FILES, force=force, resume=resume)
     rank, world, dev, backend = _distributed_setup(device)
     distributed = backend is not None
-    outdir = Path(outdir)
     if rank == 0:
         outdir.mkdir(parents=True, exist_ok=True)
     net_config = replace(net_config or NetworkConfig(), inputs="linear")
@@ -139,6 +144,10 @@ def train(subject_dirs, outdir, *, net_config: NetworkConfig | None = None, weig
     if rank != 0:
         subjects = load_training_subjects(subject_dirs, cache_dir, lmax=net_config.response_lmax)
     losses = [DeconvLoss(s.forward_model(), weights, lmax=net_config.lmax).to(dev) for s in subjects]
+    sources = "".join(source_key(p, net_config.response_lmax) for p in subject_dirs)
+    run_id = fingerprint([np.frombuffer(sources.encode(), np.uint8)],
+                         {"subjects": [str(p.resolve()) for p in subject_dirs], "net_config": net_config.to_dict(),
+                          "loss_weights": asdict(weights), "train_config": asdict(config), "world_size": world})
 
     torch.manual_seed(config.seed)  # identical initial weights on every rank
     net = DeconvNet(net_config, n_iso=2).to(dev)
@@ -158,8 +167,11 @@ def train(subject_dirs, outdir, *, net_config: NetworkConfig | None = None, weig
     patch = int(math.ceil(config.patch_size / multiple) * multiple)
     log_path, ckpt_path = outdir / "train_log.jsonl", outdir / "checkpoint.pt"
     start, order = 0, []
+    if resume and not ckpt_path.exists():
+        log.warning("--resume: %s does not exist; training from the start", ckpt_path)
     if resume and ckpt_path.exists():
         state = torch.load(ckpt_path, map_location=dev, weights_only=False)
+        check_fingerprint(state.get("fingerprint"), run_id, ckpt_path)
         net.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         rng.bit_generator.state = state["rng"][rank]
@@ -182,7 +194,7 @@ def train(subject_dirs, outdir, *, net_config: NetworkConfig | None = None, weig
         if rank == 0:
             atomic_torch_save({"model": net.state_dict(), "optimizer": opt.state_dict(), "rng": rng_states,
                                "order": orders, "iteration": iteration, "train_config": asdict(config),
-                               "net_config": net_config.to_dict()}, ckpt_path)
+                               "net_config": net_config.to_dict(), "fingerprint": run_id}, ckpt_path)
 
     model.train()
     bar = tqdm(range(start, config.iterations), initial=start, total=config.iterations, desc="train",

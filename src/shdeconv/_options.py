@@ -1,0 +1,69 @@
+"""Settings as plain data, validated once: the error type and the checks every config shares.
+
+A bad setting (a negative learning rate, an unknown variant, options that exclude each other)
+is the user's to fix, like a bad file, so the command line reports an :class:`OptionError`
+in one line with exit status 2; any other exception is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import re
+
+__all__ = ["OptionError", "ValidatedConfig", "check_device", "resolve_device"]
+
+
+class OptionError(ValueError):
+    """A setting or command-line option has a value the tool cannot use."""
+
+
+class ValidatedConfig:
+    """Mixin for frozen dataclasses of settings: checks that name the setting and its value.
+
+    Subclasses call the checks from ``__post_init__``; each raises :class:`OptionError`.
+    """
+
+    def _positive(self, *names: str) -> None:
+        for name in names:
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and value > 0):
+                raise OptionError(f"{name} must be positive, got {value!r}")
+
+    def _non_negative(self, *names: str) -> None:
+        for name in names:
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and value >= 0):
+                raise OptionError(f"{name} must be >= 0, got {value!r}")
+
+    def _choice(self, name: str, choices) -> None:
+        value = getattr(self, name)
+        if value not in choices:
+            raise OptionError(f"{name} must be one of {tuple(choices)}, got {value!r}")
+
+    def _fraction(self, name: str) -> None:
+        value = getattr(self, name)
+        if not (isinstance(value, (int, float)) and 0.0 <= value < 1.0):
+            raise OptionError(f"{name} must be in [0, 1), got {value!r}")
+
+
+def check_device(device: str) -> str:
+    """``device`` if it names one the tool can use (``auto``, ``cpu``, ``cuda``, ``cuda:N``), else
+    :class:`OptionError`. Whether that device exists is :func:`resolve_device`'s business."""
+    if not (isinstance(device, str) and (device in ("auto", "cpu") or re.fullmatch(r"cuda(:\d+)?", device))):
+        raise OptionError(f"device must be auto, cpu, cuda or cuda:N, got {device!r}")
+    return device
+
+
+def resolve_device(device: str = "auto"):
+    """The ``torch.device`` for ``device``: ``auto`` -> CUDA when available, else CPU.
+
+    Asking for ``cuda`` on a machine without one is an :class:`OptionError` (raised before any
+    data is read, by every command that computes).
+    """
+    import torch
+
+    check_device(device)
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise OptionError(f"--device {device} was asked for, but no CUDA GPU is available")
+    return torch.device(device)
