@@ -1,4 +1,4 @@
-"""Accuracy benchmark of issue 5: every method on phantoms with known fibres (``shdeconv benchmark``).
+"""The accuracy benchmark: every method on phantoms with known fibres (``shdeconv benchmark``).
 
 Runs :func:`shdeconv.evaluation.run_benchmark` (resumable: rerun with the same ``-o`` to continue)
 and, at the default size, copies its report and figures to ``benchmarks/results/``

@@ -82,7 +82,7 @@ def run_method(spec: str, ph: Path, out: Path, device: str) -> tuple[float, Path
 
 def run(out: Path, seeds, schemes, snrs, methods, size: str, device: str, kinds=("spatial",)) -> str:
     from shdeconv.evaluation import evaluate_dirs, format_comparison
-    from shdeconv.evaluation._benchmark import machine_info
+    from shdeconv.evaluation.benchmark import machine_info
     from shdeconv.sim import simulate_to_dir
 
     m = machine_info(device)

@@ -24,8 +24,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from shdeconv.evaluation._benchmark import _cpu_model
-from shdeconv.fitting import auto_batch, threads_per_worker, tile_workers
+from shdeconv.evaluation.benchmark._machine import _cpu_model
+from shdeconv.inference import auto_batch, threads_per_worker, tile_workers
 from shdeconv.models._store import load_model, pretrained_path
 
 TILE = 8
@@ -36,7 +36,7 @@ def throughput(net, batch: int, repeats: int, seconds: float = 1.0, device: str 
     """Best voxels/s over ``repeats`` rounds of at least ``seconds`` each (GPU work synchronised).
 
     With ``workers > 1`` that many threads run passes at once, sharing torch's threads
-    (what ``predict`` does on a CPU: ``shdeconv.fitting.tile_workers``).
+    (what ``predict`` does on a CPU: ``shdeconv.inference.tile_workers``).
     """
     x = torch.randn(batch, GRADIENTS, TILE, TILE, TILE).to(device)
     sync = torch.cuda.synchronize if x.is_cuda else (lambda: None)

@@ -29,8 +29,9 @@ SCHEMES = ("sparse", "clinical", "multishell")
 def run(out: Path, schemes: list[str], snrs: list[float], overlaps: list[float], seed: int, size: str,
         device: str) -> str:
     from shdeconv.evaluation import crossing_error, evaluate_dirs
-    from shdeconv.evaluation._benchmark import machine_info
-    from shdeconv.fitting import DEFAULT_TILE_OVERLAP, run_predict
+    from shdeconv.evaluation.benchmark import machine_info
+    from shdeconv.fitting import run_predict
+    from shdeconv.inference import DEFAULT_TILE_OVERLAP
     from shdeconv.sim import simulate_to_dir
 
     if DEFAULT_TILE_OVERLAP not in overlaps:

@@ -22,9 +22,10 @@ import numpy as np
 import torch
 from _report import publish
 
-from shdeconv.evaluation._benchmark import _cpu_model
-from shdeconv.fitting import auto_batch, load_subject, predict_volume, tile_workers
-from shdeconv.fitting._pipeline import attach_subject
+from shdeconv.evaluation.benchmark._machine import _cpu_model
+from shdeconv.fitting import load_subject
+from shdeconv.fitting._subject import attach_subject
+from shdeconv.inference import auto_batch, predict_volume, tile_workers
 from shdeconv.models._store import load_model, pretrained_path
 
 

@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 from _report import publish
 
-from shdeconv.evaluation._benchmark import _cpu_model
+from shdeconv.evaluation.benchmark._machine import _cpu_model
 from shdeconv.losses import LossWeights
 from shdeconv.models import NetworkConfig
 from shdeconv.models._store import pretrained_path

@@ -25,7 +25,7 @@ SCHEMES = ("b2000", "b3000")
 
 def run(out: Path, snrs: list[float], seed: int, size: str, device: str) -> str:
     from shdeconv.evaluation import evaluate_dirs, format_comparison
-    from shdeconv.evaluation._benchmark import machine_info
+    from shdeconv.evaluation.benchmark import machine_info
     from shdeconv.fitting import run_csd, run_predict
     from shdeconv.sim import simulate_to_dir
 

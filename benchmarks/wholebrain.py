@@ -45,7 +45,7 @@ DIPY_ARMS = ("csd", "csd-parallel")
 def predict_overlap(method: str) -> float | None:
     """Tile overlap of a ``predict`` arm (``predict``: the default, ``predict-overlapX``: X), else None."""
     if method == "predict":
-        from shdeconv.fitting import DEFAULT_TILE_OVERLAP
+        from shdeconv.inference import DEFAULT_TILE_OVERLAP
 
         return DEFAULT_TILE_OVERLAP
     if method.startswith("predict-overlap"):

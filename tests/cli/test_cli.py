@@ -82,6 +82,7 @@ def test_quick_demo_runs_every_method(tmp_path, capsys):
 def test_predict_overlap_defaults_to_the_library_default(tmp_path, monkeypatch, capsys):
     """``--overlap`` omitted: predict gets ``DEFAULT_TILE_OVERLAP`` (one place), and the help states it."""
     from shdeconv import fitting
+    from shdeconv.inference import DEFAULT_TILE_OVERLAP
 
     seen = []
 
@@ -93,9 +94,9 @@ def test_predict_overlap_defaults_to_the_library_default(tmp_path, monkeypatch, 
     dwi, bvals, bvecs = _write_dwi(tmp_path)
     base = ["predict", str(dwi), "--bvals", str(bvals), "--bvecs", str(bvecs), "-o", str(tmp_path / "o")]
     assert main(base) == 0 and main(base + ["--overlap", "0.125"]) == 0
-    assert seen == [fitting.DEFAULT_TILE_OVERLAP, 0.125]
+    assert seen == [DEFAULT_TILE_OVERLAP, 0.125]
     help_text = build_parser()._subparsers._group_actions[0].choices["predict"].format_help()
-    assert f"default: {fitting.DEFAULT_TILE_OVERLAP:g}" in " ".join(help_text.split())
+    assert f"default: {DEFAULT_TILE_OVERLAP:g}" in " ".join(help_text.split())
 
 
 def test_fit_direct_from_the_command_line(tmp_path, capsys):

@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 import torch
 
-from shdeconv.fitting import FitConfig, auto_batch, run_fit, run_predict
+from shdeconv.fitting import FitConfig, run_fit, run_predict
+from shdeconv.inference import auto_batch
 from shdeconv.losses import LossWeights
 from shdeconv.models import NetworkConfig
 from shdeconv.models._store import load_model, pretrained_path

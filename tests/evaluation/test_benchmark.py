@@ -5,6 +5,7 @@ import shutil
 
 import pytest
 
+from shdeconv.baselines import mrtrix_version
 from shdeconv.cli import build_parser, main
 from shdeconv.evaluation import (
     METHODS,
@@ -14,9 +15,9 @@ from shdeconv.evaluation import (
     format_bars,
     run_benchmark,
 )
-from shdeconv.evaluation import _benchmark as bm
+from shdeconv.evaluation import benchmark as bm
 
-HAVE_MRTRIX = bm.mrtrix_version() is not None
+HAVE_MRTRIX = mrtrix_version() is not None
 E2E_METHODS = ["csd", "csd+mppca", "shd-tv", "predict"] + (["mrtrix-csd"] if HAVE_MRTRIX else [])
 E2E_CELLS = [bm.BAR_CELL, "spatial-multishell-snr20"]
 FIGURES = ("accuracy_success_vs_angle.png", "accuracy_error_vs_snr.png", "accuracy_glyphs.png")
@@ -156,7 +157,7 @@ def test_suite_plan_and_budget():
 
 def test_cli_benchmark_quick_exits_0(tmp_path, monkeypatch, capsys):
     # without MRtrix3 its arms are skipped with a note, and the rest still runs
-    monkeypatch.setattr(bm, "mrtrix_version", lambda: None)
+    monkeypatch.setattr("shdeconv.baselines.mrtrix_version", lambda: None)
     out = tmp_path / "cli"
     code = main(["benchmark", "-o", str(out), "--quick", "--seed", "0", "--device", "cpu", "--iterations", "0",
                  "--methods", "csd,mrtrix-csd", "--no-progress"])
@@ -183,7 +184,7 @@ def test_fit_denoises_by_default_as_the_benchmark_found():
 @pytest.mark.skipif(not HAVE_MRTRIX, reason="MRtrix3 not installed")
 def test_mrtrix_version_is_parsed():
     assert shutil.which("dwi2fod")
-    assert bm.mrtrix_version()[0].isdigit()
+    assert mrtrix_version()[0].isdigit()
 
 
 def test_predict_arms_take_a_model_file(tmp_path, capsys):

@@ -2,8 +2,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from shdeconv.evaluation import evaluate_dirs, format_scores, score, write_peaks
-from shdeconv.io import InputError
+from shdeconv.evaluation import evaluate_dirs, format_scores, score
+from shdeconv.io import InputError, write_peaks
 from shdeconv.sim import spatial_phantom, write_phantom
 from shdeconv.sphere import sh_degrees, sh_matrix
 

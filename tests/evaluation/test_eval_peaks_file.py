@@ -4,7 +4,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from shdeconv.evaluation import read_peaks, sh_peaks, write_peaks
+from shdeconv.direction import sh_peaks
+from shdeconv.io import read_peaks, write_peaks
 from shdeconv.sphere import zonal_to_sh
 
 DELTA_ZONAL = np.array([np.sqrt((2 * l + 1) / (4 * np.pi)) for l in range(0, 9, 2)])

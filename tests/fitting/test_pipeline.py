@@ -169,7 +169,7 @@ def test_load_subject_without_raw_normalises_in_place_with_the_same_result(phant
     np.testing.assert_array_equal(lean.responses.wm, kept.responses.wm)
     assert lean.responses.s0_scale == kept.responses.s0_scale
     # the caller's array is untouched by default
-    from shdeconv.fitting._pipeline import prepare_subject
+    from shdeconv.fitting._subject import prepare_subject
 
     data = np.asarray(nib.load(phantom / "dwi.nii.gz").dataobj, dtype=np.float32)
     before = data.copy()

@@ -10,14 +10,9 @@ import pytest
 import torch
 
 from shdeconv.cli import main
-from shdeconv.fitting import (
-    auto_batch,
-    load_subject,
-    run_predict,
-    threads_per_worker,
-    tile_workers,
-)
-from shdeconv.fitting._pipeline import acquisition_model
+from shdeconv.fitting import load_subject, run_predict
+from shdeconv.fitting._subject import acquisition_model
+from shdeconv.inference import auto_batch, threads_per_worker, tile_workers
 from shdeconv.models import DeconvNet, NetworkConfig
 from shdeconv.models._store import save_model
 from shdeconv.signal import linear_deconvolution
@@ -128,7 +123,7 @@ def test_auto_batch_keeps_cpu_batches_in_cache():
 
 @pytest.mark.parametrize("order", ["F", "C", "strided"])
 def test_channels_first_applies_the_matrix_per_voxel_in_any_memory_order(order):
-    from shdeconv.fitting._fit import channels_first
+    from shdeconv.inference import channels_first
 
     rng = np.random.default_rng(0)
     base = rng.normal(size=(5, 6, 7, 9)).astype(np.float32)
@@ -146,8 +141,7 @@ def test_channels_first_applies_the_matrix_per_voxel_in_any_memory_order(order):
 
 def test_predict_volume_on_precomputed_linear_input_equals_tiling_the_signal(phantom):
     """The shortcut (D s once per voxel, then tiles of it) gives the network's forward(signal) tiles."""
-    from shdeconv.fitting._fit import predict_volume
-    from shdeconv.inference import SlidingWindowInferer
+    from shdeconv.inference import SlidingWindowInferer, predict_volume
 
     subject = load_subject(*_inputs(phantom), phantom / "mask.nii.gz")
     fm, _, _ = acquisition_model(subject.bvals, subject.directions, subject.responses, 8)
@@ -168,7 +162,7 @@ def test_predict_volume_on_precomputed_linear_input_equals_tiling_the_signal(pha
 
 def test_tile_workers_give_the_single_worker_volume_and_restore_torch_threads(phantom):
     """Tiles predicted in two threads, each single-threaded, stitch to the one-worker result."""
-    from shdeconv.fitting._fit import predict_volume
+    from shdeconv.inference import predict_volume
 
     subject = load_subject(*_inputs(phantom), phantom / "mask.nii.gz")
     fm, _, _ = acquisition_model(subject.bvals, subject.directions, subject.responses, 8)

@@ -25,6 +25,7 @@ import warnings
 
 import numpy as np
 
+from .._options import OptionError
 from ..io import B0_THRESHOLD, DWIData, bvals_shells
 from ..signal import Responses, brain_mask
 from ..sphere import n_coeffs, sh_basis_change
@@ -98,10 +99,10 @@ def csd_fit(dwi: DWIData, mask: np.ndarray | None, responses: Responses, *, lmax
     elif multi_shell in (True, False):
         use_msmt = bool(multi_shell)
         if use_msmt and (n_dw_shells < 2 or not responses.has_isotropic):
-            raise ValueError(f"MSMT-CSD needs at least 2 non-zero shells (got {n_dw_shells}) and GM/CSF responses "
-                             f"(given: {responses.has_isotropic})")
+            raise OptionError(f"MSMT-CSD needs at least 2 non-zero shells (got {n_dw_shells}) and GM/CSF "
+                              f"responses (given: {responses.has_isotropic}); use --algorithm ssst or auto")
     else:
-        raise ValueError(f"multi_shell must be 'auto', True or False, got {multi_shell!r}")
+        raise OptionError(f"multi_shell must be 'auto', True or False, got {multi_shell!r}")
 
     with warnings.catch_warnings():
         # DIPY's CSD models build their matrices in the legacy descoteaux07 basis and say so

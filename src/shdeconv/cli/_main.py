@@ -71,15 +71,15 @@ class _Refused(argparse.Action):
         parser.error(f"{option_string}: {self.message}")
 
 
-def _common(p: argparse.ArgumentParser, *, force: bool = True, threads: bool = True) -> None:
+def _common(p: argparse.ArgumentParser, *, force: bool = True, threads: bool = True,
+            threads_help: str = "CPU threads for the network and peak extraction (default: every core)") -> None:
     """Options of every command: verbosity, and where it computes or writes, threads and --force."""
     p.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
                    help="log progress details (default: off)")
     p.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
                    help="no progress bars or summary line, warnings and errors only (default: off)")
     if threads:
-        p.add_argument("--nthreads", type=int, default=None,
-                       help="CPU threads for the network, CSD and peak extraction (default: every core)")
+        p.add_argument("--nthreads", type=int, default=None, help=threads_help)
     if force:
         p.add_argument("--force", action="store_true",
                        help="overwrite the outputs of an earlier run in the output location")
@@ -111,14 +111,15 @@ def build_parser() -> argparse.ArgumentParser:
                         "measured), or a network variant")
     p.add_argument("--model", action=_Refused, message="renamed to --variant (fit's method); "
                                                         "--model names a model file in predict")
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--iterations", type=int, default=None, help="optimisation steps (default: 300)")
     p.add_argument("--batch-size", type=int, default=None, help="networks: patches per step (default: 4)")
     p.add_argument("--patch-size", type=int, default=None,
                    help="networks: training patch and inference tile side (default: 8)")
     p.add_argument("--lr", type=float, default=None, help="Adam learning rate (default: 1.0 for direct, "
                                                           "1.7e-3 for networks)")
-    p.add_argument("--tv-weight", type=float, default=None, help="spatial TV weight (shd-tv and direct; default: 0.5)")
+    p.add_argument("--tv-weight", type=float, default=None,
+                   help="spatial TV weight (default: 0.5 for shd-tv and direct, 0 for the other variants)")
     p.add_argument("--width", type=int, default=None, help="networks: channels at the top level (default: 8; "
                                                            "published 32)")
     p.add_argument("--depth", type=int, default=None, help="networks: U-Net levels (default: 2; published 4)")
@@ -139,7 +140,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--algorithm", default="auto", choices=["auto", "ssst", "msmt"],
                    help="single-shell CSD or multi-shell multi-tissue CSD (auto: by the number of shells)")
     p.add_argument("--denoise", default="none", choices=["none", "mppca"], help="denoise with DIPY MP-PCA first")
-    _common(p)
+    _common(p, threads_help="CSD worker processes (volumes of 20,000 voxels or more) and peak-extraction threads "
+                            "(default: every core)")
     p.set_defaults(func=cmd_csd)
 
     p = command("predict", "fODFs in one pass from a trained network (default: the shipped model)",
@@ -162,7 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", action=_Refused, message="renamed to --batch-size")
     p.add_argument("--lmax", action=_Refused, message="predict writes the order the model was trained for; "
                                                       "`shdeconv fit --lmax N` fits another")
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--seed", type=int, default=0, help="seed of the fine-tuning patches")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     _common(p)
@@ -183,13 +185,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--depth", type=int, default=2, help="U-Net levels")
     p.add_argument("--supervised-weight", type=float, default=0.0,
                    help="weight of the ground-truth term for subjects with truth/ (phantoms)")
-    p.add_argument("--tv-weight", type=float, default=None, help="spatial TV weight (shd-tv; default: 0.5)")
+    p.add_argument("--tv-weight", type=float, default=None,
+                   help="spatial TV weight (default: 0.5 for shd-tv, 0 for the other variants)")
     p.add_argument("--checkpoint-every", type=int, default=100, help="steps between checkpoints")
     p.add_argument("--log-every", type=int, default=10, help="steps between train_log.jsonl records")
     p.add_argument("--amp", action="store_true", help="bfloat16 mixed precision (CUDA only)")
     p.add_argument("--cache", type=Path, default=None,
                    help="folder for the memory-mapped subject caches (default: OUTDIR/cache)")
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--seed", type=int, default=0, help="seed of the weights and the patch sampling")
     p.add_argument("--resume", action="store_true",
                    help="continue OUTDIR/checkpoint.pt (refused if it belongs to another run)")
@@ -202,7 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", type=Path, default=Path("demo_out"), help="output directory")
     p.add_argument("--quick", action="store_true", help="a smaller phantom and fewer iterations (for tests)")
     p.add_argument("--seed", type=int, default=0, help="seed of the phantom and the fits")
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     _common(p)
     p.set_defaults(func=cmd_demo)
 
@@ -317,7 +320,8 @@ def cmd_csd(args) -> int:
 
 
 def cmd_predict(args) -> int:
-    from ..fitting import DEFAULT_TILE_OVERLAP, run_predict
+    from ..fitting import run_predict
+    from ..inference import DEFAULT_TILE_OVERLAP
 
     report = run_predict(args.dwi, args.bvals, args.bvecs, args.output, mask=args.mask,
                          response_files=_responses(args), model=args.model, finetune=args.finetune,

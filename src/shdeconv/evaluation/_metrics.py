@@ -226,34 +226,38 @@ def score(pred_dirs: np.ndarray, pred_amps: np.ndarray, true_dirs: np.ndarray,
 
 
 def evaluate_dirs(pred_dir: str | os.PathLike, truth_dir: str | os.PathLike, *,
-                  tolerance_deg: float = 25.0, **peak_kwargs) -> dict:
+                  tolerance_deg: float = 25.0, region: np.ndarray | None = None, **peak_kwargs) -> dict:
     """Score a method's output directory against a phantom written by ``write_phantom``.
 
     Parameters
     ----------
     pred_dir : path-like
         Holds ``fodf.nii.gz`` (MRtrix3-basis SH in the world frame; preferred, peaks found with
-        :func:`~shdeconv.evaluation.sh_peaks`) or ``peaks.nii.gz`` (``sh2peaks`` layout).
+        :func:`~shdeconv.direction.sh_peaks`) or ``peaks.nii.gz`` (``sh2peaks`` layout).
     truth_dir : path-like
         The phantom directory or its ``truth/`` subdirectory.
     tolerance_deg : float
         Success tolerance.
+    region : ndarray of bool, shape ``(X, Y, Z)``, optional
+        Score only these voxels of the truth's mask (peaks are extracted there only).
     **peak_kwargs
-        Passed to :func:`~shdeconv.evaluation.sh_peaks` (thresholds).
+        Passed to :func:`~shdeconv.direction.sh_peaks` (thresholds).
 
     Returns
     -------
     dict
         :func:`score`'s dictionary plus ``source`` (``"fodf"`` or ``"peaks"``), ``pred_path``
-        and ``truth`` (the phantom's ``truth.json``).
+        and ``truth`` (the phantom's ``truth.json``); with ``region``, also ``region_voxels``
+        (the voxels scored).
     """
     import nibabel as nib
 
+    from ..direction import sh_peaks
     from ..io._peaks_file import read_peaks
     from ..sim._io import load_truth
-    from ._peaks import sh_peaks
 
     truth = load_truth(truth_dir)
+    mask = truth.mask if region is None else region & truth.mask
     pred_dir = Path(pred_dir)
     fodf, peaks = pred_dir / "fodf.nii.gz", pred_dir / "peaks.nii.gz"
     if fodf.exists():
@@ -262,7 +266,7 @@ def evaluate_dirs(pred_dir: str | os.PathLike, truth_dir: str | os.PathLike, *,
         if sh.shape[:3] != truth.n_fibres.shape:
             raise InputError(f"{fodf}: spatial shape {sh.shape[:3]} differs from the truth's "
                              f"{truth.n_fibres.shape}")
-        dirs, amps = sh_peaks(sh, mask=truth.mask, **peak_kwargs)
+        dirs, amps = sh_peaks(sh, mask=mask, **peak_kwargs)
         source, path, affine = "fodf", fodf, img.affine
     elif peaks.exists():
         if peak_kwargs:
@@ -278,9 +282,11 @@ def evaluate_dirs(pred_dir: str | os.PathLike, truth_dir: str | os.PathLike, *,
     if not np.allclose(affine, truth.affine, atol=1e-3):
         warnings.warn(f"{path}: affine differs from the truth's; directions are compared in the "
                       f"world frame as stored", stacklevel=2)
-    out = score(dirs, amps, truth.peak_dirs, truth.n_fibres, truth.mask,
+    out = score(dirs, amps, truth.peak_dirs, truth.n_fibres, mask,
                 tolerance_deg=tolerance_deg)
     out.update(source=source, pred_path=str(path), truth=truth.meta)
+    if region is not None:
+        out["region_voxels"] = int(mask.sum())
     return out
 
 

@@ -1,18 +1,16 @@
-"""Per-subject unsupervised fitting (docs/method.md, section 6) and whole-volume prediction.
+"""Per-subject unsupervised fitting of a network (docs/method.md, section 6).
 
 The network is optimised on the subject's own data: patches are sampled inside the mask,
 the unsupervised loss is computed inside the mask, and a checkpoint is written atomically
 every ``checkpoint_every`` iterations so that an interrupted fit resumes where it stopped.
-Prediction is fully convolutional on overlapping blended tiles of the training patch size.
+Its whole-volume prediction is :func:`shdeconv.inference.predict_volume`.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import os
 import time
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -20,40 +18,16 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .._options import ValidatedConfig, resolve_device
-from ..inference import SlidingWindowInferer
+from .._options import ValidatedConfig
+from ..inference import DEFAULT_TILE_OVERLAP
 from ..io import InputError, check_fingerprint
 from ..io._atomic import atomic_torch_save
 from ..losses import DeconvLoss
 from ..models._deconv import DeconvNet
 
-__all__ = [
-    "BYTES_PER_CHANNEL_PIXEL",
-    "MAX_TILE_WORKERS",
-    "FitConfig",
-    "FitResult",
-    "auto_batch",
-    "fit_network",
-    "normalise_signal",
-    "predict_volume",
-    "resolve_device",
-    "sample_patches",
-    "threads_per_worker",
-    "tile_workers",
-]
-
-#: Peak inference memory per voxel of a tile, per top-level channel and sphere pixel (bytes).
-#: Measured on CPU (float32, eval, peak RSS of one 16^3 and one 32^3 tile: ~100 kB per voxel at
-#: width 8 and 96 hemisphere pixels); ``auto_batch`` sizes batches of tiles with it.
-BYTES_PER_CHANNEL_PIXEL = 135
+__all__ = ["FitConfig", "FitResult", "fit_network", "optimisation_step", "sample_patches"]
 
 log = logging.getLogger(__name__)
-
-
-#: Overlap of the 8^3 inference tiles (``predict`` and ``fit``'s final prediction): every voxel
-#: at least one voxel from the border of the tile that predicts it; 0.125 is faster and loses
-#: 3-fibre success, 0.5 adds nothing measurable for 1.5x the tiles (benchmarks/tile_overlap.py)
-DEFAULT_TILE_OVERLAP = 0.25
 
 
 @dataclass(frozen=True)
@@ -88,26 +62,20 @@ class FitResult:
         return asdict(self)
 
 
-def b0_mean(data: np.ndarray, b0_volumes: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Mean b=0 signal ``s0`` ``[X, Y, Z]`` and ``mask`` restricted to finite, positive ``s0``."""
-    s0 = data[..., b0_volumes].mean(-1)
-    return s0, mask & np.isfinite(s0) & (s0 > 0)
-
-
-def normalise_signal(data: np.ndarray, b0_volumes: np.ndarray, mask: np.ndarray, *,
-                     out: np.ndarray | None = None):
-    """``S / mean(S_b0)`` per voxel, clipped to [0, 2]; voxels with no positive S0 leave the mask.
-
-    Returns ``(signal [X, Y, Z, G] float32, s0 [X, Y, Z], mask)``. ``out`` (float32, the shape
-    of ``data``; may be ``data`` itself) receives the signal instead of a new array.
-    """
-    s0, good = b0_mean(data, b0_volumes, mask)
-    denom = np.where(good, s0, 1.0)[..., None]
-    # one volume-sized array at most (an HCP-like volume is 1 GB): divide, then clip and zero in place
-    signal = np.divide(data, denom, out=out, dtype=np.float32)
-    np.clip(signal, 0.0, 2.0, out=signal)
-    signal[~good] = 0.0
-    return signal, s0.astype(np.float32), good
+def optimisation_step(loss: torch.Tensor, parameters, optimizer: torch.optim.Optimizer, grad_clip: float,
+                      where: str) -> float:
+    """One step of every network optimisation (per-subject fits and multi-subject training):
+    gradients of ``loss``, their norm clipped to ``grad_clip`` (0: no clipping), the optimiser's
+    step. Returns the loss; a non-finite one is a :class:`FloatingPointError` naming ``where``."""
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(parameters, grad_clip)
+    optimizer.step()
+    value = float(loss.detach())
+    if not math.isfinite(value):
+        raise FloatingPointError(f"the loss became {value} at {where}; try a lower --lr")
+    return value
 
 
 def _pad_to(volume: torch.Tensor, size: int, multiple: int) -> torch.Tensor:
@@ -214,14 +182,7 @@ def fit_network(
             with torch.no_grad():
                 target = teacher(x)[0]
         loss, parts = loss_fn(wm, iso, x, m, target)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if config.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(net.parameters(), config.grad_clip)
-        opt.step()
-        value = float(loss.detach())
-        if not math.isfinite(value):
-            raise FloatingPointError(f"the loss became {value} at iteration {it}; try a lower --lr")
+        value = optimisation_step(loss, net.parameters(), opt, config.grad_clip, f"iteration {it + 1}")
         result.history.append({"iteration": it + 1, "loss": value, **parts})
         bar.set_postfix(loss=f"{value:.4g}", recon=f"{parts['reconstruction']:.3g}")
         if config.checkpoint_every and (it + 1) % config.checkpoint_every == 0:
@@ -231,175 +192,3 @@ def fit_network(
     result.seconds = time.perf_counter() - t0
     save(config.iterations)
     return result
-
-
-def _available_bytes(device: torch.device) -> int:
-    if device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(device)
-        return int(free)
-    try:
-        return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
-    except (ValueError, OSError, AttributeError):  # not available on this OS
-        return 8 << 30
-
-
-def _last_level_cache_bytes(default: int = 16 << 20) -> int:
-    """Size of the CPU's largest cache (Linux sysfs), or ``default`` where it cannot be read."""
-    sizes = []
-    for f in Path("/sys/devices/system/cpu/cpu0/cache").glob("index*/size"):
-        text = f.read_text().strip().upper()
-        try:
-            mult = {"K": 1 << 10, "M": 1 << 20}.get(text[-1:], 1)
-            sizes.append(int(text.rstrip("KM")) * mult)
-        except (ValueError, OSError):
-            continue
-    return max(sizes) if sizes else default
-
-
-#: At most this many tile workers: each pass issues a few hundred small operations from
-#: Python, so more workers queue on the interpreter lock (README, "Whole-brain speed").
-MAX_TILE_WORKERS = 4
-
-
-def tile_workers(device: torch.device, threads: int | None = None) -> int:
-    """Tile worker threads for ``predict`` on ``device``: 1 on a GPU; on a CPU the largest divisor of
-    torch's intra-op threads (``threads``, default ``torch.get_num_threads()``) up to
-    :data:`MAX_TILE_WORKERS`, each worker then using ``threads // workers`` of them.
-
-    These layers are bound by memory traffic and by many small operations, so whole tiles in
-    parallel scale better than every operation split over all cores; but each pass also holds
-    Python's interpreter lock for its few hundred operation calls, so many single-threaded
-    workers queue on it (README, "Whole-brain speed").
-    """
-    if device.type == "cuda":
-        return 1
-    n = max(1, torch.get_num_threads() if threads is None else int(threads))
-    return max(w for w in range(1, min(n, MAX_TILE_WORKERS) + 1) if n % w == 0)
-
-
-@contextmanager
-def threads_per_worker(workers: int, device: torch.device):
-    """For the block, divide torch's intra-op threads among ``workers`` tile workers on a CPU
-    (``threads // workers`` each; see :func:`tile_workers`); restored afterwards."""
-    threads = torch.get_num_threads()
-    if workers > 1 and device.type != "cuda":
-        torch.set_num_threads(max(1, threads // workers))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-
-
-def auto_batch(net: DeconvNet, device: torch.device, tile: int, *, budget_bytes: int | None = None,
-               hi: int = 64, cache_bytes: int | None = None, workers: int | None = None) -> int:
-    """How many ``tile``-sided tiles to push through ``net`` at once (per worker).
-
-    The tile side itself stays that of training (a network trained on 8^3 patches predicts
-    best on 8^3 tiles: measured in the README), so only the batch adapts.
-
-    * Memory: at most ``budget_bytes`` of activations over all ``workers`` (default
-      :func:`tile_workers`); the default budget is 40% of the free memory of ``device`` (GPU)
-      or of the machine (CPU), capped at 3 GiB on CPU, so a 16 GiB card or 8 GiB of RAM
-      suffices.
-    * CPU cache: on CPU the layers are bound by memory traffic, not arithmetic, so the batch
-      is also kept small enough that every worker's largest intermediate (the ``4 x width``
-      distance-class outputs of a top-level convolution, float32) fits in half the
-      last-level cache (``cache_bytes``, read from sysfs) together. Measured on a 2-core EPYC
-      (``benchmarks/predict_batch.py``, two runs): 64 tiles per pass ran at about half the
-      throughput of the best small batch (1 to 4 tiles).
-    """
-    from ..nn._chebyshev import n_pixels
-
-    c = net.config
-    workers = tile_workers(device) if workers is None else int(workers)
-    pixels = n_pixels(c.nside, c.hemisphere) * tile ** 3
-    if budget_bytes is None:
-        budget_bytes = int(0.4 * _available_bytes(device))
-        if device.type != "cuda":
-            budget_bytes = min(budget_bytes, 3 << 30)
-    n = budget_bytes // (workers * BYTES_PER_CHANNEL_PIXEL * c.width * pixels)
-    if device.type != "cuda":
-        cache = cache_bytes if cache_bytes is not None else _last_level_cache_bytes()
-        n = min(n, (cache // 2) // (workers * 4 * 4 * c.width * pixels))
-    return int(max(1, min(hi, n)))
-
-
-def channels_first(signal: np.ndarray, matrix: torch.Tensor | None = None, box: tuple | None = None) -> torch.Tensor:
-    """``signal`` ``[X, Y, Z, G]`` -> ``[G, X, Y, Z]`` float32, or ``matrix @ s`` per voxel, ``[P, X, Y, Z]``.
-
-    ``matrix`` is ``(P, G)``; ``box`` (three slices) restricts the result to that sub-volume.
-    No copy of a Fortran-ordered signal (as nibabel loads it); the result may be a
-    non-contiguous view. There ``matrix @ s`` is computed one z-slice of the box at a time,
-    into a ``[P, z, y, x]``-ordered result: no temporary larger than a slice, and nothing
-    computed outside the box. Other layouts copy the box's rows for one GEMM.
-    """
-    t = torch.from_numpy(np.asarray(signal, dtype=np.float32))
-    box = tuple(box) if box is not None else (slice(None),) * 3
-    if matrix is None:
-        return t.permute(3, 0, 1, 2)[(slice(None),) + box]
-    g = t.shape[-1]
-    sub = t[box]
-    if t.permute(3, 2, 1, 0).is_contiguous():  # Fortran order: each [G, y, x] slice is (nearly) a view
-        nx, ny, nz = sub.shape[:3]
-        out = torch.empty((matrix.shape[0], nz, ny, nx), dtype=torch.float32)
-        for k in range(nz):
-            out[:, k] = (matrix @ sub[:, :, k].permute(2, 1, 0).reshape(g, -1)).view(-1, ny, nx)
-        return out.permute(0, 3, 2, 1)
-    out = sub.reshape(-1, g) @ matrix.T  # [N, P] (copies unless C-ordered and the box is everything)
-    return out.view(tuple(sub.shape[:3]) + (-1,)).permute(3, 0, 1, 2)
-
-
-@torch.no_grad()
-def predict_volume(net: DeconvNet, signal: np.ndarray, mask: np.ndarray, *, tile: int, overlap: float,
-                   device: torch.device, progress: bool = False, sw_batch_size: int = 2,
-                   workers: int | None = None):
-    """Whole-volume prediction. Returns ``wm_sh [X, Y, Z, S]`` and ``iso [X, Y, Z, T]`` (or None).
-
-    Only the bounding box of ``mask`` is processed, and tiles without a mask voxel are skipped;
-    outside ``mask`` the outputs are zero. ``workers`` (default :func:`tile_workers`) batches of
-    ``sw_batch_size`` tiles run at once in threads; on a CPU with more than one worker torch's
-    intra-op threads are divided among them meanwhile (and restored).
-    """
-    net.to(device).eval()
-    multiple = net.config.patch_multiple
-    tile = int(math.ceil(tile / multiple) * multiple)
-    mask = np.asarray(mask, dtype=bool)
-    s = net.n_coeffs
-    if not mask.any():
-        return np.zeros(mask.shape + (s,), np.float32), None
-    nz = np.argwhere(mask)
-    lo, hi = nz.min(0), nz.max(0) + 1
-    box = tuple(slice(a, b) for a, b in zip(lo, hi))
-    # A 'linear'-input network only ever sees D s (S + T coefficients per voxel), which is linear
-    # in the signal: compute it once per voxel (a GEMM per z-slice of the box) and tile that,
-    # rather than tiling the G-channel signal and recomputing D s for every tile that covers a
-    # voxel (about twice per voxel at 25% overlap; G = 276 > S + T = 47 on an HCP-like scheme).
-    # Same numbers.
-    linear_input = net.config.inputs == "linear" and net.init_matrix is not None
-    if linear_input:  # a z-major layout, read tile by tile as it is (no second copy)
-        x = channels_first(signal, net.init_matrix.detach().to("cpu", torch.float32), box)
-    else:
-        x = channels_first(signal, box=box).contiguous()
-
-    def predictor(tiles):
-        wm, iso = net(linear=tiles) if linear_input else net(tiles)
-        return wm if iso is None else torch.cat([wm, iso], 1)
-
-    # redundant edge tiles pruned: 22% fewer tiles on the whole-brain mask at 25% overlap, whose
-    # scores moved by at most 0.0002 (README, "Whole-brain speed")
-    inferer = SlidingWindowInferer(tile, overlap=overlap, sw_batch_size=sw_batch_size, sw_device=device,
-                                   device="cpu", prune=True,
-                                   workers=tile_workers(device) if workers is None else workers)
-    # without gradients the dense Chebyshev projector (one GEMM) beats the sparse recursion at
-    # every batch size measured on CPU (benchmarks/predict_batch.py); training keeps its setting
-    previous, net.unet.chebyshev = net.unet.chebyshev, "dense"
-    try:
-        with threads_per_worker(inferer.workers, device):
-            inner = inferer(x, predictor, progress=progress, roi_mask=torch.from_numpy(mask[box])).numpy()
-    finally:
-        net.unet.chebyshev = previous
-    del x  # the tiled input: not needed to place the result (HCP-sized: 0.6 GB)
-    out = np.zeros(mask.shape + (inner.shape[0],), np.float32)
-    out[box] = np.moveaxis(inner, 0, -1)
-    out *= mask[..., None]
-    return out[..., :s], (out[..., s:] if out.shape[-1] > s else None)

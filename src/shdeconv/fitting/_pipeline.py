@@ -1,9 +1,11 @@
-"""The main job: a dMRI volume in, fODFs, tissue maps, peaks and a report out.
+"""The jobs: a dMRI volume in, fODFs, tissue maps, peaks and a report out.
 
-``run_fit`` (per-subject network fit) and ``run_csd`` (DIPY CSD / MSMT-CSD baseline) share
-everything but the estimator: input checks, masking, responses, and the writing of outputs
-in the MRtrix3 world frame. All outputs are written atomically (temporary name, then
-rename), and nothing is written before the inputs have passed their checks.
+``run_fit`` (per-subject fit: ``direct`` or a network), ``run_predict`` (a trained network)
+and ``run_csd`` (DIPY CSD / MSMT-CSD baseline) share everything but the estimator: input
+checks, masking, responses (:mod:`._subject`), and the writing of outputs in the MRtrix3 world
+frame. All outputs are written atomically (temporary name, then rename), nothing is written
+before the inputs have passed their checks, and an output directory holding an earlier run's
+outputs is refused unless ``force``.
 """
 
 from __future__ import annotations
@@ -12,58 +14,44 @@ import json
 import logging
 import platform
 import time
-import warnings
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from .. import __version__
-from .._options import OptionError
-from ..evaluation import sh_peaks
+from .._options import OptionError, resolve_device
+from ..direction import sh_peaks
+from ..inference import DEFAULT_TILE_OVERLAP, auto_batch, predict_volume, tile_workers
 from ..io import (
-    B0_THRESHOLD,
-    DWIData,
     atomic_save_nifti,
     atomic_write_text,
     check_output_dir,
     fingerprint,
-    load_dwi,
     refuse_earlier_outputs,
     write_peaks,
 )
-from ..io._gradients import voxel_axes_rotation
 from ..losses import DeconvLoss, LossWeights
-from ..models._deconv import VARIANTS, DeconvNet, NetworkConfig
-from ..signal import Responses, brain_mask, estimate_responses
-from ..signal._forward import ForwardModel, linear_deconvolution
+from ..models._deconv import VARIANTS, NetworkConfig
+from ..signal._forward import linear_deconvolution
 from ..sphere import rotate_sh
 from ..viz._qc import save_qc_figure
 from ._direct import DirectConfig, fit_direct
-from ._fit import (
-    DEFAULT_TILE_OVERLAP,
-    FitConfig,
-    auto_batch,
-    b0_mean,
-    fit_network,
-    normalise_signal,
-    predict_volume,
-    resolve_device,
-    tile_workers,
+from ._fit import FitConfig, fit_network
+from ._subject import (
+    Subject,
+    acquisition_model,
+    attach_subject,
+    build_network,
+    load_subject,
+    subject_arrays,
 )
 
 __all__ = [
     "FIT_MODELS",
-    "Subject",
-    "acquisition_model",
-    "attach_subject",
-    "build_network",
+    "OUTPUT_FILES",
     "default_loss_weights",
-    "denoise_mppca",
-    "isotropic_responses",
-    "load_subject",
-    "prepare_subject",
     "run_csd",
     "run_fit",
     "run_predict",
@@ -76,12 +64,6 @@ log = logging.getLogger(__name__)
 TV_WEIGHT = 0.5
 #: Variants of ``fit``: the networks and ``direct`` (the same objective over free per-voxel values).
 FIT_MODELS = VARIANTS + ("direct",)
-#: Mean diffusivities (mm^2/s) of the isotropic tissues a single shell is given: one shell and b=0
-#: cannot estimate their responses, so they are fixed (GM-like, and free water at body temperature).
-ISO_MD = {"gm": 0.8e-3, "csf": 3.0e-3}
-#: The isotropic tissues of single-shell fits (multi-shell data get GM and CSF from their own
-#: responses).
-SINGLE_SHELL_TISSUES = ("gm",)
 #: Every file ``fit``, ``predict`` and ``csd`` may write in their output directory: a directory
 #: holding any of them is refused unless ``force`` (see :func:`~shdeconv.io.refuse_earlier_outputs`).
 OUTPUT_FILES = ("fodf.nii.gz", "gm.nii.gz", "csf.nii.gz", "peaks.nii.gz", "response_wm.txt", "response_gm.txt",
@@ -96,184 +78,6 @@ def default_loss_weights(variant: str, **overrides) -> LossWeights:
     base = {"tv": TV_WEIGHT if variant in ("shd-tv", "direct") else 0.0}
     base.update({k: v for k, v in overrides.items() if v is not None})
     return LossWeights(**base)
-
-
-@dataclass
-class Subject:
-    """One subject ready for fitting: mask, responses and normalised signal.
-
-    ``directions`` are in the network's frame: the voxel axes for files (``rotation`` maps
-    them to the world frame), the gradient table's own frame for the Python API
-    (``rotation`` = identity).
-    """
-
-    bvals: np.ndarray  # (G,)
-    directions: np.ndarray  # (G, 3), zeros for b=0
-    mask: np.ndarray  # (X, Y, Z) bool
-    responses: Responses
-    signal: np.ndarray  # (X, Y, Z, G) S / S0
-    s0: np.ndarray  # (X, Y, Z)
-    rotation: np.ndarray  # network frame -> world
-    dwi: DWIData | None = None
-    mask_record: dict | None = None  # how the mask was chosen (signal.brain_mask), for the report
-
-    @property
-    def affine(self) -> np.ndarray:
-        return self.dwi.affine if self.dwi is not None else np.eye(4)
-
-
-def subject_arrays(subject: Subject) -> list:
-    """The arrays a fit of ``subject`` computes on, for its run fingerprint
-    (:func:`~shdeconv.io.fingerprint`): signal, mask, gradient table and responses."""
-    r = subject.responses
-    return [subject.signal, subject.mask, subject.bvals, subject.directions, r.bvals, r.wm, r.gm, r.csf]
-
-
-def isotropic_responses(responses: Responses, single_shell: tuple[str, ...] | None = None):
-    """Names and l=0 coefficients ``(n_shells, T)`` of the isotropic tissues the model fits.
-
-    GM and CSF where the responses have them (multi-shell); otherwise the ``single_shell``
-    tissues (default :data:`SINGLE_SHELL_TISSUES`), each ``sqrt(4 pi) exp(-b D)`` per shell
-    (units of S0, ``D`` from :data:`ISO_MD`). Returns ``(names, coefficients or None)``.
-    """
-    single_shell = SINGLE_SHELL_TISSUES if single_shell is None else tuple(single_shell)
-    if responses.gm is not None:
-        return ("gm", "csf"), np.stack([responses.gm, responses.csf], axis=1)
-    if not single_shell:
-        return (), None
-    unknown = set(single_shell) - set(ISO_MD)
-    if unknown:
-        raise ValueError(f"unknown isotropic tissue(s) {sorted(unknown)}; expected some of {sorted(ISO_MD)}")
-    md = np.array([ISO_MD[t] for t in single_shell])
-    return tuple(single_shell), np.sqrt(4 * np.pi) * np.exp(-np.outer(responses.bvals, md))
-
-
-def acquisition_model(bvals, directions, responses: Responses, lmax: int | None = None, *,
-                      single_shell: tuple[str, ...] | None = None):
-    """Forward model of an acquisition, the response row of every volume and the input rows.
-
-    ``lmax``: order of the WM kernel (default: the response's own, so higher orders of the
-    fODF are free); ``single_shell``: see :func:`isotropic_responses` (the forward model's
-    ``iso_names``). Returns ``(ForwardModel, shell_rows (G,), input_rows)``; input rows are the
-    non-zero shells that the network sees as channels.
-    """
-    bvals = np.asarray(bvals, dtype=float)
-    rows = responses.rows_for(bvals)
-    names, iso = isotropic_responses(responses, single_shell)
-    fm = ForwardModel(directions, rows, responses.kernel(responses.lmax if lmax is None else lmax), iso,
-                      iso_names=names)
-    input_rows = sorted({int(r) for r, b in zip(rows, bvals) if b > B0_THRESHOLD})
-    return fm, rows, input_rows
-
-
-def denoise_mppca(data: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """DIPY's MP-PCA denoising (Veraart 2016) inside the mask.
-
-    The patch radius is the smallest (at least 2) whose patch holds at least as many voxels as
-    there are volumes, as MP-PCA needs (2 for 33 volumes, 3 for 276), within the volume's
-    thinnest dimension. Voxels MP-PCA leaves non-finite (patches with too few mask voxels,
-    e.g. a small mask on a thin volume: DIPY divides by a zero weight there) keep their raw
-    signal, with a warning.
-    """
-    from dipy.denoise.localpca import mppca
-
-    if min(data.shape[:3]) < 3:
-        log.warning("MP-PCA skipped: the volume %s is too thin for a 3x3x3 patch", data.shape[:3])
-        return np.asarray(data, dtype=np.float32)
-    radius = 2
-    while (2 * radius + 1) ** 3 < data.shape[-1]:
-        radius += 1
-    radius = max(1, min(radius, (min(data.shape[:3]) - 1) // 2))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        out = mppca(data, mask=mask, patch_radius=radius).astype(np.float32)
-    failed = mask & ~np.isfinite(out).all(axis=-1)
-    if failed.any():
-        out[failed] = data[failed]
-        warnings.warn(f"MP-PCA left {int(failed.sum())} of {int(mask.sum())} mask voxels undefined (too few "
-                      f"mask voxels in their {2 * radius + 1}^3 patch); they keep their raw signal",
-                      UserWarning, stacklevel=2)
-    return out
-
-
-def prepare_subject(data, bvals, directions, mask, *, rotation=None, responses: Responses | None = None,
-                    response_files: dict | None = None, lmax: int = 8, dwi: DWIData | None = None,
-                    keep_raw: bool = True) -> Subject:
-    """Normalise the signal and estimate (or read) the responses of one subject held in memory.
-
-    ``keep_raw=False`` normalises a float32 ``data`` in place (responses are estimated from
-    it first), so that the subject holds one volume-sized array instead of two; ``dwi.data``
-    is then dropped from the returned subject (``subject.dwi.data is None``). The default
-    leaves ``data`` untouched (it may be the caller's array).
-    """
-    bvals = np.asarray(bvals, dtype=float)
-    directions = np.where(bvals[:, None] > B0_THRESHOLD, np.asarray(directions, dtype=float), 0.0)
-    data = np.asarray(data, np.float32)
-    b0 = np.flatnonzero(bvals <= B0_THRESHOLD)
-    mask = np.asarray(mask, bool)
-    _, good = b0_mean(data, b0, mask)
-    if not good.any():
-        raise ValueError("the mask holds no voxel with a positive b=0 signal")
-    if responses is None and not (response_files and response_files.get("wm")):
-        responses = estimate_responses(data, bvals, directions, good, lmax=lmax)
-    signal, s0, mask = normalise_signal(data, b0, mask, out=None if keep_raw else data)
-    if responses is None:
-        responses = Responses.from_files(
-            response_files["wm"], response_files.get("gm"), response_files.get("csf"),
-            bvals_of_data=bvals, s0_scale=float(np.median(s0[mask])),
-        )
-    if not keep_raw and dwi is not None:
-        dwi = replace(dwi, data=None)  # its array now holds the normalised signal
-    rotation = np.eye(3) if rotation is None else rotation
-    return Subject(bvals, directions, mask, responses, signal, s0, rotation, dwi)
-
-
-def load_subject(dwi_path, bvals, bvecs, mask_path=None, *, response_files: dict | None = None, lmax: int = 8,
-                 denoise: str = "none", keep_raw: bool = True) -> Subject:
-    """Load and check one subject's files, make the mask, denoise if asked, prepare it.
-
-    The network works in the voxel-axes frame, ``u_vox = R^T u_world``. ``keep_raw=False``:
-    see :func:`prepare_subject` (the networks need only the normalised signal; CSD needs the
-    raw one).
-    """
-    if denoise not in ("none", "mppca"):
-        raise OptionError(f"denoise must be 'none' or 'mppca', got {denoise!r}")
-    dwi = load_dwi(dwi_path, bvals, bvecs, mask_path)
-    mask, mask_record = brain_mask(dwi.data, dwi.bvals, dwi.directions_world, dwi.mask,
-                                   source=None if mask_path is None else str(mask_path))
-    mask &= ~dwi.bad_voxels
-    if denoise == "mppca":
-        dwi.data = denoise_mppca(dwi.data, mask.astype(bool))
-    rot = voxel_axes_rotation(dwi.affine)
-    subject = prepare_subject(dwi.data, dwi.bvals, dwi.directions_world @ rot, mask, rotation=rot,
-                              response_files=response_files, lmax=lmax, dwi=dwi, keep_raw=keep_raw)
-    subject.mask_record = dict(mask_record, voxels=int(subject.mask.sum()))
-    return subject
-
-
-def head_tissues(config: NetworkConfig, single_shell: tuple[str, ...] | None = None) -> tuple[str, ...]:
-    """Single-shell isotropic tissues of a network: none for the linear head (as it was trained),
-    else ``single_shell`` (default :data:`SINGLE_SHELL_TISSUES`)."""
-    if config.head != "softplus":
-        return ()
-    return SINGLE_SHELL_TISSUES if single_shell is None else tuple(single_shell)
-
-
-def attach_subject(net: DeconvNet, subject: Subject) -> ForwardModel:
-    """Give a trained network a subject's linear deconvolution; returns the subject's forward model."""
-    fm, _, _ = acquisition_model(subject.bvals, subject.directions, subject.responses, net.config.response_lmax,
-                                 single_shell=head_tissues(net.config))
-    net.set_init_matrix(linear_deconvolution(fm))
-    return fm
-
-
-def build_network(subject: Subject, config: NetworkConfig,
-                  single_shell: tuple[str, ...] | None = None) -> tuple[DeconvNet, ForwardModel]:
-    """The network and the forward model for a subject's acquisition (in the subject's frame)."""
-    fm, rows, input_rows = acquisition_model(subject.bvals, subject.directions, subject.responses,
-                                             config.response_lmax, single_shell=head_tissues(config, single_shell))
-    init = linear_deconvolution(fm) if config.head == "linear" or config.inputs == "linear" else None
-    net = DeconvNet(config, subject.directions, rows, input_rows, n_iso=fm.n_iso, init_matrix=init)
-    return net, fm
 
 
 def write_outputs(outdir: Path, subject: Subject, fodf_world: np.ndarray, iso: np.ndarray | None, *,

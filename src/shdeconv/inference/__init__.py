@@ -1,4 +1,4 @@
-"""Whole-volume inference on overlapping, blended tiles."""
+"""Whole-volume inference: overlapping, blended tiles, batch sizing and CPU tile workers."""
 
 from ._sliding_window import (
     SlidingWindowInferer,
@@ -6,5 +6,28 @@ from ._sliding_window import (
     sliding_window_inference,
     tile_starts,
 )
+from ._volume import (
+    BYTES_PER_CHANNEL_PIXEL,
+    DEFAULT_TILE_OVERLAP,
+    MAX_TILE_WORKERS,
+    auto_batch,
+    channels_first,
+    predict_volume,
+    threads_per_worker,
+    tile_workers,
+)
 
-__all__ = ["SlidingWindowInferer", "blend_weights", "sliding_window_inference", "tile_starts"]
+__all__ = [
+    "BYTES_PER_CHANNEL_PIXEL",
+    "DEFAULT_TILE_OVERLAP",
+    "MAX_TILE_WORKERS",
+    "SlidingWindowInferer",
+    "auto_batch",
+    "blend_weights",
+    "channels_first",
+    "predict_volume",
+    "sliding_window_inference",
+    "threads_per_worker",
+    "tile_starts",
+    "tile_workers",
+]

@@ -104,7 +104,7 @@ def sliding_window_inference(
         workers: predictor calls in flight at once, each in its own thread (with the calling
             thread's gradient mode). On a CPU a few calls that share the cores beat one call
             spread over all of them (the caller divides torch's intra-op threads; see
-            :func:`shdeconv.fitting.tile_workers`). The calling thread stitches the results in
+            :func:`shdeconv.inference.tile_workers`). The calling thread stitches the results in
             tile order, so the output does not depend on ``workers``.
     """
     if int(workers) != workers or workers < 1:

@@ -17,13 +17,10 @@ import numpy as np
 import torch
 
 from .._options import resolve_device
-from ..fitting._fit import FitConfig, fit_network, predict_volume
-from ..fitting._pipeline import (
-    acquisition_model,
-    build_network,
-    default_loss_weights,
-    prepare_subject,
-)
+from ..fitting._fit import FitConfig, fit_network
+from ..fitting._pipeline import default_loss_weights
+from ..fitting._subject import acquisition_model, build_network, prepare_subject
+from ..inference import predict_volume
 from ..io import B0_THRESHOLD
 from ..losses import DeconvLoss, LossWeights
 from ..models._deconv import NetworkConfig
@@ -127,7 +124,7 @@ class SHDFit:
     def peaks(self, *, rel_threshold: float | None = None, min_separation_deg: float | None = None,
               max_peaks: int = 3):
         """Peak directions ``(X, Y, Z, P, 3)`` and amplitudes ``(X, Y, Z, P)`` in the gtab frame."""
-        from ..evaluation import sh_peaks
+        from ..direction import sh_peaks
 
         kw = {k: v for k, v in (("rel_threshold", rel_threshold), ("min_separation_deg", min_separation_deg))
               if v is not None}

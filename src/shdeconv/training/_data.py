@@ -60,7 +60,7 @@ def prepare_training_subject(folder, cache_root, *, lmax: int = 8) -> Path:
     Returns the cache directory. Raises :class:`~shdeconv.io.InputError` (naming the file) on
     bad inputs, like ``shdeconv fit``.
     """
-    from ..fitting._pipeline import acquisition_model, load_subject
+    from ..fitting._subject import acquisition_model, load_subject
     from ..sim._io import load_truth, truth_fodf_sh
 
     folder = Path(folder)

@@ -29,6 +29,7 @@ import torch.distributed as dist
 from tqdm.auto import tqdm
 
 from .._options import ValidatedConfig
+from ..fitting._fit import optimisation_step
 from ..io import check_fingerprint, fingerprint, refuse_earlier_outputs
 from ..io._atomic import atomic_torch_save, atomic_write_text
 from ..losses import DeconvLoss, LossWeights
@@ -210,14 +211,7 @@ def train(subject_dirs, outdir, *, net_config: NetworkConfig | None = None, weig
             wm, iso = model(linear=batch["linear"])
         loss, parts = losses[k](wm.float(), None if iso is None else iso.float(), batch["signal"], batch["mask"],
                                 target=batch.get("target"))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if config.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(net.parameters(), config.grad_clip)
-        opt.step()
-        value = float(loss.detach())
-        if not math.isfinite(value):
-            raise FloatingPointError(f"the training loss became {value} at step {it + 1}; try a lower --lr")
+        value = optimisation_step(loss, net.parameters(), opt, config.grad_clip, f"training step {it + 1}")
         first_loss = value if first_loss is None else first_loss
         last_loss = value
         vox += int(batch["mask"].sum())

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from shdeconv.evaluation import sh_peaks
+from shdeconv.direction import sh_peaks
 from shdeconv.sphere import dense_directions, sh_matrix, zonal_to_sh
 
 
