@@ -262,18 +262,19 @@ def run_predict(dwi, bvals, bvecs, outdir, *, mask=None, response_files=None, mo
     ``tile`` defaults to the model's training patch size (networks predict best on tiles like
     those they were trained on), ``batch`` (tiles per forward pass) to :func:`auto_batch`; on a
     CPU :func:`tile_workers` threads predict tiles at once. An ``outdir`` holding outputs of an
-    earlier run is refused unless ``force``.
+    earlier run is refused unless ``force``. ``model``: a model file (default: the shipped one)
+    or a :class:`~shdeconv.models.LoadedModel` read once for many subjects.
     Returns the report dict (also in report.json).
     """
-    from ..models._store import load_model, pretrained_path
+    from ..models._store import LoadedModel, load_model
 
     if finetune < 0:
         raise OptionError(f"--finetune must be >= 0, got {finetune}")
     t_start = time.perf_counter()
     refuse_earlier_outputs(outdir, OUTPUT_FILES, force=force)
     dev = resolve_device(device)
-    model_path = Path(model) if model is not None else pretrained_path()
-    net, meta = load_model(model_path)
+    loaded = model if isinstance(model, LoadedModel) else LoadedModel.load(model)
+    net, meta, model_path = loaded.fresh(), loaded.meta, loaded.path
     subject = load_subject(dwi, bvals, bvecs, mask, response_files=response_files,
                            lmax=net.config.response_lmax, denoise=denoise, keep_raw=False)
     t_loaded = time.perf_counter()
@@ -307,6 +308,7 @@ def run_predict(dwi, bvals, bvecs, outdir, *, mask=None, response_files=None, mo
         "versions": versions(),
         "inputs": {"dwi": str(dwi), "bvals": str(bvals), "bvecs": str(bvecs), "mask": str(mask) if mask else None},
         "model": str(model_path),
+        "model_sha256": loaded.sha256,
         "model_meta": {k: meta[k] for k in ("recipe", "iterations", "world_size") if k in meta},
         "device": str(dev),
         "denoise": denoise,

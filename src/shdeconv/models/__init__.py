@@ -1,6 +1,17 @@
 """Networks built from :mod:`shdeconv.nn`: the spatio-spherical U-Net and deconvolution heads."""
 
 from ._deconv import VARIANTS, DeconvNet, NetworkConfig
+from ._store import LoadedModel, load_model, pretrained_path, save_model
 from ._unet import ChannelBatchNorm, SphericalUNet
 
-__all__ = ["VARIANTS", "ChannelBatchNorm", "DeconvNet", "NetworkConfig", "SphericalUNet"]
+__all__ = [
+    "VARIANTS",
+    "ChannelBatchNorm",
+    "DeconvNet",
+    "LoadedModel",
+    "NetworkConfig",
+    "SphericalUNet",
+    "load_model",
+    "pretrained_path",
+    "save_model",
+]

@@ -8,7 +8,9 @@ data and seed that produced them.
 
 from __future__ import annotations
 
+import hashlib
 import json
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
@@ -18,7 +20,7 @@ from ..io import InputError
 from ..io._atomic import atomic_torch_save
 from ._deconv import DeconvNet, NetworkConfig
 
-__all__ = ["PRETRAINED", "load_model", "pretrained_path", "save_model"]
+__all__ = ["PRETRAINED", "LoadedModel", "load_model", "pretrained_path", "save_model"]
 
 FORMAT = "shdeconv-model-1"
 #: Name of the shipped amortized model (``shdeconv predict`` without ``--model``).
@@ -54,6 +56,33 @@ def load_model(path) -> tuple[DeconvNet, dict]:
     net = DeconvNet(config, n_iso=int(blob["n_iso"]))
     net.load_state_dict(blob["state_dict"])
     return net, dict(blob["meta"])
+
+
+@dataclass
+class LoadedModel:
+    """A model file read once for many subjects (e.g. a cohort): its network, metadata, the
+    SHA-256 of the file, and its trained weights, restored by :meth:`fresh` before each subject
+    (fine-tuning changes the network in place)."""
+
+    path: Path
+    net: DeconvNet
+    meta: dict
+    sha256: str
+    state: dict = field(repr=False)
+
+    @classmethod
+    def load(cls, path=None) -> LoadedModel:
+        """Read ``path`` (default: the shipped model) with :func:`load_model`."""
+        path = Path(path) if path is not None else pretrained_path()
+        net, meta = load_model(path)
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        state = {k: v.detach().clone() for k, v in net.state_dict().items()}
+        return cls(path, net, meta, digest, state)
+
+    def fresh(self) -> DeconvNet:
+        """The network with its trained weights (undoing any fine-tuning of an earlier subject)."""
+        self.net.load_state_dict(self.state)
+        return self.net
 
 
 def pretrained_path(name: str = PRETRAINED) -> Path:
