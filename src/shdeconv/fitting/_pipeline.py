@@ -31,11 +31,12 @@ from ..io import (
     fingerprint,
     refuse_earlier_outputs,
     write_peaks,
+    write_sidecars,
 )
 from ..losses import DeconvLoss, LossWeights
 from ..models._deconv import VARIANTS, NetworkConfig
 from ..signal._forward import linear_deconvolution
-from ..sphere import rotate_sh
+from ..sphere import lmax_from_ncoeffs, rotate_sh
 from ..viz._qc import save_qc_figure
 from ._direct import DirectConfig, fit_direct
 from ._fit import FitConfig, fit_network
@@ -44,6 +45,7 @@ from ._subject import (
     acquisition_model,
     attach_subject,
     build_network,
+    isotropic_responses,
     load_subject,
     subject_arrays,
 )
@@ -66,8 +68,12 @@ TV_WEIGHT = 0.5
 FIT_MODELS = VARIANTS + ("direct",)
 #: Every file ``fit``, ``predict`` and ``csd`` may write in their output directory: a directory
 #: holding any of them is refused unless ``force`` (see :func:`~shdeconv.io.refuse_earlier_outputs`).
-OUTPUT_FILES = ("fodf.nii.gz", "gm.nii.gz", "csf.nii.gz", "peaks.nii.gz", "response_wm.txt", "response_gm.txt",
-                "response_csf.txt", "qc.png", "report.json", "checkpoint.pt")
+OUTPUT_FILES = ("fodf.nii.gz", "gm.nii.gz", "csf.nii.gz", "peaks.nii.gz", "fodf.json", "gm.json", "csf.json",
+                "peaks.json", "response_wm.txt", "response_gm.txt", "response_csf.txt", "qc.png", "report.json",
+                "checkpoint.pt")
+#: What the maps' sidecars cite for the SHD method and for DIPY's CSD.
+SHD_URL = "https://arxiv.org/abs/2411.11819"
+DIPY_CSD_URL = "https://docs.dipy.org/stable/examples_built/reconstruction/reconst_csd.html"
 #: ``predict --finetune``: weight of the pretrained network's own prediction as a supervised
 #: target (the weight its training gave the true fODF).
 FINETUNE_PRIOR_WEIGHT = 1.0
@@ -81,12 +87,14 @@ def default_loss_weights(variant: str, **overrides) -> LossWeights:
 
 
 def write_outputs(outdir: Path, subject: Subject, fodf_world: np.ndarray, iso: np.ndarray | None, *,
-                  history: list[dict], report: dict, title: str, iso_names: tuple[str, ...] = ("gm", "csf")) -> dict:
+                  history: list[dict], report: dict, title: str, iso_names: tuple[str, ...] = ("gm", "csf"),
+                  model_card: dict | None = None, nonnegativity: str = "constrained") -> dict:
     """Write fodf/gm/csf/peaks/responses/report/qc; ``fodf_world`` ``[X, Y, Z, S]`` in the MRtrix3 frame.
 
-    ``iso`` ``[X, Y, Z, T]`` is written as ``<name>.nii.gz`` per ``iso_names``.
-    ``report["timings_s"]`` gains ``write`` (these outputs, peaks included), which is added to
-    its ``total``.
+    ``iso`` ``[X, Y, Z, T]`` is written as ``<name>.nii.gz`` per ``iso_names``. Every map gets a
+    JSON sidecar (:func:`~shdeconv.io.write_sidecars`) describing ``model_card`` (Description,
+    URL, Parameters), ``nonnegativity`` and the responses. ``report["timings_s"]`` gains
+    ``write`` (these outputs, peaks included), which is added to its ``total``.
     """
     t_write = time.perf_counter()
     affine = subject.affine
@@ -103,6 +111,14 @@ def write_outputs(outdir: Path, subject: Subject, fodf_world: np.ndarray, iso: n
     write_peaks(outdir / "peaks.nii.gz", dirs, amps, affine)
     files["peaks"] = "peaks.nii.gz"
     files.update(subject.responses.to_files(outdir))
+    r = subject.responses
+    tissue_responses = {"wm": (r.bvals, r.wm)}
+    if iso is not None:
+        names, coeffs = isotropic_responses(r, iso_names if r.gm is None else None)
+        tissue_responses.update({n: (r.bvals, coeffs[:, [k]]) for k, n in enumerate(names) if n in iso_names})
+    files.update(write_sidecars(outdir, files, lmax=lmax_from_ncoeffs(fodf_world.shape[-1]),
+                                model=model_card or {"Description": title}, nonnegativity=nonnegativity,
+                                responses=tissue_responses, software={"Name": "shdeconv", "Version": __version__}))
     wm_fraction = np.sqrt(4 * np.pi) * fodf_world[..., 0]  # the l = 0 coefficient is rotation invariant
     save_qc_figure(outdir / "qc.png", fodf_world, wm_fraction, history, title=title, rotation=subject.rotation.T)
     files["qc"] = "qc.png"
@@ -245,8 +261,14 @@ def run_fit(dwi, bvals, bvecs, outdir, *, mask=None, response_files=None, varian
         "timings_s": {"load": t_loaded - t_start, "fit": result.seconds, "predict": t_done - t_pred,
                       "total": t_done - t_start},
     }
+    card = {"Description": f"shdeconv fit --variant {variant}: the unsupervised SHD objective minimised "
+                           + ("over free per-voxel values" if variant == "direct" else f"through a {variant} network")
+                           + " for this subject",
+            "URL": SHD_URL, "Parameters": {"lmax": lmax_from_ncoeffs(fodf.shape[-1]),
+                                           **json.loads(json.dumps(settings, default=_json_default))}}
     return write_outputs(outdir, subject, rotate_sh(fodf, subject.rotation), iso, history=result.history,
-                         report=report, title=variant, iso_names=fm.iso_names)
+                         report=report, title=variant, iso_names=fm.iso_names, model_card=card,
+                         nonnegativity="constrained")
 
 
 def run_predict(dwi, bvals, bvecs, outdir, *, mask=None, response_files=None, model=None, finetune: int = 0,
@@ -324,8 +346,16 @@ def run_predict(dwi, bvals, bvecs, outdir, *, mask=None, response_files=None, mo
     }
     # the network's isotropic channels: the acquisition's tissues, or GM and CSF as trained
     names = fm.iso_names if iso is None or iso.shape[-1] == fm.n_iso else ("gm", "csf")[: iso.shape[-1]]
+    card = {"Description": "shdeconv predict: a trained (amortized) network"
+                           + (f", fine-tuned {finetune} steps on this subject" if finetune else ""),
+            "URL": SHD_URL, "Parameters": {"Model": str(model_path), "ModelSHA256": loaded.sha256,
+                                           "Variant": net.config.variant, "Head": net.config.head,
+                                           "Finetune": finetune, "Denoise": denoise}}
+    # the Softplus head is non-negative on its grid; the linear head only penalises negative values
     return write_outputs(outdir, subject, rotate_sh(fodf, subject.rotation), iso, history=history, iso_names=names,
-                         report=report, title="predict" + (f" + finetune {finetune}" if finetune else ""))
+                         report=report, title="predict" + (f" + finetune {finetune}" if finetune else ""),
+                         model_card=card, nonnegativity="constrained" if net.config.head == "softplus"
+                         else "regularized")
 
 
 def run_csd(dwi, bvals, bvecs, outdir, *, mask=None, response_files=None, lmax=8, algorithm="auto",
@@ -359,4 +389,7 @@ def run_csd(dwi, bvals, bvecs, outdir, *, mask=None, response_files=None, lmax=8
         "voxels_in_mask": int(subject.mask.sum()),
         "timings_s": {"load": t_loaded - t_start, "fit": t_done - t_fit, "total": t_done - t_start},
     }
-    return write_outputs(outdir, subject, out["fodf"], iso, history=[], report=report, title=f"CSD ({algorithm})")
+    card = {"Description": f"DIPY constrained spherical deconvolution ({out['algorithm'].upper()})",
+            "URL": DIPY_CSD_URL, "Parameters": {"Algorithm": algorithm, "lmax": lmax, "Denoise": denoise}}
+    return write_outputs(outdir, subject, out["fodf"], iso, history=[], report=report, title=f"CSD ({algorithm})",
+                         model_card=card, nonnegativity="constrained")

@@ -26,6 +26,7 @@ from ._nifti import (
 )
 from ._peaks_file import read_peaks, write_peaks
 from ._response_file import read_response_file, write_response_file
+from ._sidecar import write_sidecars
 from ._validate import InputError
 
 __all__ = [
@@ -53,4 +54,5 @@ __all__ = [
     "world_to_fsl_bvecs",
     "write_peaks",
     "write_response_file",
+    "write_sidecars",
 ]
