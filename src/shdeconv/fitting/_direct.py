@@ -27,14 +27,14 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .._options import OptionError, ValidatedConfig
-from ..io import InputError, check_fingerprint
+from ..io import InputError
 from ..io._atomic import atomic_torch_save
 from ..losses import DeconvLoss
 from ..models._deconv import softplus_inverse
 from ..nn._chebyshev import n_pixels
 from ..signal._grid import grid_directions, grid_to_sh_matrix
 from ..sphere import lmax_from_ncoeffs, n_coeffs, sh_matrix
-from ._fit import FitResult
+from ._fit import FitResult, read_checkpoint
 
 __all__ = ["DirectConfig", "fit_direct"]
 
@@ -153,20 +153,14 @@ def fit_direct(loss_fn: DeconvLoss, signal: np.ndarray, mask: np.ndarray, config
     result = FitResult()
     start = 0
     if resume and checkpoint is not None and Path(checkpoint).exists():
-        state = torch.load(checkpoint, map_location=device, weights_only=False)
-        if state.get("kind") != "direct":
-            raise InputError(checkpoint, "not a checkpoint of a direct fit; remove it or drop --resume")
-        if fingerprint is not None:
-            check_fingerprint(state.get("fingerprint"), fingerprint, checkpoint)
+        state = read_checkpoint(checkpoint, device, "direct", fingerprint)
         if tuple(state["u"].shape) != tuple(u.shape):
             raise InputError(checkpoint, f"holds {tuple(state['u'].shape)} values, this fit has {tuple(u.shape)}")
         with torch.no_grad():
             u.copy_(state["u"])
             v.copy_(state["v"])
         opt.load_state_dict(state["optimizer"])
-        result.history = list(state["history"])
-        start = result.resumed_from = int(state["iteration"])
-        log.info("resumed from %s at iteration %d", checkpoint, start)
+        start = result.resume(state, checkpoint)
 
     def save(iteration: int):
         if checkpoint is not None:

@@ -61,6 +61,24 @@ class FitResult:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def resume(self, state: dict, checkpoint) -> int:
+        """Take the history of a checkpoint ``state``; returns the iteration to continue from."""
+        self.history = list(state["history"])
+        self.resumed_from = int(state["iteration"])
+        log.info("resumed from %s at iteration %d", checkpoint, self.resumed_from)
+        return self.resumed_from
+
+
+def read_checkpoint(checkpoint, device: torch.device, kind: str, fingerprint: dict | None) -> dict:
+    """The state saved at ``checkpoint`` by a fit of ``kind`` (``"network"`` or ``"direct"``),
+    refused (:class:`~shdeconv.io.InputError`) if it is another kind's or another run's."""
+    state = torch.load(checkpoint, map_location=device, weights_only=False)
+    if not isinstance(state, dict) or state.get("kind") != kind:
+        raise InputError(checkpoint, f"not a checkpoint of a {kind} fit; remove it or drop --resume")
+    if fingerprint is not None:
+        check_fingerprint(state.get("fingerprint"), fingerprint, checkpoint)
+    return state
+
 
 def optimisation_step(loss: torch.Tensor, parameters, optimizer: torch.optim.Optimizer, grad_clip: float,
                       where: str) -> float:
@@ -148,17 +166,11 @@ def fit_network(
     result = FitResult()
     start = 0
     if resume and checkpoint is not None and Path(checkpoint).exists():
-        state = torch.load(checkpoint, map_location=device, weights_only=False)
-        if "model" not in state:
-            raise InputError(checkpoint, "not a checkpoint of a network fit; remove it or drop --resume")
-        if fingerprint is not None:
-            check_fingerprint(state.get("fingerprint"), fingerprint, checkpoint)
+        state = read_checkpoint(checkpoint, device, "network", fingerprint)
         net.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         gen.set_state(state["generator"])
-        result.history = list(state["history"])
-        start = result.resumed_from = int(state["iteration"])
-        log.info("resumed from %s at iteration %d", checkpoint, start)
+        start = result.resume(state, checkpoint)
     t0 = time.perf_counter()
     bar = tqdm(range(start, config.iterations), initial=start, total=config.iterations, desc="fit",
                disable=not progress, dynamic_ncols=True)
@@ -167,7 +179,7 @@ def fit_network(
         if checkpoint is None:
             return
         atomic_torch_save(
-            {"model": net.state_dict(), "optimizer": opt.state_dict(), "generator": gen.get_state(),
+            {"kind": "network", "model": net.state_dict(), "optimizer": opt.state_dict(), "generator": gen.get_state(),
              "history": result.history, "iteration": iteration, "fit_config": asdict(config),
              "net_config": net.config.to_dict(), "fingerprint": fingerprint},
             checkpoint,
