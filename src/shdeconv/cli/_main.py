@@ -256,6 +256,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", type=Path, default=None, help="also write the scores as JSON")
     _common(p, threads=False)
     p.set_defaults(func=cmd_evaluate)
+    from ..bids import add_parser as add_bids_parser
+
+    add_bids_parser(sub, _Formatter, _common)
     return parser
 
 
