@@ -1,0 +1,189 @@
+"""The ``shdeconv`` commands: each is a thin layer over a library function."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+from .._options import OptionError
+
+__all__ = [
+    "cmd_benchmark",
+    "cmd_csd",
+    "cmd_demo",
+    "cmd_evaluate",
+    "cmd_fit",
+    "cmd_predict",
+    "cmd_simulate",
+    "cmd_track",
+    "cmd_train",
+]
+
+
+def _done(args, message: str) -> None:
+    """The summary line of a command (not with --quiet)."""
+    if not getattr(args, "quiet", False):
+        print(message)
+
+
+def _progress(args) -> bool:
+    return not (getattr(args, "no_progress", False) or getattr(args, "quiet", False))
+
+
+def _responses(args) -> dict | None:
+    if args.response_wm is None:
+        if args.response_gm or args.response_csf:
+            raise OptionError("--response-gm/--response-csf need --response-wm too")
+        return None
+    return {"wm": args.response_wm, "gm": args.response_gm, "csf": args.response_csf}
+
+
+def _wrote(args, report: dict) -> None:
+    _done(args, f"wrote {', '.join(report['outputs'].values())} to {args.output} "
+                f"in {report['timings_s']['total']:.1f} s")
+
+
+def cmd_fit(args) -> int:
+    from ..fitting import DirectConfig, FitConfig, default_loss_weights, run_fit
+    from ..models import NetworkConfig
+
+    over = {k: getattr(args, k) for k in ("iterations", "batch_size", "patch_size", "lr") if getattr(args, k) is not None}
+    direct_config = None
+    if args.variant == "direct":
+        if args.batch_size is not None or args.patch_size is not None:
+            raise OptionError("--batch-size and --patch-size are network settings; direct fits every voxel at once")
+        if args.width is not None or args.depth is not None:
+            raise OptionError("--width and --depth are network settings; direct has no network")
+        extra = {k: v for k, v in (("lmax", args.lmax), ("init", args.init)) if v is not None}
+        direct_config = DirectConfig(**over, **extra)
+        over = {}
+    elif args.init is not None:
+        raise OptionError("--init is an option of --variant direct")
+    net_config = NetworkConfig(**{k: v for k, v in (("width", args.width), ("depth", args.depth)) if v is not None})
+    fit_config = FitConfig(seed=args.seed, **over)
+    weights = default_loss_weights(args.variant, tv=args.tv_weight)
+    report = run_fit(args.dwi, args.bvals, args.bvecs, args.output, mask=args.mask, response_files=_responses(args),
+                     variant=args.variant, lmax=args.lmax, device=args.device, fit_config=fit_config,
+                     net_config=net_config, loss_weights=weights, resume=args.resume, progress=_progress(args),
+                     denoise=args.denoise, direct_config=direct_config, force=args.force)
+    _wrote(args, report)
+    return 0
+
+
+def cmd_csd(args) -> int:
+    from ..fitting import run_csd
+
+    report = run_csd(args.dwi, args.bvals, args.bvecs, args.output, mask=args.mask, response_files=_responses(args),
+                     lmax=8 if args.lmax is None else args.lmax, algorithm=args.algorithm, denoise=args.denoise,
+                     n_jobs=args.nthreads or -1, force=args.force)
+    _wrote(args, report)
+    return 0
+
+
+def cmd_predict(args) -> int:
+    from ..fitting import run_predict
+    from ..inference import DEFAULT_TILE_OVERLAP
+
+    report = run_predict(args.dwi, args.bvals, args.bvecs, args.output, mask=args.mask,
+                         response_files=_responses(args), model=args.model, finetune=args.finetune,
+                         device=args.device, tile=args.patch_size,
+                         overlap=DEFAULT_TILE_OVERLAP if args.overlap is None else args.overlap,
+                         batch=args.batch_size, seed=args.seed, progress=_progress(args), denoise=args.denoise,
+                         force=args.force)
+    _wrote(args, report)
+    return 0
+
+
+def cmd_train(args) -> int:
+    from ..fitting import default_loss_weights
+    from ..models import NetworkConfig
+    from ..training import TrainConfig, train
+
+    weights = default_loss_weights(args.variant, tv=args.tv_weight, supervised=args.supervised_weight)
+    config = TrainConfig(iterations=args.iterations, batch_size=args.batch_size, patch_size=args.patch_size,
+                         lr=args.lr, seed=args.seed, checkpoint_every=args.checkpoint_every,
+                         log_every=args.log_every, amp=args.amp)
+    net_config = NetworkConfig(variant=args.variant, width=args.width, depth=args.depth, inputs="linear")
+    summary = train(args.subjects, args.output, net_config=net_config, weights=weights, config=config,
+                    device=args.device, resume=args.resume, progress=_progress(args), cache_dir=args.cache,
+                    force=args.force)
+    if int(os.environ.get("RANK", "0")) == 0:
+        _done(args, f"trained {summary['iterations']} steps on {len(args.subjects)} subjects "
+                    f"(loss {summary['first_loss']:.4g} -> {summary['last_loss']:.4g}); "
+                    f"wrote {args.output / 'model.pt'}")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from ..demo import run_demo
+
+    table = run_demo(args.output, quick=args.quick, seed=args.seed, device=args.device, progress=_progress(args),
+                     force=args.force)
+    print(table)
+    return 0
+
+
+def cmd_benchmark(args) -> int:
+    from ..evaluation import (
+        BenchmarkConfig,
+        estimate_seconds,
+        format_bars,
+        run_benchmark,
+    )
+
+    config = BenchmarkConfig(size="quick" if args.quick else "default", seed=args.seed, device=args.device,
+                             iterations=args.iterations, methods=args.methods, model=args.model)
+    est = estimate_seconds(config)
+    _done(args, f"benchmark: networks at {config.fit_iterations} iterations; estimated {est['total'] / 60:.0f} min "
+                f"on a 2-core CPU; results in {args.output}")
+    sys.stdout.flush()
+    results = run_benchmark(args.output, size=config.size, seed=config.seed, device=config.device,
+                            iterations=config.iterations, methods=config.methods, progress=_progress(args),
+                            model=config.model)
+    print(format_bars(results["bars"]))
+    for f in results["failures"]:
+        print(f"shdeconv: {f['cell']}/{f['method']} failed: {f['error']}", file=sys.stderr)
+    _done(args, f"wrote {args.output / 'results.md'}, results.json and {len(results['figures'])} figures "
+                f"in {results['wall_seconds'] / 60:.1f} min")
+    return 1 if results["failures"] else 0
+
+
+def cmd_track(args) -> int:
+    from ..io import refuse_earlier_outputs
+    from ..tracking import track
+
+    refuse_earlier_outputs(args.output.parent, [args.output.name], force=args.force)
+    n = track(args.fit_dir, args.output, algorithm=args.algorithm, seeds_per_voxel=args.seeds_per_voxel,
+              step_size=args.step_size, max_angle=args.max_angle, wm_threshold=args.wm_threshold, seed=args.seed)
+    _done(args, f"wrote {n} streamlines to {args.output}")
+    return 0
+
+
+def cmd_simulate(args) -> int:
+    from ..io import refuse_earlier_outputs
+    from ..sim import PHANTOM_FILES, simulate_to_dir
+
+    refuse_earlier_outputs(args.output, PHANTOM_FILES, force=args.force)
+    out = simulate_to_dir(args.output, kind=args.kind, scheme=args.scheme, snr=args.snr, seed=args.seed,
+                          size="quick" if args.quick else "default")
+    _done(args, f"wrote phantom to {out}")
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from ..evaluation import evaluate_dirs, format_scores
+    from ..io import refuse_earlier_outputs
+
+    if args.json:
+        refuse_earlier_outputs(args.json.parent, [args.json.name], force=args.force)
+    scores = evaluate_dirs(args.pred_dir, args.truth_dir)
+    print(format_scores(scores, str(args.pred_dir)))
+    if args.json:
+        from ..io import atomic_write_text
+
+        atomic_write_text(args.json, json.dumps(scores, indent=2, default=float))
+    return 0
+
+
+#: Commands whose interrupted work continues where it stopped, and how.
