@@ -14,7 +14,8 @@ import torch
 from shdeconv.cli import build_parser, main
 from shdeconv.sim import simulate_to_dir
 
-COMMANDS = ("fit", "predict", "train", "csd", "demo", "benchmark", "track", "simulate", "evaluate", "bids")
+COMMANDS = ("fit", "predict", "train", "csd", "demo", "benchmark", "track", "simulate", "evaluate", "bids",
+            "check-gradients")
 
 
 @pytest.fixture(scope="module")

@@ -187,3 +187,20 @@ def test_fit_config_rejects_bad_values(bad):
     with pytest.raises(ValueError, match=name):
         FitConfig(**bad)
     assert FitConfig().tile_overlap == 0.25  # as predict's default (benchmarks/tile_overlap.py)
+
+
+def test_jobs_warn_about_a_flipped_gradient_table_and_use_it_as_given(tmp_path):
+    from dipy.data import get_fnames
+
+    dwi, bvals, bvecs = get_fnames(name="small_64D")
+    table = np.loadtxt(bvecs)  # (65, 3): one row per volume in this file
+    table[:, 0] *= -1  # x flipped, as a wrong conversion would leave it
+    flipped = tmp_path / "flipped.bvec"
+    np.savetxt(flipped, table, fmt="%.6f")
+    with pytest.warns(UserWarning, match="flip x"):
+        report = run_csd(dwi, bvals, flipped, tmp_path / "csd")
+    assert report["gradient_check"]["clearly_better"] and report["gradient_check"]["best"] == "flip x"
+    assert any("check-gradients" in w for w in report["warnings"])
+    # the given table gives no warning and says so in the report
+    report = run_csd(dwi, bvals, bvecs, tmp_path / "ok")
+    assert not report["gradient_check"]["clearly_better"] and report["gradient_check"]["warning"] is None

@@ -263,6 +263,8 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p, threads=False)
     p.set_defaults(func=cmd_evaluate)
     from ..bids import add_parser as add_bids_parser
+    from ..direction._gradcheck_cli import add_parser as add_gradcheck_parser
 
     add_bids_parser(sub, _Formatter, _common)
+    add_gradcheck_parser(sub, _Formatter, _common)
     return parser

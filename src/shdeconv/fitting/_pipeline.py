@@ -126,10 +126,11 @@ def write_outputs(outdir: Path, subject: Subject, fodf_world: np.ndarray, iso: n
     timings = dict(report.get("timings_s", {}))
     timings.update(write=write, total=timings.get("total", 0.0) + write)
     report = dict(report, outputs=files, timings_s=timings)
-    if subject.mask_record is not None:
-        report["mask"] = subject.mask_record
-        if subject.mask_record.get("warning"):
-            report["warnings"] = list(report.get("warnings", [])) + [subject.mask_record["warning"]]
+    for key, record in (("mask", subject.mask_record), ("gradient_check", subject.gradient_check)):
+        if record is not None:
+            report[key] = record
+            if record.get("warning"):
+                report["warnings"] = list(report.get("warnings", [])) + [record["warning"]]
     atomic_write_text(outdir / "report.json", json.dumps(report, indent=2, default=_json_default))
     return report
 

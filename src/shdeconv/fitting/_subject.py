@@ -10,6 +10,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from .._options import OptionError
+from ..direction import GradientCheck, check_gradients
 from ..io import B0_THRESHOLD, DWIData, load_dwi
 from ..io._gradients import voxel_axes_rotation
 from ..models._deconv import DeconvNet, NetworkConfig
@@ -64,6 +65,7 @@ class Subject:
     rotation: np.ndarray  # network frame -> world
     dwi: DWIData | None = None
     mask_record: dict | None = None  # how the mask was chosen (signal.brain_mask), for the report
+    gradient_check: dict | None = None  # the gradient-table check (gradient_record), for the report
 
     @property
     def affine(self) -> np.ndarray:
@@ -177,11 +179,15 @@ def prepare_subject(data, bvals, directions, mask, *, rotation=None, responses: 
 
 def load_subject(dwi_path, bvals, bvecs, mask_path=None, *, response_files: dict | None = None, lmax: int = 8,
                  denoise: str = "none", keep_raw: bool = True) -> Subject:
-    """Load and check one subject's files, make the mask, denoise if asked, prepare it.
+    """Load and check one subject's files, make the mask, check the gradient table, denoise if
+    asked, prepare it.
 
-    The network works in the voxel-axes frame, ``u_vox = R^T u_world``. ``keep_raw=False``:
-    see :func:`prepare_subject` (the networks need only the normalised signal; CSD needs the
-    raw one).
+    The gradient table is checked against its 23 axis flips and permutations
+    (:func:`~shdeconv.direction.check_gradients`, seconds on a whole brain): when another is
+    clearly more coherent a warning names it (the table is used as given); the verdict is in
+    ``subject.gradient_check`` for the report. The network works in the voxel-axes frame,
+    ``u_vox = R^T u_world``. ``keep_raw=False``: see :func:`prepare_subject` (the networks need
+    only the normalised signal; CSD needs the raw one).
     """
     if denoise not in ("none", "mppca"):
         raise OptionError(f"denoise must be 'none' or 'mppca', got {denoise!r}")
@@ -189,13 +195,27 @@ def load_subject(dwi_path, bvals, bvecs, mask_path=None, *, response_files: dict
     mask, mask_record = brain_mask(dwi.data, dwi.bvals, dwi.directions_world, dwi.mask,
                                    source=None if mask_path is None else str(mask_path))
     mask &= ~dwi.bad_voxels
+    gradients = gradient_record(check_gradients(dwi.data, dwi.bvals, dwi.bvecs, dwi.affine, mask), bvecs)
     if denoise == "mppca":
         dwi.data = denoise_mppca(dwi.data, mask.astype(bool))
     rot = voxel_axes_rotation(dwi.affine)
     subject = prepare_subject(dwi.data, dwi.bvals, dwi.directions_world @ rot, mask, rotation=rot,
                               response_files=response_files, lmax=lmax, dwi=dwi, keep_raw=keep_raw)
     subject.mask_record = dict(mask_record, voxels=int(subject.mask.sum()))
+    subject.gradient_check = gradients
     return subject
+
+
+def gradient_record(check: GradientCheck, bvecs_path) -> dict:
+    """The report's record of a gradient-table check; warns when another table is clearly better."""
+    record = {"verdict": check.message, "clearly_better": bool(check.clearly_better), "best": check.best_label,
+              "z_score": float(check.z_score), "relative_gain": float(check.relative_gain),
+              "voxels": int(check.n_voxels), "warning": None}
+    if check.clearly_better:
+        record["warning"] = (f"{bvecs_path}: {check.message} (used as given; `shdeconv check-gradients` writes "
+                             "the suggested table)")
+        warnings.warn(record["warning"], UserWarning, stacklevel=3)
+    return record
 
 
 def head_tissues(config: NetworkConfig, single_shell: tuple[str, ...] | None = None) -> tuple[str, ...]:
