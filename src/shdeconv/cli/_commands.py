@@ -133,14 +133,14 @@ def cmd_benchmark(args) -> int:
     )
 
     config = BenchmarkConfig(size="quick" if args.quick else "default", seed=args.seed, device=args.device,
-                             iterations=args.iterations, methods=args.methods, model=args.model)
+                             iterations=args.iterations, methods=args.methods, cells=args.cells, model=args.model)
     est = estimate_seconds(config)
     _done(args, f"benchmark: networks at {config.fit_iterations} iterations; estimated {est['total'] / 60:.0f} min "
                 f"on a 2-core CPU; results in {args.output}")
     sys.stdout.flush()
     results = run_benchmark(args.output, size=config.size, seed=config.seed, device=config.device,
-                            iterations=config.iterations, methods=config.methods, progress=_progress(args),
-                            model=config.model)
+                            iterations=config.iterations, methods=config.methods, cells=config.cells,
+                            progress=_progress(args), model=config.model)
     print(format_bars(results["bars"]))
     for f in results["failures"]:
         print(f"shdeconv: {f['cell']}/{f['method']} failed: {f['error']}", file=sys.stderr)

@@ -224,6 +224,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--iterations", type=int, default=None,
                    help="iterations of every network fit (default: the suite's)")
     p.add_argument("--methods", default=None, help="comma-separated subset, e.g. csd,csd+mppca,shd-tv (default: all)")
+    p.add_argument("--cells", default=None,
+                   help="comma-separated subset of cells, e.g. spatial-clinical-snr20 (the bar case, with the "
+                        "tractography evaluation) (default: all)")
     p.add_argument("--model", default=None, help="model file for the predict methods (default: the shipped one)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     _common(p, force=False)

@@ -1,4 +1,5 @@
-"""Scoring against phantoms with known fibres, and the accuracy benchmark."""
+"""Scoring against phantoms with known fibres (peaks and, Tractometer-style, tractograms), and the
+accuracy benchmark."""
 
 from ._metrics import (
     CROSSING_BINS,
@@ -7,6 +8,13 @@ from ._metrics import (
     format_comparison,
     format_scores,
     score,
+)
+from ._tractometry import (
+    rasmm_to_voxel,
+    score_tractogram,
+    seed_voxels,
+    track_and_score,
+    track_from_mask,
 )
 from .benchmark import (
     METHODS,
@@ -28,6 +36,11 @@ __all__ = [
     "format_bars",
     "format_comparison",
     "format_scores",
+    "rasmm_to_voxel",
     "run_benchmark",
     "score",
+    "score_tractogram",
+    "seed_voxels",
+    "track_and_score",
+    "track_from_mask",
 ]

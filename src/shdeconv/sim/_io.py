@@ -8,6 +8,11 @@ Layout of ``outdir``::
     truth/nfib.nii.gz       (X, Y, Z) number of fibres
     truth/gm.nii.gz  truth/csf.nii.gz  truth/wm.nii.gz  truth/mask.nii.gz
     truth/truth.json        kind, scheme, snr, seed, shape, generator version, ...
+    truth/bundles.nii.gz      (X, Y, Z, B) uint8 volume of every bundle (spatial phantom only)
+    truth/bundle_ends.nii.gz  (X, Y, Z, B) int8 end regions: 0 none, 1 first end, 2 second end
+
+The bundles' names are in ``truth.json`` (``bundle_names``). Folders written before the bundle
+files existed still load, without bundles.
 
 ``bvecs`` follow the FSL convention (voxel axes, x flipped for a positive-determinant
 affine), produced by :func:`shdeconv.io.world_to_fsl_bvecs`.
@@ -55,6 +60,9 @@ class Truth:
     mask: np.ndarray  # (X, Y, Z) bool
     affine: np.ndarray  # (4, 4)
     meta: dict = field(default_factory=dict)
+    bundle_masks: np.ndarray | None = None  # (X, Y, Z, B) bool, None without bundle files
+    bundle_ends: np.ndarray | None = None  # (X, Y, Z, B) int8: 0 none, 1 first end, 2 second end
+    bundle_names: tuple[str, ...] = ()
 
 
 def truth_fodf_sh(peak_dirs: np.ndarray, fractions: np.ndarray, lmax: int = 8, *,
@@ -117,7 +125,12 @@ def write_phantom(phantom: Phantom, outdir: str | os.PathLike) -> Path:
     for name in ("gm", "csf", "wm"):
         _save(getattr(phantom, name), aff, truth / f"{name}.nii.gz", np.float32)
     _save(phantom.mask, aff, truth / "mask.nii.gz", np.uint8)
-    atomic_write_text(truth / "truth.json", json.dumps(phantom.meta, indent=2, sort_keys=True) + "\n")
+    meta = dict(phantom.meta)
+    if phantom.bundle_masks is not None:
+        _save(phantom.bundle_masks, aff, truth / "bundles.nii.gz", np.uint8)
+        _save(phantom.bundle_ends, aff, truth / "bundle_ends.nii.gz", np.int8)
+        meta["bundle_names"] = list(phantom.bundle_names)
+    atomic_write_text(truth / "truth.json", json.dumps(meta, indent=2, sort_keys=True) + "\n")
     logger.info("wrote phantom to %s", out)
     return out
 
@@ -146,8 +159,20 @@ def load_truth(truth_dir: str | os.PathLike) -> Truth:
 
     mask_path = d / "mask.nii.gz" if (d / "mask.nii.gz").exists() else d.parent / "mask.nii.gz"
     mask = np.asarray(nib.load(str(mask_path)).dataobj) > 0
+    bundles = ends = None
+    names: tuple[str, ...] = ()
+    if (d / "bundles.nii.gz").exists() and (d / "bundle_ends.nii.gz").exists():
+        bundles = np.asarray(nib.load(str(d / "bundles.nii.gz")).dataobj) > 0
+        ends = np.asarray(nib.load(str(d / "bundle_ends.nii.gz")).dataobj).astype(np.int8)
+        if bundles.ndim == 3:  # a single bundle may be stored as a 3-D image
+            bundles, ends = bundles[..., None], ends[..., None]
+        names = tuple(meta.get("bundle_names") or (f"bundle{i + 1}" for i in range(bundles.shape[-1])))
+        if bundles.shape != mask.shape + (len(names),) or ends.shape != bundles.shape:
+            raise InputError(d / "bundles.nii.gz", f"bundle images {bundles.shape} and {ends.shape} do not "
+                             f"match the mask {mask.shape} and the {len(names)} bundle names")
     return Truth(peak_dirs=dirs, peak_fractions=fr, n_fibres=n_fib, gm=vol("gm"),
-                 csf=vol("csf"), wm=vol("wm"), mask=mask, affine=img.affine, meta=meta)
+                 csf=vol("csf"), wm=vol("wm"), mask=mask, affine=img.affine, meta=meta,
+                 bundle_masks=bundles, bundle_ends=ends, bundle_names=names)
 
 
 def simulate_to_dir(outdir: str | os.PathLike, kind: str = "spatial", scheme: str = "clinical",

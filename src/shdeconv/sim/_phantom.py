@@ -24,6 +24,29 @@ Independent voxels with 1, 2 or 3 fibres in equal numbers (ISBI 2013 / ESD style
 orientations, pairwise crossing angles uniform in [30, 90] degrees, fractions of at least 0.2
 of the white matter, small random GM/CSF fractions.
 
+Bundle truth (spatial phantom only)
+-----------------------------------
+Every bundle also gets a volume and two end regions, for scoring tractograms
+(:mod:`shdeconv.evaluation._tractometry`). These add no random draw: the phantom's arrays are
+the same with or without them.
+
+- **Volume**: the voxels where the bundle's partial-volume weight, after the brain mask and the
+  CSF share have cut it (the white matter really there), is at least ``BUNDLE_MIN_WEIGHT``.
+  A volume cut into several 26-connected pieces (a bundle crossing the ventricle, or leaving
+  and re-entering the brain) gives one bundle per piece (names ending in ``a``, ``b``, ...);
+  pieces shorter than ``MIN_PIECE_LENGTH`` voxels along the bundle are left out.
+- **End regions**: where the bundle's fibres end. A voxel of the bundle's tube (geometric
+  weight at least ``BUNDLE_MIN_WEIGHT``, any tissue left, within 2 voxels of the piece) is in
+  the *second* end region if following its fibre direction forward (along the centreline's
+  order; away from the apex for the fan) for at most ``END_MARGIN`` voxels leaves the tissue
+  (reaches a voxel whose white-matter share, brain mask times one minus CSF, is below 0.5 and
+  below the start's), the grid (the slab's faces) or the bundle's length (the centreline's last
+  point; the cone's far end); in the *first* end region if following it backward does (the
+  first point; the apex). Where both happen the nearer one wins. End regions therefore cover
+  the caps where a bundle meets the CSF rim or ends in the brain, the ventricle's edge, and the
+  slab faces that the through-plane undulation makes the fibres cross. Labels: 0 none,
+  1 first end, 2 second end.
+
 All truth directions are unit vectors in the world frame (the frame of the gradient directions
 and of every file written); ``affine`` maps voxel indices to world millimetres.
 """
@@ -40,6 +63,8 @@ from ._schemes import acquisition_scheme
 from ._signal import TISSUE_S0, add_rician_noise, tensor_signal
 
 __all__ = [
+    "BUNDLE_MIN_WEIGHT",
+    "END_MARGIN",
     "GENERATOR_VERSION",
     "SIZES",
     "Phantom",
@@ -58,6 +83,12 @@ SIZES = {
     "quick": {"spatial": (16, 16, 6), "voxelwise": 300},
 }
 _S0 = 100.0
+#: a voxel belongs to a bundle's volume where the bundle's partial-volume weight is at least this
+BUNDLE_MIN_WEIGHT = 0.5
+#: depth of a bundle's end regions: voxels from where its fibres end, along the fibres
+END_MARGIN = 1.5
+#: pieces of a bundle's volume shorter than this along the bundle (voxels) are left out of the truth
+MIN_PIECE_LENGTH = 4.0
 
 
 @dataclass
@@ -84,6 +115,13 @@ class Phantom:
     meta : dict
         ``kind``, ``scheme``, ``snr``, ``seed``, ``shape``, ``generator_version``, ``s0``,
         ``sigma``.
+    bundle_masks : ndarray, shape ``(X, Y, Z, B)``, bool, or None
+        Volume of every bundle (spatial phantom only; None for the voxel-wise phantom).
+    bundle_ends : ndarray, shape ``(X, Y, Z, B)``, int8, or None
+        End regions of every bundle: 0 none, 1 first end, 2 second end (they may reach up to
+        2 voxels beyond ``bundle_masks``, into the partial-volume fringe).
+    bundle_names : tuple of str
+        Name of every bundle (``sine1``, ``arc``, ``kissing1a``, ``fan``, ...), length ``B``.
     """
 
     dwi: np.ndarray
@@ -98,6 +136,9 @@ class Phantom:
     csf: np.ndarray
     wm: np.ndarray
     meta: dict = field(default_factory=dict)
+    bundle_masks: np.ndarray | None = None
+    bundle_ends: np.ndarray | None = None
+    bundle_names: tuple[str, ...] = ()
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -194,6 +235,7 @@ class _Bundle:
     lambda_par: float
     lambda_perp: float
     fan: tuple | None = None  # (apex (3,), axis (3,), r0, tan_alpha, length)
+    kind: str = "bundle"  # sine, arc, kissing or fan (names the bundle)
 
 
 def _z_wave(s: np.ndarray, z_size: int, rng: np.random.Generator) -> np.ndarray:
@@ -288,19 +330,102 @@ def _draw_bundles(shape, rng) -> list[_Bundle]:
         theta = theta0 + np.pi * (k + rng.uniform(-0.12, 0.12)) / n_free
         maker = _sine_bundle if rng.random() < 0.6 else _arc_bundle
         pts, tan = maker(shape, rng, theta)
-        bundles.append(_Bundle(pts, tan, rng.uniform(1.5, 3.5) * max(scale, 0.6), *diff()))
+        kind = "sine" if maker is _sine_bundle else "arc"
+        bundles.append(_Bundle(pts, tan, rng.uniform(1.5, 3.5) * max(scale, 0.6), *diff(), kind=kind))
     # kissing pair and fan oriented between free bundles (at least 90/n_free degrees away)
     between = theta0 + np.pi * (rng.permutation(n_free)[:2] + 0.5) / n_free
     for pts, tan in _kissing_pair(shape, rng, between[0]):
-        bundles.append(_Bundle(pts, tan, rng.uniform(1.5, 2.5) * max(scale, 0.6), *diff()))
+        bundles.append(_Bundle(pts, tan, rng.uniform(1.5, 2.5) * max(scale, 0.6), *diff(), kind="kissing"))
     # fanning cone: apex inside the volume, axis in-plane-ish
     theta = between[1] + np.pi * rng.integers(0, 2)
     axis = _unit(np.array([np.cos(theta), np.sin(theta), rng.uniform(-0.2, 0.2)]))
     centre = (np.asarray(shape, dtype=np.float64) - 1) / 2
     apex = centre - axis * 0.35 * x + np.r_[rng.uniform(-0.15, 0.15, 2) * x, 0.0]
     fan = (apex, axis, 1.0 * max(scale, 0.6), np.tan(np.radians(rng.uniform(10, 20))), 0.6 * x)
-    bundles.append(_Bundle(np.zeros((1, 3)), np.zeros((1, 3)), 0.0, *diff(), fan=fan))
+    bundles.append(_Bundle(np.zeros((1, 3)), np.zeros((1, 3)), 0.0, *diff(), fan=fan, kind="fan"))
     return bundles
+
+
+def _bundle_names(bundles: list[_Bundle], n_pieces: list[int]) -> list[str]:
+    """One name per kept piece: the kind, its rank within the kind when several (``sine2``) and a
+    letter when the bundle is cut into several pieces (``arc1b``)."""
+    names, seen = [], {}
+    for b, n in zip(bundles, n_pieces):
+        seen[b.kind] = seen.get(b.kind, 0) + 1
+        total = sum(c.kind == b.kind for c in bundles)
+        base = b.kind if total == 1 else f"{b.kind}{seen[b.kind]}"
+        names += [base] if n == 1 else [base + "abcdefghijklmnopqrstuvwxyz"[j % 26] for j in range(n)]
+    return names
+
+
+def _exit_distance(b: _Bundle, coords: np.ndarray, dirs: np.ndarray, sign: float, tissue: np.ndarray,
+                   shape: tuple[int, int, int], pos: np.ndarray) -> np.ndarray:
+    """Distance (voxels, ``inf`` beyond ``END_MARGIN``) over which the fibres of the voxels
+    ``coords`` ``(M, 3)``, followed along ``sign * dirs`` ``(M, 3)``, leave the tissue (reach a
+    voxel whose ``tissue`` ``(N,)`` is below 0.5 and below the starting voxel's), the grid, or the
+    bundle's length (``pos`` ``(M,)``: arc length for a tube, axial position for the fan)."""
+    out = np.full(len(coords), np.inf)
+    length = b.fan[4] if b.fan is not None else np.linalg.norm(np.diff(b.points, axis=0), axis=1).sum()
+    t3 = tissue.reshape(shape)
+    here = t3[tuple(np.rint(coords).astype(np.int64).T)]
+    for k in np.arange(0.25, END_MARGIN + 1e-9, 0.25)[::-1]:
+        u = coords + sign * k * dirs
+        vox = np.rint(u).astype(np.int64)
+        gone = ~np.all((vox >= 0) & (vox < np.asarray(shape)), axis=1)
+        inside = ~gone
+        gone[inside] = t3[tuple(vox[inside].T)] < np.minimum(0.5, here[inside])
+        if b.fan is not None:
+            along = (u - b.fan[0]) @ b.fan[1]
+        else:
+            along = pos + sign * k
+        gone |= (along < 0.0) | (along > length)
+        out[gone] = k
+    return out
+
+
+def _bundle_regions(b: _Bundle, coords: np.ndarray, weight: np.ndarray, dirs: np.ndarray,
+                    tissue: np.ndarray, shape: tuple[int, int, int],
+                    zstretch: float) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Volume ``(N,)`` bool and end labels ``(N,)`` int8 (0, 1, 2) of every piece of one bundle.
+
+    ``coords`` ``(N, 3)`` are the voxel-index coordinates of the flattened grid, ``weight``
+    ``(N,)`` and ``dirs`` ``(N, 3)`` the bundle's geometric partial-volume weight (before the
+    tissue factor) and voxel-frame fibre direction, ``tissue`` ``(N,)`` the share of the voxel
+    open to white matter (brain mask times one minus the CSF map). See the module docstring for
+    the rules; pieces are ordered along the bundle.
+    """
+    from scipy import ndimage
+
+    vol = weight * tissue >= BUNDLE_MIN_WEIGHT
+    if not vol.any():
+        return []
+    labels, n = ndimage.label(vol.reshape(shape), structure=np.ones((3, 3, 3)))
+    # the tube's voxels with any tissue left, each given to the nearest piece (within 2 voxels)
+    dist, near = ndimage.distance_transform_edt(labels == 0, return_indices=True)
+    owner = np.where(dist <= 2.0, labels[tuple(near)], 0).reshape(-1)
+    cand = np.nonzero((weight >= BUNDLE_MIN_WEIGHT) & (tissue > 0) & (owner > 0))[0]
+    if b.fan is not None:
+        pos = (coords[cand] - b.fan[0]) @ b.fan[1]
+    else:
+        scl = np.array([1.0, 1.0, 1.0 / zstretch])
+        arc = np.r_[0.0, np.cumsum(np.linalg.norm(np.diff(b.points, axis=0), axis=1))]
+        pos = arc[cKDTree(b.points * scl).query(coords[cand] * scl)[1]]
+    fwd = _exit_distance(b, coords[cand], dirs[cand], 1.0, tissue, shape, pos)
+    bwd = _exit_distance(b, coords[cand], dirs[cand], -1.0, tissue, shape, pos)
+    lab = np.where(np.isfinite(fwd) & (fwd <= bwd), 2, np.where(np.isfinite(bwd), 1, 0)).astype(np.int8)
+    labels = labels.reshape(-1)
+    pieces = []
+    for k in range(1, n + 1):
+        piece = labels == k
+        mine = owner[cand] == k
+        along = pos[mine]
+        if along.size == 0 or along.max() - along.min() < MIN_PIECE_LENGTH:
+            continue
+        ends = np.zeros(len(coords), dtype=np.int8)
+        ends[cand[mine]] = lab[mine]
+        pieces.append((along.min(), piece, ends))
+    pieces.sort(key=lambda p: p[0])
+    return [(piece, ends) for _, piece, ends in pieces]
 
 
 def _merge_voxel(w, d, lp, lq, merge_cos):
@@ -353,6 +478,7 @@ def spatial_phantom(shape: tuple[int, int, int] | None = None, scheme: str = "cl
     Returns
     -------
     Phantom
+        With ``bundle_masks``, ``bundle_ends`` and ``bundle_names`` (see the module docstring).
     """
     if shape is None:
         if size not in SIZES:
@@ -388,7 +514,10 @@ def spatial_phantom(shape: tuple[int, int, int] | None = None, scheme: str = "cl
     d = np.zeros((n, nb, 3))
     for i, b in enumerate(bundles):
         w[:, i], d[:, i] = _bundle_weights(b, grid, zstretch)
-    w *= (mask * (1.0 - csf_map))[:, None]
+    tissue = mask * (1.0 - csf_map)
+    regions = [_bundle_regions(b, grid, w[:, i], d[:, i], tissue, shape, zstretch)
+               for i, b in enumerate(bundles)]
+    w *= tissue[:, None]
     lp = np.array([b.lambda_par for b in bundles])[None, :] * rng.uniform(0.95, 1.05, (n, nb))
     lq = np.array([b.lambda_perp for b in bundles])[None, :] * rng.uniform(0.95, 1.05, (n, nb))
     d_w = _vox_to_world_dirs(d, affine)
@@ -418,8 +547,17 @@ def spatial_phantom(shape: tuple[int, int, int] | None = None, scheme: str = "cl
     gm = iso - csf
     d_gm = rng.uniform(0.7e-3, 0.9e-3, n)
     mask3 = mask.reshape(shape)
-    return _finish("spatial", shape, scheme, snr, seed, affine, mask3, dirs, fracs, lpar, lperp,
-                   gm, csf, d_gm, rng, {"n_bundles": nb})
+    ph = _finish("spatial", shape, scheme, snr, seed, affine, mask3, dirs, fracs, lpar, lperp,
+                 gm, csf, d_gm, rng, {"n_bundles": nb})
+    pieces = [p for r in regions for p in r]
+    ph.bundle_masks = np.zeros((n, len(pieces)), dtype=bool)
+    ph.bundle_ends = np.zeros((n, len(pieces)), dtype=np.int8)
+    for j, (vol, ends) in enumerate(pieces):
+        ph.bundle_masks[:, j], ph.bundle_ends[:, j] = vol, ends
+    ph.bundle_masks = ph.bundle_masks.reshape(*shape, len(pieces))
+    ph.bundle_ends = ph.bundle_ends.reshape(*shape, len(pieces))
+    ph.bundle_names = tuple(_bundle_names(bundles, [len(r) for r in regions]))
+    return ph
 
 
 # ---------------------------------------------------------------------------------------------

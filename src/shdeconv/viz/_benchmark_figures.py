@@ -1,4 +1,5 @@
-"""Figures of the accuracy benchmark: success by crossing angle, crossing error vs SNR, fODF glyphs.
+"""Figures of the accuracy benchmark: success by crossing angle, crossing error vs SNR, fODF glyphs,
+tractography classes.
 
 All functions take plain data (method name -> numbers) and write a PNG atomically with
 matplotlib's Agg backend. Colours follow ``order`` (a list of method names), so one method
@@ -15,7 +16,7 @@ import numpy as np
 
 from ._qc import glyph_outlines
 
-__all__ = ["plot_error_vs_snr", "plot_glyph_panel", "plot_success_vs_angle"]
+__all__ = ["plot_error_vs_snr", "plot_glyph_panel", "plot_success_vs_angle", "plot_tractometry"]
 
 
 def _pyplot():
@@ -246,6 +247,56 @@ def plot_glyph_panel(phantom_dir, fodfs: dict[str, str | os.PathLike], path, *, 
     fig, axes = plt.subplots(1, n, figsize=(3.8 * n, 4.2), squeeze=False)
     for ax, (name, sh) in zip(axes[0], panels):
         _draw_glyphs(ax, sh, background, name)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_tractometry(fractions: dict[str, dict[str, float | None]], path, *, labels: dict[str, str] | None = None,
+                     order: list[str] | None = None, title: str | None = None) -> Path:
+    """Valid / invalid / no-connection share of every method's streamlines, one stacked bar each.
+
+    Parameters
+    ----------
+    fractions : dict
+        Method name -> ``{"valid", "invalid", "no_connection"}`` fractions of its streamlines
+        (None when it has none).
+    path : path-like
+        PNG to write.
+    labels : dict, optional
+        Method name -> label.
+    order : list of str, optional
+        Method names in display order (unknown names last).
+    title : str, optional
+
+    Returns
+    -------
+    Path
+    """
+    plt = _pyplot()
+    labels = labels or {}
+    names = sorted(fractions, key=_rank({m: m for m in (order or [])}))
+    parts = (("valid", "valid", "#2ca02c"), ("invalid", "invalid", "#d62728"),
+             ("no_connection", "no connection", "#bbbbbb"))
+    fig, ax = plt.subplots(figsize=(8.5, 0.45 * max(len(names), 1) + 1.6))
+    y = np.arange(len(names))[::-1]
+    left = np.zeros(len(names))
+    for key, text, colour in parts:
+        w = np.array([_value(fractions[m].get(key)) for m in names], dtype=float)
+        w = np.nan_to_num(w) * 100
+        ax.barh(y, w, left=left, color=colour, label=text, height=0.7)
+        for yi, li, wi in zip(y, left, w):
+            if wi >= 6:
+                ax.text(li + wi / 2, yi, f"{wi:.0f}", ha="center", va="center", fontsize=8)
+        left += w
+    ax.set_yticks(y)
+    ax.set_yticklabels([labels.get(m, m) for m in names], fontsize=8)
+    ax.set_xlim(0, 100)
+    ax.set_xlabel("% of streamlines")
+    if not names:
+        _empty(ax)
+    ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=3, fontsize=8, frameon=False)
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()

@@ -8,7 +8,11 @@ Suite (``size="default"``)
   ``csd``, ``csd+mppca``, ``msmt``/``msmt+mppca`` (multishell), ``mrtrix-csd`` and ``shd-tv``
   (the bar case is the grid's clinical/SNR 20 cell);
 - **voxel-wise**: the voxel-wise crossing phantom (clinical, SNR 20) with ``csd``,
-  ``csd+mppca``, ``esd`` and ``shd-tv``.
+  ``csd+mppca``, ``esd`` and ``shd-tv``;
+- **tractography** of the bar case: every method's fODF tracked (``shdeconv track``'s settings)
+  from the same seeds in the phantom's true white matter and scored against its known bundles,
+  Tractometer-style (valid / invalid / no connection, overlap, overreach;
+  :mod:`shdeconv.evaluation._tractometry`).
 
 Every network is fitted per subject with the unsupervised loss for the same number of
 iterations (:attr:`BenchmarkConfig.fit_iterations`). Multishell cells are scored on their
@@ -26,14 +30,17 @@ Layout of ``outdir``::
     <cell>/phantom/                  the simulated phantom (shdeconv simulate)
     <cell>/mppca/dwi.nii.gz          MP-PCA denoised signal, shared by the "+mppca" methods
     <cell>/<method>/                 the method's outputs and scores.json (seconds and scores)
+    <bar cell>/<method>/tractometry.json  the bar case's tractography scores of the method
     results.md  results.json  accuracy_*.png
 
-A method whose ``scores.json`` exists is not run again (resume); an interrupted network fit
-continues from its checkpoint.
+A method whose ``scores.json`` exists is not run again (resume), nor is a tractography whose
+``tractometry.json`` exists with the same settings; an interrupted network fit continues from
+its checkpoint.
 
 Modules: ``_suite`` (methods, cells, settings), ``_cost`` (time estimate), ``_machine``
 (machine description), ``_cell`` (phantom, scored region, MP-PCA), ``_run`` (running and
-resuming the suite), ``_bars``, ``_report`` (results.md) and ``_figures``.
+resuming the suite), ``_tractography`` (the bar case's tracking), ``_bars``, ``_report``
+(results.md) and ``_figures``.
 """
 
 from ._bars import bar_checks, format_bars
@@ -45,6 +52,7 @@ from ._suite import (
     BAR_CELL,
     METHODS,
     SUITES,
+    TRACKING,
     BenchmarkConfig,
     Cell,
     MethodSpec,
@@ -55,6 +63,7 @@ __all__ = [
     "BAR_CELL",
     "METHODS",
     "SUITES",
+    "TRACKING",
     "BenchmarkConfig",
     "Cell",
     "MethodSpec",

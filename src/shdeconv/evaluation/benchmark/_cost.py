@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._suite import METHODS, SUITES, BenchmarkConfig, Cell, plan_cells
+from ._suite import BAR_CELL, METHODS, SUITES, BenchmarkConfig, Cell, plan_cells
 
 __all__ = ["estimate_seconds"]
 
@@ -23,8 +23,11 @@ _COST = {
     "dwidenoise_per_voxel": 7e-5,  # at 33 volumes, growing as (volumes / 33) ** 2.5
     "score_per_voxel": 1.6e-4,
     "simulate": 1.5,
+    "tracking_per_seed": 2.5e-3,  # the bar case's tractography: DIPY tracking at 0.5 mm steps
+    "tracking": 0.4,  # per method: loading, rotating the fODF, the direction getter, scoring
 }
 _SPATIAL_MASK_FRACTION = 0.82
+_WM_SEED_FRACTION = 0.5  # voxels of the spatial phantom's mask with a true WM fraction above 0.25
 
 
 def _scheme_volumes(scheme: str) -> int:
@@ -91,5 +94,8 @@ def estimate_seconds(config: BenchmarkConfig, *, mrtrix: bool | None = None) -> 
                 if s.denoise:
                     t += c["dwidenoise_per_voxel"] * vox * (vols / 33.0) ** 2.5
             t += c["score_per_voxel"] * region
+            if cell.name == BAR_CELL:
+                seeds = min(SUITES[config.size]["tracking_seed_voxels"], _WM_SEED_FRACTION * vox)
+                t += c["tracking"] + c["tracking_per_seed"] * seeds
         by_cell[cell.name] = t
     return {"total": float(sum(by_cell.values())), "networks": float(nets), "by_cell": by_cell}

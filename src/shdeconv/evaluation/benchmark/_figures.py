@@ -1,4 +1,4 @@
-"""The benchmark's figures: success by crossing angle, crossing error by SNR and fODF glyphs."""
+"""The benchmark's figures: success by crossing angle, crossing error by SNR, fODF glyphs and tractography."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ def make_figures(results: dict, outdir: Path) -> list[str]:
         plot_error_vs_snr,
         plot_glyph_panel,
         plot_success_vs_angle,
+        plot_tractometry,
     )
 
     # colours: tab20's dark/light pairs, a method next to its denoised twin, SHD-TV in dark red
@@ -55,4 +56,12 @@ def make_figures(results: dict, outdir: Path) -> list[str]:
             plot_glyph_panel(outdir / BAR_CELL / "phantom", fodfs, outdir / "accuracy_glyphs.png", crop=crop,
                              title="bar case (clinical, SNR 20): fODF glyphs on the crop with the most crossings")
             names.append("accuracy_glyphs.png")
+    # streamline classes of the bar case's tractography
+    tr = results.get("tractography")
+    if tr and tr["methods"]:
+        fractions = {m: {k: rec[f"{k}_fraction"] for k in ("valid", "invalid", "no_connection")}
+                     for m, rec in tr["methods"].items()}
+        plot_tractometry(fractions, outdir / "accuracy_tractography.png", labels=labels, order=order,
+                         title=f"bar case tractography: {tr['seed_voxels']} seeds in the true white matter")
+        names.append("accuracy_tractography.png")
     return names

@@ -6,7 +6,7 @@ from .._metrics import CROSSING_BINS, _fmt, format_comparison
 from ._bars import BARS, format_bars
 from ._suite import BAR_CELL, SUITES
 
-__all__ = ["format_results"]
+__all__ = ["format_results", "format_tractography"]
 
 
 def _scheme_text(scheme: str) -> str:
@@ -76,6 +76,8 @@ def format_results(results: dict) -> str:
         cr = _crossing_table(cell)
         if cr:
             lines += [cr]
+    if results.get("tractography"):
+        lines += [format_tractography(results["tractography"])]
     lines += ["## Figures", ""]
     for f in results["figures"]:
         lines += [f"![{f}]({f})", ""]
@@ -98,4 +100,39 @@ def _crossing_table(cell: dict) -> str:
     for rec in recs:
         cr = rec["scores"]["crossing"]
         lines.append(f"| {rec['label']} | " + " | ".join(_fmt(cr[b]["success_rate"]) for b in bins) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _pct(x) -> str:
+    return "–" if x is None else f"{100 * x:.1f}"
+
+
+def format_tractography(tr: dict) -> str:
+    """The "Tractography (Tractometer-style)" section: one row per method, then valid streamlines per bundle."""
+    st = tr["settings"]
+    lines = ["## Tractography (Tractometer-style)", "",
+             (f"Bar case (spatial phantom, clinical, SNR 20). Every method's fODF is tracked with `shdeconv track`'s "
+              f"settings ({'deterministic' if st['algorithm'] == 'det' else 'probabilistic'}, step "
+              f"{st['step_size']:g} mm, max angle {st['max_angle']:g}°, stopping where the method's own WM fraction "
+              f"falls below {st['wm_threshold']:g}) from the same {tr['seed_voxels'] or 0} seeds: the centres of a "
+              f"fixed random subset of the phantom's true white-matter voxels (at most {st['max_seed_voxels']}). "
+              "A streamline is valid when its ends lie in the two end regions of one bundle and at least 90% of its "
+              "points in that bundle's volume (both dilated by one voxel), invalid when its ends lie in end regions "
+              "otherwise, and makes no connection when an end lies in none. Overlap: share of a bundle's volume "
+              "visited by its valid streamlines; overreach: voxels they visit outside it, over its size; both "
+              "averaged over the phantom's bundles (`shdeconv.evaluation._tractometry`)."), ""]
+    methods = tr["methods"]
+    if not methods:
+        return "\n".join(lines + ["No method was tracked.", ""])
+    lines += ["| method | valid % | invalid % | no connection % | mean overlap | mean overreach | streamlines |",
+              "|---|---:|---:|---:|---:|---:|---:|"]
+    for rec in methods.values():
+        lines.append(f"| {rec['label']} | {_pct(rec['valid_fraction'])} | {_pct(rec['invalid_fraction'])} | "
+                     f"{_pct(rec['no_connection_fraction'])} | {_fmt(rec['mean_overlap'])} | "
+                     f"{_fmt(rec['mean_overreach'])} | {rec['n_streamlines']} |")
+    names = list(next(iter(methods.values()))["bundles"])
+    lines += ["", "| valid streamlines per bundle | " + " | ".join(names) + " |",
+              "|---|" + "---:|" * len(names)]
+    for rec in methods.values():
+        lines.append(f"| {rec['label']} | " + " | ".join(str(rec["bundles"][b]["valid"]) for b in names) + " |")
     return "\n".join(lines) + "\n"

@@ -20,6 +20,7 @@ from ._figures import make_figures
 from ._machine import machine_info
 from ._report import format_results
 from ._suite import BAR_CELL, METHODS, BenchmarkConfig, Cell, plan_cells
+from ._tractography import TRACTOMETRY_FILE, track_cell
 
 __all__ = ["run_benchmark"]
 
@@ -62,6 +63,7 @@ def _run_method(name: str, cell: Cell, cell_dir: Path, phantom_dir: Path,
         denoise_s = mppca_signal(phantom_dir, cell_dir / "mppca")
         dwi = cell_dir / "mppca" / "dwi.nii.gz"
     record = {"method": name, "label": _label(name, cell), "cell": cell.name}
+    (out / TRACTOMETRY_FILE).unlink(missing_ok=True)  # tracked from the fODF this run replaces
     t = time.perf_counter()
     if spec.engine == "net":
         fit_config = FitConfig(iterations=config.fit_iterations, seed=config.seed)
@@ -141,7 +143,9 @@ def run_benchmark(outdir, *, size: str = "default", seed: int = 0, device: str =
     dict
         What results.json holds: ``config``, ``machine``, ``estimate_s``, ``cells`` (name ->
         kind, scheme, snr, region, methods -> {label, seconds, scores, ...}), ``bars``,
-        ``figures``, ``notes``, ``failures``, ``wall_seconds`` and ``method_seconds``.
+        ``tractography`` (the bar case's methods tracked from the same seeds and scored against
+        the phantom's bundles; see :mod:`._tractography`), ``figures``, ``notes``,
+        ``failures``, ``wall_seconds`` and ``method_seconds``.
 
     Raises
     ------
@@ -183,7 +187,8 @@ def run_benchmark(outdir, *, size: str = "default", seed: int = 0, device: str =
                        estimate["total"] / 60)
 
     results = {"config": {**asdict(config), "iterations": config.fit_iterations}, "machine": machine,
-               "estimate_s": estimate, "cells": {}, "notes": notes, "failures": []}
+               "estimate_s": estimate, "cells": {}, "tractography": None, "notes": notes,
+               "failures": []}
     bar = tqdm(total=sum(len(c.methods) for c in plan), desc="benchmark", disable=not progress, dynamic_ncols=True)
     for cell in plan:
         cell_dir = outdir / cell.name
@@ -207,6 +212,10 @@ def run_benchmark(outdir, *, size: str = "default", seed: int = 0, device: str =
                     results["failures"].append({"cell": cell.name, "method": name, "error": f"{type(e).__name__}: {e}"})
             bar.update(1)
         results["cells"][cell.name] = entry
+        if cell.name == BAR_CELL and entry["methods"]:
+            bar.set_postfix_str(f"{cell.name}: tractography")
+            results["tractography"] = track_cell(cell, cell_dir, phantom_dir, entry["methods"], config,
+                                                 results["failures"])
     bar.close()
 
     bar_case = results["cells"].get(BAR_CELL, {}).get("methods", {})

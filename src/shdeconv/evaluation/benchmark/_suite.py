@@ -10,7 +10,7 @@ import numpy as np
 from ..._options import OptionError, check_device
 from ...io import InputError
 
-__all__ = ["BAR_CELL", "METHODS", "SUITES", "BenchmarkConfig", "Cell", "MethodSpec", "plan_cells"]
+__all__ = ["BAR_CELL", "METHODS", "SUITES", "TRACKING", "BenchmarkConfig", "Cell", "MethodSpec", "plan_cells"]
 
 
 @dataclass(frozen=True)
@@ -59,15 +59,22 @@ _VOXELWISE_METHODS = ("csd", "csd+mppca", "esd", "direct", "shd-tv", "predict")
 #: the cell of the accuracy targets (the bars): spatial phantom, clinical 30-direction scheme, SNR 20
 BAR_CELL = "spatial-clinical-snr20"
 
-#: per size: the grid's (scheme, SNR) cells, the networks' iterations and the scored slab of
-#: multishell cells (axial slices). 200 iterations, not FitConfig's 300, keep the default suite
-#: within 60 minutes on 2 CPU cores: ESD and RT-ESD cost 2-3 times SHD-TV per iteration.
+#: per size: the grid's (scheme, SNR) cells, the networks' iterations, the scored slab of
+#: multishell cells (axial slices) and the number of seed voxels of the bar case's tractography
+#: (a fixed random subset of the true white matter, the same for every method). 200 iterations,
+#: not FitConfig's 300, keep the default suite within 60 minutes on 2 CPU cores: ESD and RT-ESD
+#: cost 2-3 times SHD-TV per iteration.
 SUITES = {
     "default": {"grid": tuple((scheme, snr) for scheme in ("clinical", "sparse", "multishell")
                               for snr in (10.0, 20.0, 30.0)),
-                "iterations": 200, "region_slices": 1},
-    "quick": {"grid": (("clinical", 10.0), ("multishell", 20.0)), "iterations": 5, "region_slices": 1},
+                "iterations": 200, "region_slices": 1, "tracking_seed_voxels": 1000},
+    "quick": {"grid": (("clinical", 10.0), ("multishell", 20.0)), "iterations": 5, "region_slices": 1,
+              "tracking_seed_voxels": 100},
 }
+
+#: tractography of the bar case (:func:`~shdeconv.evaluation._tractometry.track_and_score`):
+#: the settings of ``shdeconv track``, one seed at the centre of every seed voxel
+TRACKING = {"algorithm": "det", "seeds_per_voxel": 1, "step_size": 0.5, "max_angle": 30.0, "wm_threshold": 0.25}
 
 
 @dataclass(frozen=True)
