@@ -30,14 +30,14 @@ def format_results(results: dict) -> str:
             f" --device {cfg['device']}" if cfg["device"] != "auto" else "",
             f" --iterations {cfg['iterations']}" if cfg["iterations"] != SUITES[cfg["size"]]["iterations"] else "",
             f" --methods {','.join(cfg['methods'])}" if cfg["methods"] else "",
+            f" --cells {','.join(cfg['cells'])}" if cfg["cells"] else "",
             f" --model {cfg['model']}" if cfg.get("model") else ""]
-    cells = f" Cells restricted to {', '.join(cfg['cells'])}." if cfg["cells"] else ""
-    script = "" if any(args[2:]) or cells else " (or `python benchmarks/accuracy.py" + args[0] + "`)"
+    script = "" if any(args[2:]) else " (or `python benchmarks/accuracy.py" + args[0] + "`)"
     lines = [
         "# Accuracy benchmark", "",
         (f"Command: `shdeconv benchmark -o OUTDIR{''.join(args)}`{script}. "
          f"Size `{cfg['size']}`, seed {cfg['seed']}, every network fitted per subject for "
-         f"{cfg['iterations']} iterations (unsupervised loss, same budget for all).{cells}"), "",
+         f"{cfg['iterations']} iterations (unsupervised loss, same budget for all)."), "",
         (f"Machine: {m['cpu']}, {m['cpu_count']} CPUs ({m['torch_threads']} torch threads), {m['platform']}; "
          f"device {m['device']}" + (f" ({m['gpu']})" if m.get("gpu") else "") +
          f"; Python {m['python']}, torch {m['torch']}, DIPY {m['dipy']}, shdeconv {m['shdeconv']}, "
