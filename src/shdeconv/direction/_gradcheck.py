@@ -68,8 +68,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..io import B0_THRESHOLD, make_mask, voxel_to_world_matrix
-from ..signal._mask import has_background
+from ..io import B0_THRESHOLD, voxel_to_world_matrix
+from ..signal._mask import automatic_mask
 from ..signal._response import _tensor_fit, _tensor_volumes
 
 __all__ = [
@@ -362,8 +362,8 @@ def check_gradients(data: np.ndarray, bvals: np.ndarray, bvecs: np.ndarray, affi
     affine : ndarray ``(4, 4)``
         The image's voxel-to-world affine.
     mask : ndarray ``(X, Y, Z)`` bool, optional
-        Voxels to use; default DIPY's ``median_otsu`` where the volume has background, else
-        every voxel (voxels without a positive b=0 signal are never used).
+        Voxels to use; default :func:`~shdeconv.signal.automatic_mask` (the tool's automatic mask:
+        DIPY's ``median_otsu`` where the volume has background, else every voxel with b=0 signal).
     max_voxels : int
         About this many seed voxels are scored: a larger mask is sampled in random blocks of
         10 x 10 x 10 voxels (the same ones for the same ``seed``), so a whole brain takes seconds.
@@ -394,7 +394,7 @@ def check_gradients(data: np.ndarray, bvals: np.ndarray, bvecs: np.ndarray, affi
     directions = _unit(np.where(np.isfinite(b), b, 0.0))
     directions[b0] = 0.0
     if mask is None:
-        mask = make_mask(data, bvals) if has_background(data, bvals) else np.ones(shape, dtype=bool)
+        mask, _ = automatic_mask(data, bvals)
     mask = np.asarray(mask, dtype=bool)
     if mask.shape != shape:
         raise ValueError(f"mask shape {mask.shape} does not match the data's {shape}")

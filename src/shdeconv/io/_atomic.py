@@ -19,7 +19,8 @@ import numpy as np
 
 from ._validate import InputError
 
-__all__ = ["check_output_dir", "refuse_earlier_outputs", "atomic_write_bytes", "atomic_write_text", "atomic_save_nifti", "atomic_torch_save"]
+__all__ = ["atomic_save_nifti", "atomic_torch_save", "atomic_write_bytes", "atomic_write_text", "check_output_dir",
+           "refuse_earlier_outputs"]
 
 
 def check_output_dir(path: str | PathLike) -> Path:

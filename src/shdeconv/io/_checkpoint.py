@@ -21,6 +21,8 @@ __all__ = ["RESUMABLE_KEYS", "check_fingerprint", "fingerprint"]
 
 #: Settings a resumed run may change: how far it goes, not where it goes.
 RESUMABLE_KEYS = frozenset({"iterations", "checkpoint_every", "log_every"})
+#: What a refused checkpoint's message tells the user to do.
+_START_OVER = "rerun without --resume and with --force to start over, or choose another output directory"
 
 
 def _strip(settings):
@@ -66,14 +68,11 @@ def check_fingerprint(saved: dict | None, current: dict, path: str | PathLike) -
     """Raise :class:`~shdeconv.io.InputError` naming ``path`` unless ``saved`` == ``current``."""
     if saved is None:
         raise InputError(path, "the checkpoint records no fingerprint of its run (written by an older "
-                               "shdeconv), so it cannot be checked against this one; remove it, or rerun without --resume "
-                               "and with --force to start over")
+                               f"shdeconv), so it cannot be checked against this one; {_START_OVER}")
     diffs = _differences(saved.get("settings", {}), current["settings"])
     if diffs:
         shown = "; ".join(diffs[:4]) + (f"; and {len(diffs) - 4} more" if len(diffs) > 4 else "")
-        raise InputError(path, f"the checkpoint belongs to another run (settings differ: {shown}); "
-                               "rerun without --resume and with --force to start over, or choose another output directory")
+        raise InputError(path, f"the checkpoint belongs to another run (settings differ: {shown}); {_START_OVER}")
     if saved.get("data") != current["data"]:
         raise InputError(path, "the checkpoint belongs to another run (other input data: dwi, bvals/bvecs, "
-                               "mask or responses); rerun without --resume and with --force to start "
-                               "over, or choose another output directory")
+                               f"mask or responses); {_START_OVER}")

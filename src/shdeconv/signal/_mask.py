@@ -28,9 +28,10 @@ import warnings
 import numpy as np
 
 from ..io import B0_THRESHOLD, make_mask
+from ._normalise import b0_mean
 from ._response import _tensor_fit
 
-__all__ = ["NOISE_ATTENUATION", "TISSUE_FA", "brain_mask", "has_background"]
+__all__ = ["NOISE_ATTENUATION", "TISSUE_FA", "automatic_mask", "brain_mask", "has_background"]
 
 log = logging.getLogger(__name__)
 
@@ -92,18 +93,34 @@ def has_background(data: np.ndarray, bvals: np.ndarray) -> bool:
     return False
 
 
+def _b0_image(data: np.ndarray, bvals: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean b=0 image ``(X, Y, Z)`` and where it is finite and positive."""
+    volumes = np.flatnonzero(np.asarray(bvals, float) <= B0_THRESHOLD)
+    return b0_mean(data, volumes, np.ones(data.shape[:3], bool))
+
+
+def automatic_mask(data: np.ndarray, bvals: np.ndarray,
+                   valid: np.ndarray | None = None) -> tuple[np.ndarray, str]:
+    """The mask used without a user's (see the module) and how it was chosen; it holds only
+    voxels with a finite, positive mean b=0 signal (``valid``, when the caller has it)."""
+    valid = _b0_image(data, bvals)[1] if valid is None else valid
+    if has_background(data, bvals):
+        return make_mask(data, bvals) & valid, "median_otsu"
+    return valid, "every voxel with a positive b=0 signal (the volume's border is tissue, not background)"
+
+
 def left_out_tissue(data: np.ndarray, bvals: np.ndarray, directions: np.ndarray, mask: np.ndarray,
-                    valid: np.ndarray, mean_b0: np.ndarray) -> int:
+                    valid: np.ndarray, b0: np.ndarray) -> int:
     """About how many voxels of ``valid & ~mask`` hold clear diffusion signal (see the module).
 
-    ``mean_b0`` ``(X, Y, Z)``: the voxels' mean b=0 signal. At most :data:`_MAX_AUDIT`
+    ``b0`` ``(X, Y, Z)``: the voxels' mean b=0 signal. At most :data:`_MAX_AUDIT`
     candidates are read (a regular subsample; the count is scaled back).
     """
     bvals = np.asarray(bvals, float)
     if not mask.any():
         return 0
-    level = float(np.median(mean_b0[mask]))
-    index = np.nonzero(valid & ~mask & (mean_b0 > TISSUE_B0 * level))
+    level = float(np.median(b0[mask]))
+    index = np.nonzero(valid & ~mask & (b0 > TISSUE_B0 * level))
     if index[0].size == 0:
         return 0
     step = max(1, -(-index[0].size // _MAX_AUDIT))
@@ -140,22 +157,14 @@ def brain_mask(data: np.ndarray, bvals: np.ndarray, directions: np.ndarray, mask
         and ``warning`` (None or the message also given to :func:`warnings.warn`).
     """
     bvals = np.asarray(bvals, float)
-    b0 = bvals <= B0_THRESHOLD
-    mean_b0 = np.zeros(data.shape[:3], np.float64)
-    for g in np.flatnonzero(b0):  # volume by volume: no 4-D temporary
-        mean_b0 += data[..., g]
-    mean_b0 /= max(1, int(b0.sum()))
-    valid = np.isfinite(mean_b0) & (mean_b0 > 0)
+    b0, valid = _b0_image(data, bvals)
     if mask is not None:
         chosen, method = np.asarray(mask, bool) & valid, "user mask"
-    elif has_background(data, bvals):
-        chosen, method = make_mask(data, bvals) & valid, "median_otsu"
     else:
-        chosen = valid
-        method = "every voxel with a positive b=0 signal (the volume's border is tissue, not background)"
+        chosen, method = automatic_mask(data, bvals, valid)
     record = {"source": source or ("automatic" if mask is None else "array"), "method": method,
               "voxels": int(chosen.sum()), "voxels_with_b0_signal": int(valid.sum()),
-              "left_out_tissue_voxels": left_out_tissue(data, bvals, directions, chosen, valid, mean_b0),
+              "left_out_tissue_voxels": left_out_tissue(data, bvals, directions, chosen, valid, b0),
               "warning": None}
     n_out = record["left_out_tissue_voxels"]
     if n_out >= max(WARN_MIN_VOXELS, WARN_FRACTION * record["voxels"]):
