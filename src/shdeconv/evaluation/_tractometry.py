@@ -234,39 +234,13 @@ def track_from_mask(fit_dir, seed_mask: np.ndarray, *, algorithm: str = "det", s
     list of ndarray ``(n, 3)``
         Streamlines in voxel index coordinates (see the module docstring).
     """
-    from dipy.data import get_sphere
-    from dipy.direction import (
-        DeterministicMaximumDirectionGetter,
-        ProbabilisticDirectionGetter,
-    )
-    from dipy.tracking.local_tracking import LocalTracking
-    from dipy.tracking.stopping_criterion import ThresholdStoppingCriterion
+    from ..tracking import tracked_streamlines
 
-    from .._options import OptionError
-    from ..tracking import fodf_to_voxel_frame, track_seeds
-    from ..tracking._track import _load
-
-    if algorithm not in ("det", "prob"):
-        raise OptionError(f"algorithm must be 'det' or 'prob', got {algorithm!r}")
-    fit_dir = Path(fit_dir)
-    img, fodf_world = _load(fit_dir)
-    seed_mask = np.asarray(seed_mask, dtype=bool)
-    if seed_mask.shape != fodf_world.shape[:3]:
-        raise InputError(fit_dir / "fodf.nii.gz", f"grid {fodf_world.shape[:3]} differs from the seed mask's "
-                                                  f"{seed_mask.shape}")
-    affine = img.affine
-    fodf = fodf_to_voxel_frame(fodf_world, affine)
-    wm = np.sqrt(4 * np.pi) * fodf[..., 0]
-    if not seed_mask.any():
-        return []
-    getter_cls = DeterministicMaximumDirectionGetter if algorithm == "det" else ProbabilisticDirectionGetter
-    getter = getter_cls.from_shcoeff(fodf.astype(np.float64), max_angle=max_angle, sphere=get_sphere(name="repulsion724"),
-                                     basis_type="tournier07", legacy=False, pmf_threshold=relative_peak_threshold)
-    seeds = track_seeds(seed_mask, affine, seeds_per_voxel, seed)
-    tracker = LocalTracking(getter, ThresholdStoppingCriterion(wm, wm_threshold), seeds, affine,
-                            step_size=step_size, random_seed=seed, minlen=max(2, int(min_length / step_size)),
-                            return_all=False)
-    return rasmm_to_voxel(tracker, affine)
+    img, streamlines = tracked_streamlines(fit_dir, seed_mask, algorithm=algorithm, seeds_per_voxel=seeds_per_voxel,
+                                           step_size=step_size, max_angle=max_angle, wm_threshold=wm_threshold,
+                                           seed=seed, relative_peak_threshold=relative_peak_threshold,
+                                           min_length=min_length)
+    return rasmm_to_voxel(streamlines, img.affine)
 
 
 def seed_voxels(truth, wm_threshold: float = 0.25, max_voxels: int | None = None, seed: int = 0) -> np.ndarray:

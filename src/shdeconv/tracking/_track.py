@@ -18,7 +18,7 @@ from ..io import InputError
 from ..io._gradients import voxel_axes_rotation
 from ..sphere import lmax_from_ncoeffs, rotate_sh
 
-__all__ = ["track", "track_seeds", "fodf_to_voxel_frame"]
+__all__ = ["fodf_to_voxel_frame", "track", "track_seeds", "tracked_streamlines"]
 
 log = logging.getLogger(__name__)
 
@@ -59,51 +59,76 @@ def track_seeds(seed_mask: np.ndarray, affine: np.ndarray, seeds_per_voxel: int,
                                         random_seed=seed)
 
 
-def track(fit_dir, output, *, algorithm: str = "det", seeds_per_voxel: int = 1, step_size: float = 0.5,
-          max_angle: float = 30.0, wm_threshold: float = 0.25, seed: int = 0, relative_peak_threshold: float = 0.1,
-          min_length: float = 10.0) -> int:
-    """Track from every voxel whose WM fraction exceeds ``wm_threshold``; write ``.trk``/``.tck``.
+def tracked_streamlines(fit_dir, seed_mask: np.ndarray | None = None, *, algorithm: str = "det",
+                        seeds_per_voxel: int = 1, step_size: float = 0.5, max_angle: float = 30.0,
+                        wm_threshold: float = 0.25, seed: int = 0, relative_peak_threshold: float = 0.1,
+                        min_length: float = 10.0):
+    """DIPY local tractography on ``fit_dir/fodf.nii.gz``; returns ``(image, streamlines in RAS mm)``.
 
-    The WM fraction is :math:`\\sqrt{4\\pi} c_{00}` of the fODF; tracking stops where it falls
-    below the threshold. Returns the number of streamlines written.
+    The fODF is rotated from the MRtrix3 world frame into the voxel frame; tracking stops where
+    its WM fraction :math:`\\sqrt{4\\pi} c_{00}` falls below ``wm_threshold``. Seeds
+    (:func:`track_seeds`) are in ``seed_mask`` ``(X, Y, Z)`` bool, by default every voxel whose WM
+    fraction exceeds the threshold (an error when there is none). ``step_size`` and
+    ``min_length`` are in millimetres.
     """
     from dipy.data import get_sphere
     from dipy.direction import (
         DeterministicMaximumDirectionGetter,
         ProbabilisticDirectionGetter,
     )
-    from dipy.io.stateful_tractogram import Space, StatefulTractogram
-    from dipy.io.streamline import save_tractogram
     from dipy.tracking.local_tracking import LocalTracking
     from dipy.tracking.stopping_criterion import ThresholdStoppingCriterion
     from dipy.tracking.streamline import Streamlines
 
-    fit_dir, output = Path(fit_dir), Path(output)
     if algorithm not in ("det", "prob"):
         raise OptionError(f"algorithm must be 'det' or 'prob', got {algorithm!r}")
-    if output.suffix not in (".trk", ".tck"):
-        raise InputError(f"{output}: the output must end in .trk or .tck")
-    if not output.parent.exists():
-        raise InputError(f"{output.parent}: output directory does not exist")
+    fit_dir = Path(fit_dir)
     img, fodf_world = _load(fit_dir)
     affine = img.affine
     fodf = fodf_to_voxel_frame(fodf_world, affine)
     wm = np.sqrt(4 * np.pi) * fodf[..., 0]
-    seed_mask = wm > wm_threshold
+    if seed_mask is None:
+        seed_mask = wm > wm_threshold
+        if not seed_mask.any():
+            raise InputError(f"{fit_dir / 'fodf.nii.gz'}: no voxel has a WM fraction above {wm_threshold}")
+    seed_mask = np.asarray(seed_mask, dtype=bool)
+    if seed_mask.shape != wm.shape:
+        raise InputError(fit_dir / "fodf.nii.gz", f"grid {wm.shape} differs from the seed mask's {seed_mask.shape}")
     if not seed_mask.any():
-        raise InputError(f"{fit_dir / 'fodf.nii.gz'}: no voxel has a WM fraction above {wm_threshold}")
-    sphere = get_sphere(name="repulsion724")
+        return img, Streamlines([])
     getter_cls = DeterministicMaximumDirectionGetter if algorithm == "det" else ProbabilisticDirectionGetter
-    getter = getter_cls.from_shcoeff(fodf.astype(np.float64), max_angle=max_angle, sphere=sphere,
-                                     basis_type="tournier07", legacy=False, pmf_threshold=relative_peak_threshold)
+    getter = getter_cls.from_shcoeff(fodf.astype(np.float64), max_angle=max_angle,
+                                     sphere=get_sphere(name="repulsion724"), basis_type="tournier07", legacy=False,
+                                     pmf_threshold=relative_peak_threshold)
     zooms = np.asarray(img.header.get_zooms()[:3], dtype=float)
     if not np.allclose(zooms, zooms[0], rtol=1e-3):
         log.warning("anisotropic voxels %s: DIPY steps in voxel units of the first axis", zooms)
     seeds = track_seeds(seed_mask, affine, seeds_per_voxel, seed)
-    stopping = ThresholdStoppingCriterion(wm, wm_threshold)
-    tracker = LocalTracking(getter, stopping, seeds, affine, step_size=step_size, random_seed=seed,
-                            minlen=max(2, int(min_length / step_size)), return_all=False)
-    streamlines = Streamlines(tracker)
+    tracker = LocalTracking(getter, ThresholdStoppingCriterion(wm, wm_threshold), seeds, affine, step_size=step_size,
+                            random_seed=seed, minlen=max(2, int(min_length / step_size)), return_all=False)
+    return img, Streamlines(tracker)
+
+
+def track(fit_dir, output, *, algorithm: str = "det", seeds_per_voxel: int = 1, step_size: float = 0.5,
+          max_angle: float = 30.0, wm_threshold: float = 0.25, seed: int = 0, relative_peak_threshold: float = 0.1,
+          min_length: float = 10.0) -> int:
+    """Track from every voxel whose WM fraction exceeds ``wm_threshold``; write ``.trk``/``.tck``.
+
+    The WM fraction is :math:`\\sqrt{4\\pi} c_{00}` of the fODF; tracking stops where it falls
+    below the threshold (:func:`tracked_streamlines`). Returns the number of streamlines written.
+    """
+    from dipy.io.stateful_tractogram import Space, StatefulTractogram
+    from dipy.io.streamline import save_tractogram
+
+    fit_dir, output = Path(fit_dir), Path(output)
+    if output.suffix not in (".trk", ".tck"):
+        raise InputError(f"{output}: the output must end in .trk or .tck")
+    if not output.parent.exists():
+        raise InputError(f"{output.parent}: output directory does not exist")
+    img, streamlines = tracked_streamlines(fit_dir, algorithm=algorithm, seeds_per_voxel=seeds_per_voxel,
+                                           step_size=step_size, max_angle=max_angle, wm_threshold=wm_threshold,
+                                           seed=seed, relative_peak_threshold=relative_peak_threshold,
+                                           min_length=min_length)
     sft = StatefulTractogram(streamlines, img, Space.RASMM)
     tmp = output.with_name(f".{output.stem}.partial{output.suffix}")
     save_tractogram(sft, str(tmp), bbox_valid_check=False)
