@@ -14,6 +14,7 @@ import json
 import logging
 import platform
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -98,18 +99,26 @@ def write_outputs(outdir: Path, subject: Subject, fodf_world: np.ndarray, iso: n
     """
     t_write = time.perf_counter()
     affine = subject.affine
+    if iso is not None and len(iso_names) != iso.shape[-1]:
+        raise ValueError(f"{iso.shape[-1]} isotropic maps but names {iso_names}")
     fodf_world = np.where(subject.mask[..., None], fodf_world, 0).astype(np.float32, copy=False)
-    atomic_save_nifti(fodf_world, affine, outdir / "fodf.nii.gz")
-    files = {"fodf": "fodf.nii.gz"}
-    if iso is not None:
-        if len(iso_names) != iso.shape[-1]:
-            raise ValueError(f"{iso.shape[-1]} isotropic maps but names {iso_names}")
-        for k, name in enumerate(iso_names):
-            atomic_save_nifti(iso[..., k].astype(np.float32), affine, outdir / f"{name}.nii.gz")
+    # The compressed NIfTI writes run in a background thread (zlib releases the GIL) while the
+    # peaks are extracted and the QC figure drawn; every write is awaited before the report.
+    with ThreadPoolExecutor(max_workers=1) as writer:
+        pending = [writer.submit(atomic_save_nifti, fodf_world, affine, outdir / "fodf.nii.gz")]
+        files = {"fodf": "fodf.nii.gz"}
+        for k, name in enumerate(iso_names if iso is not None else ()):
+            pending.append(writer.submit(atomic_save_nifti, iso[..., k].astype(np.float32), affine,
+                                         outdir / f"{name}.nii.gz"))
             files[name] = f"{name}.nii.gz"
-    dirs, amps = sh_peaks(fodf_world, workers=torch.get_num_threads())
-    write_peaks(outdir / "peaks.nii.gz", dirs, amps, affine)
-    files["peaks"] = "peaks.nii.gz"
+        dirs, amps = sh_peaks(fodf_world, workers=torch.get_num_threads())
+        pending.append(writer.submit(write_peaks, outdir / "peaks.nii.gz", dirs, amps, affine))
+        files["peaks"] = "peaks.nii.gz"
+        wm_fraction = np.sqrt(4 * np.pi) * fodf_world[..., 0]  # the l = 0 coefficient is rotation invariant
+        save_qc_figure(outdir / "qc.png", fodf_world, wm_fraction, history, title=title,
+                       rotation=subject.rotation.T)
+        for job in pending:
+            job.result()
     files.update(subject.responses.to_files(outdir))
     r = subject.responses
     tissue_responses = {"wm": (r.bvals, r.wm)}
@@ -119,8 +128,6 @@ def write_outputs(outdir: Path, subject: Subject, fodf_world: np.ndarray, iso: n
     files.update(write_sidecars(outdir, files, lmax=lmax_from_ncoeffs(fodf_world.shape[-1]),
                                 model=model_card or {"Description": title}, nonnegativity=nonnegativity,
                                 responses=tissue_responses, software={"Name": "shdeconv", "Version": __version__}))
-    wm_fraction = np.sqrt(4 * np.pi) * fodf_world[..., 0]  # the l = 0 coefficient is rotation invariant
-    save_qc_figure(outdir / "qc.png", fodf_world, wm_fraction, history, title=title, rotation=subject.rotation.T)
     files["qc"] = "qc.png"
     write = time.perf_counter() - t_write
     timings = dict(report.get("timings_s", {}))
