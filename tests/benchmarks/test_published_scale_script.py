@@ -1,0 +1,38 @@
+"""benchmarks/published_scale.py times each arm in its own process and reports same-code ratios."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow  # runs a benchmark script end to end
+
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "published_scale.py"
+
+
+def _run(*args, timeout=300):
+    return subprocess.run([sys.executable, str(SCRIPT), *args], env=dict(os.environ, OMP_NUM_THREADS="2"),
+                          capture_output=True, text=True, check=False, timeout=timeout)
+
+
+def test_layer_table_with_ratios(tmp_path):
+    md = tmp_path / "ps.md"
+    proc = _run("--arms", "SHD,ours", "--patches", "", "--reps", "1", "--markdown", str(md))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = {r.split("|")[1].strip(): r.strip("|").split("|") for r in md.read_text().splitlines()
+            if r.startswith(("| SHD", "| ours"))}
+    assert set(rows) == {"SHD", "ours"}
+    for cells in rows.values():
+        assert cells[1].strip() == "18,496"  # 32 x 64 x (K 5 + 4 distance classes) + 64 biases, both arms
+        assert float(cells[2]) > 0 and float(cells[3]) > 0  # forward, forward+backward ms
+    assert rows["ours"][7].strip() == "1.00x"  # time relative to ours
+    assert rows["SHD"][5].strip() == "-"  # no RT-ESD arm: no ratio against it
+
+
+def test_bad_reference_and_arms_are_refused(tmp_path):
+    proc = _run("--reference", str(tmp_path), "--patches", "")
+    assert proc.returncode == 2 and "conv_benchmark" in proc.stderr
+    proc = _run("--arms", "ours,nope", "--patches", "")
+    assert proc.returncode == 2 and "nope" in proc.stderr
