@@ -45,3 +45,16 @@ def test_wholebrain_script_runs_every_arm(tmp_path):
         bad = subprocess.run([sys.executable, str(SCRIPT), "--methods", wrong], env=env, capture_output=True,
                              text=True, check=False, timeout=120)
         assert bad.returncode == 2 and "--methods" in bad.stderr
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs /proc (Linux)")
+def test_an_arms_peak_memory_is_its_own():
+    """A process spawned by a parent holding 400 MiB reports its own peak, not the parent's
+    (ru_maxrss after fork + exec keeps the parent's)."""
+    import numpy as np
+
+    held = np.ones(400 * 2**20 // 8)  # touched: resident in this process
+    code = f"import sys; sys.path.insert(0, {str(SCRIPT.parent)!r}); from wholebrain import peak_rss_gib; print(peak_rss_gib())"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
+    assert float(proc.stdout) < 0.3, proc.stdout
+    assert held[-1] == 1.0
