@@ -6,8 +6,9 @@ same mask and scorer (``shdeconv evaluate``). Methods are named ``NAME[:key=valu
 * ``csd``, ``mppca-csd``: DIPY CSD on the raw and on the MP-PCA-denoised data (lmax 8);
 * ``direct``: ``fit --variant direct`` (keys: ``iterations``, ``lr``, ``lmax``, ``init``,
   ``schedule``);
-* ``shd-tv``, ``shd``, ``rtesd``, ``esd``: ``fit --model ...`` (keys: ``iterations``, ``lr``,
-  ``width``, ``depth``, ``K``, ``nside``, ``lmax``, ``batch``, ``patch``);
+* ``shd-tv``, ``shd``, ``rtesd``, ``esd``: ``fit --variant ...`` (keys: ``iterations``, ``lr``,
+  ``width``, ``depth``, ``K``, ``nside``, ``lmax``, ``batch``, ``patch``, ``init`` = ``random``
+  or ``direct``, the warm start);
 * ``predict``: the shipped model.
 
 Loss weights of every fit method: keys ``tv``, ``sparsity``, ``nonnegativity``.
@@ -60,8 +61,9 @@ def run_method(spec: str, ph: Path, out: Path, device: str) -> tuple[float, Path
     if name == "predict":
         rep = run_predict(*inputs, out, mask=mask, device=device, progress=False, denoise=denoise, force=True)
         return rep["timings_s"]["predict"], out
-    weights = default_loss_weights(name, **{k: float(o.pop(k)) for k in ("tv", "sparsity", "nonnegativity")
-                                            if k in o})
+    init = o.pop("init") if name != "direct" and "init" in o else "random"
+    weights = default_loss_weights(name, init=init, **{k: float(o.pop(k)) for k in ("tv", "sparsity", "nonnegativity")
+                                                       if k in o})
     lmax = int(o.pop("lmax")) if "lmax" in o else None
     tissues = tuple(o.pop("tissues").split("+")) if "tissues" in o else None
     if name == "direct":
@@ -71,8 +73,8 @@ def run_method(spec: str, ph: Path, out: Path, device: str) -> tuple[float, Path
                       direct_config=cfg, progress=False, denoise=denoise, single_shell_tissues=tissues, force=True)
         return rep["timings_s"]["fit"], out
     fit = {k: o.pop(k) for k in ("iterations", "lr", "batch", "patch") if k in o}
-    fit_config = FitConfig(**{({"batch": "batch_size", "patch": "patch_size"}.get(k, k)):
-                              (float(v) if k == "lr" else int(v)) for k, v in fit.items()})
+    fit_config = FitConfig(init=init, **{({"batch": "batch_size", "patch": "patch_size"}.get(k, k)):
+                                         (float(v) if k == "lr" else int(v)) for k, v in fit.items()})
     net_config = NetworkConfig(**{k: int(v) for k, v in o.items()})
     rep = run_fit(*inputs, out, mask=mask, variant=name, lmax=lmax, device=device, fit_config=fit_config,
                   net_config=net_config, loss_weights=weights, progress=False, denoise=denoise,

@@ -113,3 +113,9 @@ def test_fit_direct_from_the_command_line(tmp_path, capsys):
     # network-only options are refused for direct rather than ignored
     code = main(["fit", *args, "--variant", "direct", "--batch-size", "2", "-o", str(tmp_path / "bad")])
     assert code == 2 and "--batch-size" in capsys.readouterr().err
+    # each start belongs to its kind of fit
+    code = main(["fit", *args, "--variant", "direct", "--init", "direct", "-o", str(tmp_path / "bad")])
+    assert code == 2 and "starts a network" in capsys.readouterr().err
+    code = main(["fit", *args, "--variant", "shd-tv", "--init", "csd", "-o", str(tmp_path / "bad")])
+    assert code == 2 and "starts --variant direct" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()

@@ -1,13 +1,15 @@
 """End to end: fit and csd on a tiny phantom write every output, load in DIPY, resume works."""
 
 import json
+from dataclasses import replace
 
 import nibabel as nib
 import numpy as np
 import pytest
 import torch
 
-from shdeconv.fitting import DirectConfig, FitConfig, run_csd, run_fit
+from shdeconv._options import OptionError
+from shdeconv.fitting import DirectConfig, FitConfig, default_loss_weights, run_csd, run_fit
 from shdeconv.io import InputError
 from shdeconv.models import NetworkConfig
 from shdeconv.sim import simulate_to_dir
@@ -204,3 +206,47 @@ def test_jobs_warn_about_a_flipped_gradient_table_and_use_it_as_given(tmp_path):
     # the given table gives no warning and says so in the report
     report = run_csd(dwi, bvals, bvecs, tmp_path / "ok")
     assert not report["gradient_check"]["clearly_better"] and report["gradient_check"]["warning"] is None
+
+
+def test_fit_network_learns_a_target_volume(phantom):
+    """A warm-start target is the supervised term's target on every sampled patch."""
+    from shdeconv.fitting import default_loss_weights
+    from shdeconv.fitting._fit import fit_network
+    from shdeconv.fitting._subject import build_network, load_subject
+    from shdeconv.losses import DeconvLoss
+
+    subject = load_subject(*_inputs(phantom), phantom / "mask.nii.gz", lmax=8, keep_raw=False)
+    cfg = NetworkConfig(width=4, K=2).with_variant("shd-tv")
+    torch.manual_seed(0)
+    net, fm = build_network(subject, cfg, None)
+    target = np.zeros(subject.mask.shape + (153,), np.float32)
+    target[..., 0] = 0.2
+    loss = DeconvLoss(fm, default_loss_weights("shd-tv", supervised=1.0), lmax=cfg.lmax)
+    res = fit_network(net, loss, subject.signal, subject.mask, FitConfig(iterations=6, batch_size=2, lr=1e-2),
+                      device=torch.device("cpu"), progress=False, target=target)
+    sup = [h["supervised"] for h in res.history]
+    assert all(np.isfinite(sup)) and sup[-1] < sup[0]
+    with pytest.raises(ValueError, match="does not match"):
+        fit_network(net, loss, subject.signal, subject.mask, TINY_FIT, device=torch.device("cpu"),
+                    progress=False, target=target[1:])
+    with pytest.raises(ValueError, match="one supervised target"):
+        fit_network(net, loss, subject.signal, subject.mask, TINY_FIT, device=torch.device("cpu"),
+                    progress=False, target=target, teacher=net)
+
+
+def test_network_fit_warm_started_from_direct(phantom, tmp_path):
+    """FitConfig(init="direct"): the direct solution is the supervised target of every step."""
+    cfg = FitConfig(iterations=3, batch_size=2, patch_size=8, seed=0, init="direct")
+    rep = run_fit(*_inputs(phantom), tmp_path / "warm", mask=phantom / "mask.nii.gz", variant="shd-tv",
+                  fit_config=cfg, net_config=NetworkConfig(width=4, K=2), progress=False)
+    assert rep["fit"]["init"] == "direct" and rep["loss_weights"]["supervised"] == 1.0
+    assert all(h["supervised"] > 0 for h in rep["loss_curve"])
+    cold = run_fit(*_inputs(phantom), tmp_path / "cold", mask=phantom / "mask.nii.gz", variant="shd-tv",
+                   fit_config=replace(cfg, init="random"), net_config=NetworkConfig(width=4, K=2), progress=False)
+    assert cold["loss_weights"]["supervised"] == 0.0 and "supervised" not in cold["loss_curve"][0]
+    with pytest.raises(OptionError, match="init"):
+        FitConfig(init="csd")
+    with pytest.raises(OptionError, match="supervised loss weight"):  # a warm start nobody would learn
+        run_fit(*_inputs(phantom), tmp_path / "unweighted", mask=phantom / "mask.nii.gz", variant="shd-tv",
+                fit_config=cfg, net_config=NetworkConfig(width=4, K=2), progress=False,
+                loss_weights=default_loss_weights("shd-tv"))

@@ -31,3 +31,14 @@ def test_model_fit_api():
     assert pred.shape == ph.dwi.shape and np.isfinite(pred).all()
     assert len(fit.history) == 3
     assert model.responses is None and fit.responses is not None  # a second fit estimates its own
+
+
+def test_model_fit_warm_started_from_direct():
+    """FitConfig(init="direct") is honoured by the DIPY-style API too (with its supervised weight)."""
+    ph = spatial_phantom(scheme="clinical", snr=30, seed=2, size="quick")
+    gtab = gradient_table(ph.bvals, bvecs=ph.directions_world, b0_threshold=50)
+    model = SHDModel(gtab, fit_config=FitConfig(iterations=2, batch_size=1, patch_size=8, init="direct"),
+                     net_config=NetworkConfig(depth=2, width=4, K=2))
+    assert model.loss_weights.supervised == 1.0
+    fit = model.fit(ph.dwi, ph.mask)
+    assert all(h["supervised"] > 0 for h in fit.history)

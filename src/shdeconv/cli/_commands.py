@@ -45,7 +45,13 @@ def _wrote(args, report: dict) -> None:
 
 
 def cmd_fit(args) -> int:
-    from ..fitting import DirectConfig, FitConfig, default_loss_weights, run_fit
+    from ..fitting import (
+        NETWORK_INITS,
+        DirectConfig,
+        FitConfig,
+        default_loss_weights,
+        run_fit,
+    )
     from ..models import NetworkConfig
 
     over = {k: getattr(args, k) for k in ("iterations", "batch_size", "patch_size", "lr") if getattr(args, k) is not None}
@@ -55,14 +61,19 @@ def cmd_fit(args) -> int:
             raise OptionError("--batch-size and --patch-size are network settings; direct fits every voxel at once")
         if args.width is not None or args.depth is not None:
             raise OptionError("--width and --depth are network settings; direct has no network")
+        if args.init in NETWORK_INITS:
+            raise OptionError(f"--init {args.init} starts a network; --variant direct starts from linear or csd")
         extra = {k: v for k, v in (("lmax", args.lmax), ("init", args.init)) if v is not None}
         direct_config = DirectConfig(**over, **extra)
         over = {}
     elif args.init is not None:
-        raise OptionError("--init is an option of --variant direct")
+        if args.init not in NETWORK_INITS:
+            raise OptionError(f"--init {args.init} starts --variant direct; a network starts from "
+                              f"{' or '.join(NETWORK_INITS)}")
+        over["init"] = args.init
     net_config = NetworkConfig(**{k: v for k, v in (("width", args.width), ("depth", args.depth)) if v is not None})
     fit_config = FitConfig(seed=args.seed, **over)
-    weights = default_loss_weights(args.variant, tv=args.tv_weight)
+    weights = default_loss_weights(args.variant, tv=args.tv_weight, init=fit_config.init)
     report = run_fit(args.dwi, args.bvals, args.bvecs, args.output, mask=args.mask, response_files=_responses(args),
                      variant=args.variant, lmax=args.lmax, device=args.device, fit_config=fit_config,
                      net_config=net_config, loss_weights=weights, resume=args.resume, progress=_progress(args),

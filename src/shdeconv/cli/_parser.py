@@ -129,8 +129,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--width", type=int, default=None, help="networks: channels at the top level (default: 8; "
                                                            "published 32)")
     p.add_argument("--depth", type=int, default=None, help="networks: U-Net levels (default: 2; published 4)")
-    p.add_argument("--init", default=None, choices=["linear", "csd"],
-                   help="direct only: start from the linear deconvolution or from DIPY CSD (default: linear)")
+    p.add_argument("--init", default=None, choices=["linear", "csd", "random", "direct"],
+                   help="the start. direct: linear deconvolution (default) or DIPY CSD; networks: random "
+                        "(default) or direct (fit --variant direct first; the network learns its solution)")
     p.add_argument("--seed", type=int, default=0, help="seed of every random choice")
     p.add_argument("--resume", action="store_true",
                    help="continue OUTDIR/checkpoint.pt (refused if it belongs to another run)")

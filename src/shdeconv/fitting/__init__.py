@@ -1,7 +1,14 @@
 """Per-subject fitting (networks and ``direct``) and the end-to-end jobs (fit, predict, csd)."""
 
-from ._direct import DirectConfig, fit_direct
-from ._fit import FitConfig, FitResult, fit_network, optimisation_step, sample_patches
+from ._direct import DirectConfig, direct_solution, fit_direct
+from ._fit import (
+    NETWORK_INITS,
+    FitConfig,
+    FitResult,
+    fit_network,
+    optimisation_step,
+    sample_patches,
+)
 from ._pipeline import (
     FIT_MODELS,
     OUTPUT_FILES,
@@ -15,6 +22,7 @@ from ._subject import Subject, build_network, denoise_mppca, load_subject
 
 __all__ = [
     "FIT_MODELS",
+    "NETWORK_INITS",
     "OUTPUT_FILES",
     "DirectConfig",
     "FitConfig",
@@ -23,6 +31,7 @@ __all__ = [
     "build_network",
     "default_loss_weights",
     "denoise_mppca",
+    "direct_solution",
     "fit_direct",
     "fit_network",
     "load_subject",

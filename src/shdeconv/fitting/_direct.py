@@ -29,9 +29,10 @@ from tqdm.auto import tqdm
 from .._options import OptionError, ValidatedConfig
 from ..io import InputError
 from ..io._atomic import atomic_torch_save
-from ..losses import DeconvLoss
+from ..losses import TV_WEIGHT, DeconvLoss, LossWeights
 from ..models._deconv import softplus_inverse
 from ..nn._chebyshev import n_pixels
+from ..signal._forward import ForwardModel, linear_deconvolution
 from ..signal._grid import grid_directions, grid_to_sh_matrix
 from ..sphere import lmax_from_ncoeffs, n_coeffs, sh_matrix
 from ._fit import FitResult, read_checkpoint
@@ -83,6 +84,18 @@ def _start(start_sh: np.ndarray, grid_sh: np.ndarray, n_iso: int):
 def _slabs(nx: int, ny: int, nz: int, chunk_voxels: int) -> list[tuple[int, int]]:
     step = max(1, chunk_voxels // max(1, ny * nz))
     return [(a, min(nx, a + step)) for a in range(0, nx, step)]
+
+
+def direct_solution(forward_model: ForwardModel, signal: np.ndarray, mask: np.ndarray, lmax: int, *,
+                    device: torch.device, progress: bool = False) -> np.ndarray:
+    """WM SH ``[X, Y, Z, S]`` of ``fit --variant direct`` at its defaults (published loss weights
+    with TV :data:`~shdeconv.losses.TV_WEIGHT`, :class:`DirectConfig` at ``lmax``, started from
+    the linear deconvolution), in the signal's frame: the warm start of a network fit."""
+    loss_fn = DeconvLoss(forward_model, LossWeights(tv=TV_WEIGHT), lmax=lmax)
+    start = signal @ linear_deconvolution(forward_model, wm_only=True).T.astype(np.float32)
+    wm, _, _ = fit_direct(loss_fn, signal, mask, DirectConfig(lmax=lmax), start_sh=start, device=device,
+                          progress=progress)
+    return wm
 
 
 def fit_direct(loss_fn: DeconvLoss, signal: np.ndarray, mask: np.ndarray, config: DirectConfig, *,

@@ -18,16 +18,21 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .._options import ValidatedConfig
+from .._options import OptionError, ValidatedConfig
 from ..inference import DEFAULT_TILE_OVERLAP
 from ..io import InputError, check_fingerprint
 from ..io._atomic import atomic_torch_save
 from ..losses import DeconvLoss
 from ..models._deconv import DeconvNet
 
-__all__ = ["FitConfig", "FitResult", "fit_network", "optimisation_step", "sample_patches"]
+__all__ = ["NETWORK_INITS", "FitConfig", "FitResult", "fit_network", "optimisation_step", "sample_patches"]
 
 log = logging.getLogger(__name__)
+
+
+#: How a per-subject network fit starts: from its random initialisation, or warm from the
+#: ``direct`` fit's solution, used as the supervised target of every step.
+NETWORK_INITS = ("random", "direct")
 
 
 @dataclass(frozen=True)
@@ -42,11 +47,13 @@ class FitConfig(ValidatedConfig):
     checkpoint_every: int = 50
     tile_overlap: float = DEFAULT_TILE_OVERLAP  # of the final whole-volume prediction
     grad_clip: float = 1.0
+    init: str = "random"  # "direct": first fit --variant direct, whose WM SH the network then learns
 
     def __post_init__(self):
         self._non_negative("iterations", "grad_clip")
         self._positive("batch_size", "patch_size", "lr", "checkpoint_every")
         self._fraction("tile_overlap")
+        self._choice("init", NETWORK_INITS)
 
 
 @dataclass
@@ -134,9 +141,16 @@ def fit_network(
     resume: bool = False,
     progress: bool = True,
     teacher: torch.nn.Module | None = None,
+    target: np.ndarray | None = None,
     fingerprint: dict | None = None,
 ) -> FitResult:
     """Optimise ``net`` on one subject. ``signal`` ``[X, Y, Z, G]``, ``mask`` ``[X, Y, Z]``.
+
+    ``target`` ``[X, Y, Z, S]``: the supervised term's target on each sampled patch (weight
+    ``loss_fn.weights.supervised``). ``config.init == "direct"`` makes it the ``direct`` fit's
+    WM SH (:func:`~shdeconv.fitting.direct_solution`, computed first, its seconds counted in
+    the result's): the network starts by learning that solution and the unsupervised loss
+    refines it. Not with ``teacher``.
 
     ``teacher`` (fine-tuning a trained network): a frozen copy whose WM SH on each sampled
     patch is the ``target`` of the loss's supervised term (weight ``loss_fn.weights.supervised``),
@@ -146,6 +160,18 @@ def fit_network(
     ``fingerprint`` (:func:`~shdeconv.io.fingerprint` of the run) is stored in every checkpoint,
     and ``resume`` continues a checkpoint only if it holds the same one.
     """
+    if sum(x is not None for x in (teacher, target)) + (config.init == "direct") > 1:
+        raise ValueError("fit_network takes one supervised target: a teacher, a target volume or init 'direct'")
+    warm_seconds = 0.0
+    if config.init == "direct":  # recomputed on resume: deterministic, and seconds to minutes
+        if loss_fn.weights.supervised <= 0:
+            raise OptionError("init 'direct' needs a supervised loss weight above 0 (the warm start's target)")
+        from ._direct import direct_solution  # noqa: PLC0415 (_direct builds on this module)
+
+        log.info("warm start: direct fit on %d voxels", int(np.count_nonzero(mask)))
+        t = time.perf_counter()
+        target = direct_solution(loss_fn.forward_model, signal, mask, loss_fn.lmax, device=device, progress=progress)
+        warm_seconds = time.perf_counter() - t
     torch.manual_seed(config.seed)
     gen = torch.Generator().manual_seed(config.seed)
     net.to(device).train()
@@ -160,6 +186,12 @@ def fit_network(
     patch = int(math.ceil(config.patch_size / multiple) * multiple)
     sig = _pad_to(torch.from_numpy(np.ascontiguousarray(np.moveaxis(signal, -1, 0))), patch, multiple).to(device)
     msk = _pad_to(torch.from_numpy(mask.astype(np.bool_)), patch, multiple).to(device)
+    tgt = None
+    if target is not None:
+        if target.shape[:3] != mask.shape:
+            raise ValueError(f"target shape {target.shape} does not match the mask's {mask.shape}")
+        tgt = _pad_to(torch.from_numpy(np.ascontiguousarray(np.moveaxis(target, -1, 0), np.float32)),
+                      patch, multiple).to(device)
     coords = torch.nonzero(msk)
     if len(coords) == 0:
         raise ValueError("the mask is empty: nothing to fit")
@@ -187,13 +219,16 @@ def fit_network(
 
     for it in bar:
         idx = torch.randint(len(coords), (config.batch_size,), generator=gen)
-        x, m = sample_patches(sig, msk, coords[idx.to(device)], patch)
+        centres = coords[idx.to(device)]
+        x, m = sample_patches(sig, msk, centres, patch)
         wm, iso = net(x)
-        target = None
+        patch_target = None
         if teacher is not None:
             with torch.no_grad():
-                target = teacher(x)[0]
-        loss, parts = loss_fn(wm, iso, x, m, target)
+                patch_target = teacher(x)[0]
+        elif tgt is not None:
+            patch_target = sample_patches(tgt, msk, centres, patch)[0]
+        loss, parts = loss_fn(wm, iso, x, m, patch_target)
         value = optimisation_step(loss, net.parameters(), opt, config.grad_clip, f"iteration {it + 1}")
         result.history.append({"iteration": it + 1, "loss": value, **parts})
         bar.set_postfix(loss=f"{value:.4g}", recon=f"{parts['reconstruction']:.3g}")
@@ -201,6 +236,6 @@ def fit_network(
             save(it + 1)
     bar.close()
     result.iterations_done = config.iterations
-    result.seconds = time.perf_counter() - t0
+    result.seconds = time.perf_counter() - t0 + warm_seconds
     save(config.iterations)
     return result

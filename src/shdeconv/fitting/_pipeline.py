@@ -34,7 +34,7 @@ from ..io import (
     write_peaks,
     write_sidecars,
 )
-from ..losses import DeconvLoss, LossWeights
+from ..losses import TV_WEIGHT, DeconvLoss, LossWeights
 from ..models._deconv import VARIANTS, NetworkConfig
 from ..signal._forward import linear_deconvolution
 from ..sphere import lmax_from_ncoeffs, rotate_sh
@@ -63,8 +63,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: TV weight of the ``shd-tv`` variant and of ``direct``: the published 0.5.
-TV_WEIGHT = 0.5
 #: Variants of ``fit``: the networks and ``direct`` (the same objective over free per-voxel values).
 FIT_MODELS = VARIANTS + ("direct",)
 #: Every file ``fit``, ``predict`` and ``csd`` may write in their output directory: a directory
@@ -80,9 +78,17 @@ DIPY_CSD_URL = "https://docs.dipy.org/stable/examples_built/reconstruction/recon
 FINETUNE_PRIOR_WEIGHT = 1.0
 
 
-def default_loss_weights(variant: str, **overrides) -> LossWeights:
-    """The published weights, with spatial TV switched on for ``shd-tv`` and ``direct`` only."""
-    base = {"tv": TV_WEIGHT if variant in ("shd-tv", "direct") else 0.0}
+#: Weight of the supervised term towards the ``direct`` solution in a warm-started network fit
+#: (``FitConfig(init="direct")``): as the truth's in training.
+WARM_START_WEIGHT = 1.0
+
+
+def default_loss_weights(variant: str, *, init: str = "random", **overrides) -> LossWeights:
+    """The published weights, with spatial TV switched on for ``shd-tv`` and ``direct`` only, and
+    the supervised term (:data:`WARM_START_WEIGHT`) for a network warm-started from ``direct``
+    (``init="direct"``)."""
+    base = {"tv": TV_WEIGHT if variant in ("shd-tv", "direct") else 0.0,
+            "supervised": WARM_START_WEIGHT if init == "direct" and variant != "direct" else 0.0}
     base.update({k: v for k, v in overrides.items() if v is not None})
     return LossWeights(**base)
 
@@ -219,7 +225,7 @@ def run_fit(dwi, bvals, bvecs, outdir, *, mask=None, response_files=None, varian
     grid = spatial_grid_report(subject.affine, "fit")
     outdir = check_output_dir(outdir)
     fit_config = fit_config or FitConfig()
-    weights = loss_weights or default_loss_weights(variant)
+    weights = loss_weights or default_loss_weights(variant, init=fit_config.init)
     settings = {"variant": variant, "loss_weights": asdict(weights), "denoise": denoise,
                 "single_shell_tissues": single_shell_tissues,
                 **({"direct": asdict(direct_config)} if variant == "direct"

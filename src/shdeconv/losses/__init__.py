@@ -1,5 +1,5 @@
 """Unsupervised losses: reconstruction, non-negativity, Cauchy sparsity, spatial TV."""
 
-from ._losses import DeconvLoss, LossWeights, total_variation
+from ._losses import TV_WEIGHT, DeconvLoss, LossWeights, total_variation
 
-__all__ = ["DeconvLoss", "LossWeights", "total_variation"]
+__all__ = ["TV_WEIGHT", "DeconvLoss", "LossWeights", "total_variation"]

@@ -35,7 +35,11 @@ from .._options import OptionError
 from ..signal._forward import ForwardModel
 from ..sphere import hemisphere_directions, lmax_from_ncoeffs, sh_matrix
 
-__all__ = ["DeconvLoss", "LossWeights", "supervised_sh_loss", "total_variation"]
+__all__ = ["TV_WEIGHT", "DeconvLoss", "LossWeights", "supervised_sh_loss", "total_variation"]
+
+
+#: The published spatial TV weight (the ``shd-tv`` variant and ``direct``).
+TV_WEIGHT = 0.5
 
 
 @dataclass(frozen=True)

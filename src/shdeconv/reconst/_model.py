@@ -58,7 +58,7 @@ class SHDModel:
         self.sh_basis = sh_basis
         self.net_config = (net_config or NetworkConfig(lmax=self.sh_order_max)).with_variant(variant)
         self.fit_config = fit_config or FitConfig()
-        self.loss_weights = loss_weights or default_loss_weights(variant)
+        self.loss_weights = loss_weights or default_loss_weights(variant, init=self.fit_config.init)
         self.device = resolve_device(device)
         self.progress = progress
 
