@@ -28,11 +28,9 @@ import json
 import logging
 import os
 import platform
-import resource
-import statistics
-import time
 
 import torch
+from _timing import median_ms, peak_mb
 
 from shdeconv.models import SphericalUNet
 from shdeconv.nn import SpatioSphericalConv, sparse_rescaled_laplacian
@@ -48,55 +46,10 @@ VARIANTS = {
 JSON_VARIANTS = ("dense-sphere", "dense-hemisphere", "fast-hemisphere")
 
 
-def _sync(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
-def _rss_kb(field):
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field):
-                return int(line.split()[1])
-    raise KeyError(field)
-
-
-def _peak_mb(fn, device):
-    """Peak memory of one call above the memory held before it, in MiB."""
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-        base = torch.cuda.memory_allocated()
-        fn()
-        _sync(device)
-        return (torch.cuda.max_memory_allocated() - base) / 2**20
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        base = _rss_kb("VmRSS")
-        fn()
-        return (_rss_kb("VmHWM") - base) / 1024
-    except OSError:
-        base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        fn()
-        return (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024
-
-
-def _median_ms(fn, device, reps):
-    fn()
-    _sync(device)
-    ts = []
-    for _ in range(reps):
-        t = time.perf_counter()
-        fn()
-        _sync(device)
-        ts.append(time.perf_counter() - t)
-    return 1e3 * statistics.median(ts)
-
-
 def matmul_peak_gflops(device, reps):
     a = torch.randn(4096, 4096, device=device)
     b = torch.randn(4096, 4096, device=device)
-    ms = _median_ms(lambda: a @ b, device, reps)
+    ms = median_ms(lambda: a @ b, device, reps)
     return 2 * 4096**3 / ms / 1e6
 
 
@@ -130,9 +83,9 @@ def bench_layer(nside, variant, device, reps):
         layer.zero_grad(set_to_none=True)
 
     row = {"nside": nside, "variant": variant,
-           "fwd_ms": _median_ms(fwd, device, reps),
-           "fwdbwd_ms": _median_ms(fwdbwd, device, reps)}
-    row["peak_mb"] = _peak_mb(fwdbwd, device)
+           "fwd_ms": median_ms(fwd, device, reps),
+           "fwdbwd_ms": median_ms(fwdbwd, device, reps)}
+    row["peak_mb"] = peak_mb(fwdbwd, device)
     return row
 
 
@@ -146,9 +99,9 @@ def bench_unet(hemisphere, impl, device, reps, nside=8, depth=3, width=16):
         net(x).square().mean().backward()
         net.zero_grad(set_to_none=True)
 
-    ms = _median_ms(fwdbwd, device, reps)
+    ms = median_ms(fwdbwd, device, reps)
     return {"sphere": "hemisphere" if hemisphere else "full sphere", "impl": impl,
-            "fwdbwd_ms": ms, "peak_mb": _peak_mb(fwdbwd, device)}
+            "fwdbwd_ms": ms, "peak_mb": peak_mb(fwdbwd, device)}
 
 
 def main(argv=None):

@@ -47,7 +47,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _report import publish
-from layer_speed import _median_ms, _peak_mb
+from _timing import median_ms, peak_mb
 
 from shdeconv.models import SphericalUNet
 from shdeconv.nn import SpatioSphericalConv
@@ -147,9 +147,9 @@ def measure(net, c_in: int, name: str, patch: int, device, reps: int) -> dict:
         net(x).square().mean().backward()
         net.zero_grad(set_to_none=True)
 
-    row = {"peak_mb": _peak_mb(fwdbwd, device)}
-    row["fwd_ms"] = _median_ms(fwd, device, reps)
-    row["fwdbwd_ms"] = _median_ms(fwdbwd, device, reps)
+    row = {"peak_mb": peak_mb(fwdbwd, device)}
+    row["fwd_ms"] = median_ms(fwd, device, reps)
+    row["fwdbwd_ms"] = median_ms(fwdbwd, device, reps)
     row["params"] = sum(p.numel() for p in net.parameters())
     return row
 

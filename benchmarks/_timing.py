@@ -1,0 +1,57 @@
+"""What the speed benchmark scripts share: timing and peak memory of one call, CPU or CUDA."""
+
+from __future__ import annotations
+
+import resource
+import statistics
+import time
+
+import torch
+
+__all__ = ["median_ms", "peak_mb"]
+
+
+def _sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def _rss_kb(field):
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field):
+                return int(line.split()[1])
+    raise KeyError(field)
+
+
+def peak_mb(fn, device):
+    """Peak memory of one call above the memory held before it, in MiB."""
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+        fn()
+        _sync(device)
+        return (torch.cuda.max_memory_allocated() - base) / 2**20
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        base = _rss_kb("VmRSS")
+        fn()
+        return (_rss_kb("VmHWM") - base) / 1024
+    except OSError:
+        base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        fn()
+        return (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024
+
+
+def median_ms(fn, device, reps):
+    """Median wall time of ``reps`` calls of ``fn`` after one warm-up, in ms (CUDA synchronised)."""
+    fn()
+    _sync(device)
+    ts = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        fn()
+        _sync(device)
+        ts.append(time.perf_counter() - t)
+    return 1e3 * statistics.median(ts)
