@@ -1,4 +1,5 @@
-"""What the speed benchmark scripts share: timing and peak memory of one call, CPU or CUDA."""
+"""What the speed benchmark scripts share: timing and peak memory of one call, CPU or CUDA, and a
+process's own peak memory. Standard library only at import (torch is imported by the callers)."""
 
 from __future__ import annotations
 
@@ -6,13 +7,13 @@ import resource
 import statistics
 import time
 
-import torch
-
-__all__ = ["median_ms", "peak_mb"]
+__all__ = ["median_ms", "peak_mb", "peak_rss_gib"]
 
 
 def _sync(device):
     if device.type == "cuda":
+        import torch
+
         torch.cuda.synchronize()
 
 
@@ -24,9 +25,25 @@ def _rss_kb(field):
     raise KeyError(field)
 
 
+def peak_rss_gib() -> float:
+    """This process's peak resident memory, GiB.
+
+    VmHWM of /proc/self/status where there is one: ``ru_maxrss`` of a process started by
+    fork + exec also counts the parent's resident memory at the fork (Linux keeps the larger
+    of the two), so a benchmark arm spawned after its parent simulated a large phantom would
+    report the parent's peak.
+    """
+    try:
+        return _rss_kb("VmHWM") / 2**20
+    except (OSError, KeyError):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
 def peak_mb(fn, device):
     """Peak memory of one call above the memory held before it, in MiB."""
     if device.type == "cuda":
+        import torch
+
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()
         fn()

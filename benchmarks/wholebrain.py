@@ -31,11 +31,12 @@ import json
 import logging
 import os
 import platform
-import resource
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from _timing import peak_rss_gib
 
 logger = logging.getLogger("wholebrain")
 METHODS = ("predict", "predict-overlap0.125", "csd", "csd-parallel")
@@ -81,24 +82,6 @@ def _arm(method: str, data: Path, out: Path, device: str, model: Path | None) ->
     extra.update(load_s=report["timings_s"]["load"], write_s=report["timings_s"]["write"])
     return {"method": method, "voxels": report["voxels_in_mask"], "core_s": core, "total_s": wall,
             "peak_rss_gib": peak_rss_gib(), **extra}
-
-
-def peak_rss_gib() -> float:
-    """This process's peak resident memory, GiB.
-
-    VmHWM of /proc/self/status where there is one: ``ru_maxrss`` of a process started by
-    fork + exec also counts the parent's resident memory at the fork (Linux keeps the larger
-    of the two), so an arm spawned after the parent simulated a large phantom reported the
-    parent's peak.
-    """
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 2**20
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 
 def _machine() -> str:
