@@ -25,7 +25,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from shdeconv.io import InputError
-from shdeconv.losses import LossWeights
+from shdeconv.losses import TV_WEIGHT, LossWeights
 from shdeconv.models import NetworkConfig
 from shdeconv.models._store import PRETRAINED, load_model
 from shdeconv.sim import simulate_to_dir
@@ -67,15 +67,21 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=TrainConfig.batch_size, help="patches per step")
     p.add_argument("--jobs", type=int, default=1, help="processes that simulate the phantoms")
+    p.add_argument("--head", choices=("softplus", "linear"), default="softplus",
+                   help="output head (default softplus: non-negative on the grid, SH up to --lmax)")
+    p.add_argument("--lmax", type=int, default=10, help="output SH order (default 10; the responses stop at 8)")
+    p.add_argument("--nside", type=int, default=4, help="HEALPix resolution of the network (default 4)")
+    p.add_argument("--width", type=int, default=8, help="channels of the first level (default 8)")
+    p.add_argument("--tv", type=float, default=TV_WEIGHT, help=f"spatial TV weight (default {TV_WEIGHT}, published)")
     p.add_argument("--device", default="auto")
     p.add_argument("--install", action="store_true", help="copy the result into the package")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     subjects = training_set(args.output / "data", args.spatial, args.voxelwise, args.jobs)
-    weights = LossWeights(tv=0.01, supervised=1.0)
+    weights = LossWeights(tv=args.tv, supervised=1.0)
     config = TrainConfig(iterations=args.iterations, batch_size=args.batch_size, seed=args.seed)
-    # the shipped model's architecture: the linear head at lmax 8 (see its model card)
-    net_config = NetworkConfig(inputs="linear", head="linear", nside=4, lmax=8, response_lmax=8)
+    net_config = NetworkConfig(inputs="linear", head=args.head, nside=args.nside, width=args.width,
+                               lmax=8 if args.head == "linear" else args.lmax, response_lmax=8)
     record = {"command": "python " + " ".join([sys.argv[0]] + (argv if argv is not None else sys.argv[1:])),
               "data": {"generator": "shdeconv.sim", "spatial": args.spatial, "voxelwise": args.voxelwise,
                        "schemes": SCHEMES, "snrs": SNRS, "seeds": f"1000..{999 + len(subjects)}"},

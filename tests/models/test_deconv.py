@@ -97,6 +97,51 @@ def test_softplus_head_is_rotation_equivariant(rng):
     torch.testing.assert_close(out_rot, rot(out), atol=1e-8, rtol=1e-6)
 
 
+def test_softplus_skip_starts_at_the_positive_part_of_the_linear_solution_and_stays_equivariant(rng):
+    """The skip adds the linear solution before the Softplus: a fresh network returns its positive
+    part on the grid (projected to lmax 10), a trained one stays non-negative and equivariant."""
+    cfg = NetworkConfig(depth=2, width=4, K=2, nside=4, lmax=10, response_lmax=8, inputs="linear", skip=True)
+    net = DeconvNet(cfg, n_iso=2).double().eval()
+    lin = torch.randn(2, 47, 4, 4, 4, dtype=torch.float64)
+    grid = torch.einsum("vs,bsxyz->bvxyz", net.to_grid.double(), lin[:, :45])
+    with torch.no_grad():
+        wm, iso = net(linear=lin)
+    torch.testing.assert_close(wm, torch.einsum("sv,bvxyz->bsxyz", net.to_sh.double(), grid.clamp_min(1e-3)))
+    torch.testing.assert_close(iso, lin[:, 45:].clamp(1e-3, 10.0))
+    torch.nn.init.normal_(net.unet.head.theta)
+    seen = {}
+    hook = net.unet.register_forward_hook(lambda m, i, o: seen.update(y=o))
+    with torch.no_grad():
+        wm = net(linear=lin)[0]
+    hook.remove()
+    y = seen["y"][:, 0] + torch.log(torch.expm1(grid.clamp_min(1e-3)))
+    assert (torch.nn.functional.softplus(y) >= 0).all()
+    torch.testing.assert_close(wm, torch.einsum("sv,bvxyz->bsxyz", net.to_sh.double(), torch.nn.functional.softplus(y)))
+    q = np.array([[0.0, -1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
+    rot = lambda t: torch.as_tensor(rotate_sh(t.movedim(1, -1).numpy(), q)).movedim(-1, 1)  # noqa: E731
+    lin2 = lin[:1, :45, :2, :2, :2]
+    with torch.no_grad():
+        torch.testing.assert_close(net(linear=rot(lin2))[0], rot(net(linear=lin2)[0]), atol=1e-8, rtol=1e-6)
+    with pytest.raises(ValueError, match="skip"):
+        NetworkConfig(skip=True)  # 'signal' inputs have no linear solution to add
+
+
+def test_linear_input_softplus_network_returns_the_subjects_tissues(rng):
+    """A multi-shell-trained network (GM, CSF) on a single-shell subject (one isotropic tissue):
+    the linear input's rows say which; the first of the network's tissues is returned."""
+    cfg = NetworkConfig(depth=2, width=4, K=2, nside=4, lmax=10, response_lmax=8, inputs="linear")
+    net = DeconvNet(cfg, n_iso=2).eval()
+    lin = torch.randn(1, 47, 4, 4, 4)
+    with torch.no_grad():
+        both, one, none = (net(linear=lin[:, :k])[1] for k in (47, 46, 45))
+    assert both.shape[1] == 2 and one.shape[1] == 1 and none is None
+    torch.testing.assert_close(one, both[:, :1])
+    g, shell, fm = _acq(rng)
+    net.set_init_matrix(linear_deconvolution(fm)[:46])  # 45 WM rows + one tissue: allowed
+    with pytest.raises(ValueError, match="rows"):
+        net.set_init_matrix(linear_deconvolution(fm)[:44])
+
+
 def test_config_validation():
     with pytest.raises(ValueError, match="variant"):
         NetworkConfig(variant="csd")

@@ -62,6 +62,20 @@ def test_cache_is_reused_and_sampling_pads_borders(subjects, tmp_path):
     np.testing.assert_array_equal(batch["signal"][0].numpy()[:, :16, :16, :6], np.moveaxis(s.signal, -1, 0))
 
 
+def test_cache_for_a_softplus_head_holds_targets_at_its_order_and_the_single_shell_tissue(subjects, tmp_path):
+    """Inputs stay at the responses' order (45 + tissues); targets go to the output's (lmax 10:
+    66); a single-shell subject gets the GM-like tissue in its forward model and linear input."""
+    plain = prepare_training_subject(subjects[0], tmp_path)
+    c = prepare_training_subject(subjects[0], tmp_path, lmax=8, target_lmax=10, single_shell=("gm",))
+    assert c != plain  # a separate cache: nothing reused across settings
+    s = TrainingSubject.open(c)
+    assert s.linear.shape[-1] == 46 and s.target.shape[-1] == 66
+    assert s.acquisition["iso"].shape[1] == 1 and s.forward_model().n_iso == 1
+    np.testing.assert_allclose(s.target[..., :45], TrainingSubject.open(plain).target, rtol=1e-5, atol=1e-7)
+    multi = TrainingSubject.open(prepare_training_subject(subjects[1], tmp_path, target_lmax=10, single_shell=("gm",)))
+    assert multi.forward_model().n_iso == 2 and multi.linear.shape[-1] == 47  # GM and CSF from its responses
+
+
 def test_train_lowers_the_loss_and_resumes_bit_exactly(subjects, tmp_path):
     cfg = {"batch_size": 2, "patch_size": 8, "lr": 5e-3, "seed": 3, "log_every": 1, "checkpoint_every": 6}
     w = LossWeights(tv=0.01, supervised=1.0)
@@ -118,3 +132,14 @@ def test_model_file_round_trip_and_bad_files(tmp_path):
     torch.save({"format": "other"}, tmp_path / "other.pt")
     with pytest.raises(ValueError, match="not a shdeconv model"):
         load_model(tmp_path / "other.pt")
+
+
+def test_train_cli_builds_the_requested_head(subjects, tmp_path):
+    from shdeconv.cli import main
+
+    out = tmp_path / "m"
+    assert main(["train", *map(str, subjects), "-o", str(out), "--iterations", "2", "--nside", "4", "--lmax", "10",
+                 "--skip", "--width", "4", "--batch-size", "1", "--no-progress", "-q"]) == 0
+    net, _ = load_model(out / "model.pt")
+    assert (net.config.nside, net.config.lmax, net.config.skip, net.config.head) == (4, 10, True, "softplus")
+    assert net.n_coeffs == 66

@@ -115,7 +115,8 @@ def cmd_train(args) -> int:
     config = TrainConfig(iterations=args.iterations, batch_size=args.batch_size, patch_size=args.patch_size,
                          lr=args.lr, seed=args.seed, checkpoint_every=args.checkpoint_every,
                          log_every=args.log_every, amp=args.amp)
-    net_config = NetworkConfig(variant=args.variant, width=args.width, depth=args.depth, inputs="linear")
+    net_config = NetworkConfig(variant=args.variant, width=args.width, depth=args.depth, nside=args.nside,
+                               lmax=args.lmax, skip=args.skip, inputs="linear")
     summary = train(args.subjects, args.output, net_config=net_config, weights=weights, config=config,
                     device=args.device, resume=args.resume, progress=_progress(args), cache_dir=args.cache,
                     force=args.force)

@@ -190,6 +190,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=1.7e-3, help="Adam learning rate")
     p.add_argument("--width", type=int, default=8, help="channels at the top level")
     p.add_argument("--depth", type=int, default=2, help="U-Net levels")
+    p.add_argument("--nside", type=int, default=8, help="HEALPix resolution of the sphere grid (4 for speed)")
+    p.add_argument("--lmax", type=int, default=16,
+                   help="SH order of the output fODF (the responses stop at 8; at most 12 with --nside 4)")
+    p.add_argument("--skip", action="store_true",
+                   help="add the linear deconvolution before the Softplus head (the network learns a "
+                        "correction to it)")
     p.add_argument("--supervised-weight", type=float, default=0.0,
                    help="weight of the ground-truth term for subjects with truth/ (phantoms)")
     p.add_argument("--tv-weight", type=float, default=None,

@@ -45,6 +45,8 @@ HEADS = ("softplus", "linear")
 #: Starting values of the Softplus head: the fODF of a unit WM fraction spread evenly
 #: (1 / 4 pi on the sphere) and an isotropic fraction of 0.1.
 _START_FODF, _START_ISO = 1.0 / (4.0 * np.pi), 0.1
+#: Smallest value of the linear solution passed through the inverse Softplus (skip, linear head)
+_LINEAR_FLOOR = 1e-3
 
 
 def softplus_inverse(y: torch.Tensor) -> torch.Tensor:
@@ -67,6 +69,7 @@ class NetworkConfig(ValidatedConfig):
     inputs: str = "signal"
     head: str = "softplus"
     response_lmax: int = 8
+    skip: bool = False
 
     def __post_init__(self):
         if self.variant not in VARIANTS:
@@ -75,6 +78,9 @@ class NetworkConfig(ValidatedConfig):
             raise OptionError(f"unknown network inputs {self.inputs!r}; expected one of {INPUTS}")
         if self.head not in HEADS:
             raise OptionError(f"unknown head {self.head!r}; expected one of {HEADS}")
+        if self.skip and not (self.head == "softplus" and self.inputs == "linear"):
+            raise OptionError("skip (the linear solution added before the Softplus) needs the softplus head "
+                              "and 'linear' inputs")
         if self.depth < 1 or self.width < 1 or self.K < 1:
             raise OptionError(f"depth, width and K must be positive, got {self.depth}, {self.width}, {self.K}")
         if self.nside < 2 ** (self.depth - 1):
@@ -147,7 +153,13 @@ class DeconvNet(nn.Module):
     Heads, with ``y`` the last layer's output on the grid (``V`` pixels):
 
     * ``"softplus"``: ``wm_sh = P softplus(y_0)`` with ``P`` ``(S, V)`` the grid's SH
-      pseudo-inverse up to ``config.lmax``; ``iso_t = softplus(mean_v y_t)``.
+      pseudo-inverse up to ``config.lmax``; ``iso_t = softplus(mean_v y_t)``, for the subject's
+      ``T'`` tissues only with ``"linear"`` inputs (a single-shell subject's one isotropic
+      tissue is the first of a multi-shell network's GM and CSF).
+      With ``config.skip`` the linear solution enters before the Softplus:
+      ``wm_sh = P softplus(y_0 + softplus^-1(max(B D_wm s, eps)))`` with ``B`` the SH -> grid
+      matrix, and ``iso_t = softplus(mean_v y_t + softplus^-1(clamp(D_iso s)))``, so that the
+      network starts at the positive part of the linear solution and stays non-negative.
     * ``"linear"``: ``wm_sh = P y_0 + D_wm s`` (orders up to ``response_lmax``), ``iso`` as above
       around the linear solution's fractions.
 
@@ -190,8 +202,8 @@ class DeconvNet(nn.Module):
         )
         self.register_buffer("init_matrix", None, persistent=False)
         head = self.unet.head
-        if config.head == "linear":
-            # start exactly at the linear solution: zero the head's spherical weights and bias
+        if config.head == "linear" or config.skip:
+            # start exactly at the linear solution (its positive part with the skip): zero the head's spherical weights and bias
             # (not its radial weights: the product theta * radial would sit on a saddle)
             torch.nn.init.zeros_(head.theta)
             if head.bias is not None:
@@ -223,7 +235,12 @@ class DeconvNet(nn.Module):
         """Use a subject's linear deconvolution ``(R + T, G)`` (``T`` = ``n_iso`` or 0)."""
         init = torch.as_tensor(np.asarray(init_matrix), dtype=torch.float32, device=self.to_sh.device)
         r = self.n_input_coeffs
-        allowed = (r + self.n_iso,) if self.config.inputs == "signal" else (r, r + self.n_iso)
+        if self.config.inputs == "signal":
+            allowed = (r + self.n_iso,)
+        elif self.config.head == "softplus":  # the subject's tissues: the first T of the network's
+            allowed = tuple(range(r, r + self.n_iso + 1))
+        else:
+            allowed = (r, r + self.n_iso)
         if init.dim() != 2 or init.shape[0] not in allowed:
             raise ValueError(f"init_matrix has {init.shape[0]} rows, expected "
                              + " or ".join(str(a) for a in sorted(set(allowed), reverse=True)))
@@ -245,8 +262,15 @@ class DeconvNet(nn.Module):
             x = torch.einsum("cvg,bgxyz->bcvxyz", self.to_grid, signal)
         y = self.unet(x)  # [B, 1 + T, V, X, Y, Z]
         if self.config.head == "softplus":
-            wm_sh = torch.einsum("sv,bvxyz->bsxyz", self.to_sh, F.softplus(y[:, 0]))
-            return wm_sh, (F.softplus(y[:, 1:].mean(2)) if self.n_iso else None)
+            # "linear" inputs carry the subject's tissues (the first T' of the network's)
+            r = self.n_input_coeffs
+            t = self.n_iso if linear is None else min(self.n_iso, linear.shape[1] - r)
+            pre, iso_logit = y[:, 0], y[:, 1:1 + t].mean(2)
+            if self.config.skip:
+                pre = pre + softplus_inverse(x[:, 0].clamp_min(_LINEAR_FLOOR))
+                iso_logit = iso_logit + softplus_inverse(linear[:, r:r + t].clamp(_LINEAR_FLOOR, 10.0))
+            wm_sh = torch.einsum("sv,bvxyz->bsxyz", self.to_sh, F.softplus(pre))
+            return wm_sh, (F.softplus(iso_logit) if t else None)
         return self._linear_head(y, linear)
 
     def _linear_head(self, y: torch.Tensor, linear: torch.Tensor | None):
@@ -258,11 +282,11 @@ class DeconvNet(nn.Module):
             return wm_sh, None
         iso_logit = y[:, 1:].mean(2)
         if linear is not None:
-            start = linear[:, r:].clamp(1e-3, 10.0)
+            start = linear[:, r:].clamp(_LINEAR_FLOOR, 10.0)
             iso_logit = iso_logit + softplus_inverse(start)
         return wm_sh, F.softplus(iso_logit)
 
     def extra_repr(self) -> str:
         c = self.config
         return (f"variant={c.variant}, inputs={c.inputs}, head={c.head}, nside={c.nside}, lmax={c.lmax}, "
-                f"response_lmax={c.response_lmax}, n_iso={self.n_iso}")
+                f"response_lmax={c.response_lmax}, skip={c.skip}, n_iso={self.n_iso}")

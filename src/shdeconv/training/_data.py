@@ -7,7 +7,7 @@ Each subject folder holds ``dwi.nii.gz``, ``bvals``, ``bvecs`` and optionally ``
 
 * ``signal.npy`` ``(X, Y, Z, G)`` float32, ``S / S0``;
 * ``linear.npy`` ``(X, Y, Z, S + T)`` float32, the linear deconvolution ``D s`` (the network input);
-* ``mask.npy`` ``(X, Y, Z)`` bool; ``target.npy`` ``(X, Y, Z, S)`` when ``truth/`` exists;
+* ``mask.npy`` ``(X, Y, Z)`` bool; ``target.npy`` ``(X, Y, Z, S')`` (up to the output's order) when ``truth/`` exists;
 * ``acquisition.npz`` (directions, response rows, WM kernel, isotropic responses) and ``meta.json``.
 
 Training reads only the patches it samples (``np.load(mmap_mode="r")``), so the number of
@@ -43,8 +43,10 @@ def _save_npy(path: Path, array: np.ndarray) -> None:
     os.replace(tmp, path)
 
 
-def source_key(folder: Path, lmax: int) -> str:
-    h = hashlib.sha256(f"v{CACHE_VERSION} lmax{lmax}".encode())
+def source_key(folder: Path, lmax: int, target_lmax: int | None = None, single_shell: tuple[str, ...] = ()) -> str:
+    target = "" if target_lmax in (None, lmax) else f" target{target_lmax}"
+    tissues = f" single-shell {','.join(single_shell)}" if single_shell else ""
+    h = hashlib.sha256(f"v{CACHE_VERSION} lmax{lmax}{target}{tissues}".encode())
     for name in ("dwi.nii.gz", "bvals", "bvecs", "mask.nii.gz", "response_wm.txt", "response_gm.txt",
                  "response_csf.txt", "truth/peaks.nii.gz", "truth/fractions.nii.gz"):
         p = folder / name
@@ -54,19 +56,28 @@ def source_key(folder: Path, lmax: int) -> str:
     return h.hexdigest()[:16]
 
 
-def prepare_training_subject(folder, cache_root, *, lmax: int = 8) -> Path:
+def prepare_training_subject(folder, cache_root, *, lmax: int = 8, target_lmax: int | None = None,
+                             single_shell: tuple[str, ...] = ()) -> Path:
     """Cache one subject folder under ``cache_root``; reuse the cache when the sources are unchanged.
+
+    ``lmax`` is the responses' (the forward model and the linear input); the ground-truth target
+    goes up to ``target_lmax`` (default ``lmax``), the network's output order. ``single_shell``:
+    the isotropic tissues of single-shell subjects (see
+    :func:`~shdeconv.fitting._subject.isotropic_responses`; none by default, as the linear head
+    was trained); multi-shell subjects always get GM and CSF from their responses.
 
     Returns the cache directory. Raises :class:`~shdeconv.io.InputError` (naming the file) on
     bad inputs, like ``shdeconv fit``.
     """
-    from ..fitting._subject import acquisition_model, load_subject
+    from ..fitting._subject import acquisition_model, isotropic_responses, load_subject
     from ..sim._io import load_truth, truth_fodf_sh
 
     folder = Path(folder)
     if not folder.is_dir():
         raise InputError(folder, "not a subject folder")
-    key = source_key(folder, lmax)
+    target_lmax = lmax if target_lmax is None else target_lmax
+    single_shell = tuple(single_shell)
+    key = source_key(folder, lmax, target_lmax, single_shell)
     cache = Path(cache_root) / f"{folder.name}-{key}"
     if (cache / "meta.json").exists():
         return cache
@@ -78,7 +89,8 @@ def prepare_training_subject(folder, cache_root, *, lmax: int = 8) -> Path:
     subject = load_subject(folder / "dwi.nii.gz", folder / "bvals", folder / "bvecs",
                            mask if mask.exists() else None, response_files=responses, lmax=lmax, keep_raw=False)
     # as cached for training: isotropic tissues only where the responses have them (multi-shell)
-    fm, rows, _ = acquisition_model(subject.bvals, subject.directions, subject.responses, lmax, single_shell=())
+    fm, rows, _ = acquisition_model(subject.bvals, subject.directions, subject.responses, lmax,
+                                    single_shell=single_shell)
     d = linear_deconvolution(fm)
     cache.mkdir(parents=True, exist_ok=True)
     signal = np.where(subject.mask[..., None], subject.signal, 0).astype(np.float32)
@@ -88,15 +100,16 @@ def prepare_training_subject(folder, cache_root, *, lmax: int = 8) -> Path:
     has_truth = (folder / "truth" / "truth.json").exists()
     if has_truth:
         truth = load_truth(folder / "truth")
-        target = truth_fodf_sh(truth.peak_dirs, truth.peak_fractions, lmax, rotation=subject.rotation)
+        target = truth_fodf_sh(truth.peak_dirs, truth.peak_fractions, target_lmax, rotation=subject.rotation)
         _save_npy(cache / "target.npy", target.astype(np.float32))
-    iso = np.zeros((len(subject.responses.wm), 0)) if subject.responses.gm is None else \
-        np.stack([subject.responses.gm, subject.responses.csf], 1)
+    iso = np.zeros((len(subject.responses.wm), 0)) if fm.a_iso is None else \
+        isotropic_responses(subject.responses, single_shell)[1]
     tmp = cache / f".acquisition.tmp{os.getpid()}.npz"
     np.savez(tmp, directions=subject.directions, rows=rows, kernel=subject.responses.kernel(lmax), iso=iso,
              bvals=subject.bvals)
     os.replace(tmp, cache / "acquisition.npz")
-    meta = {"source": str(folder.resolve()), "key": key, "lmax": lmax, "shape": list(subject.mask.shape),
+    meta = {"source": str(folder.resolve()), "key": key, "lmax": lmax, "target_lmax": target_lmax,
+            "single_shell": list(single_shell), "shape": list(subject.mask.shape),
             "volumes": len(subject.bvals), "voxels_in_mask": int(subject.mask.sum()),
             "n_iso": int(fm.n_iso), "has_truth": has_truth, "cache_version": CACHE_VERSION}
     atomic_write_text(cache / "meta.json", json.dumps(meta, indent=2) + "\n")
@@ -156,10 +169,11 @@ class TrainingSubject:
         return out
 
 
-def load_training_subjects(folders, cache_root, *, lmax: int = 8, progress: bool = False) -> list[TrainingSubject]:
+def load_training_subjects(folders, cache_root, *, lmax: int = 8, target_lmax: int | None = None,
+                           single_shell: tuple[str, ...] = (), progress: bool = False) -> list[TrainingSubject]:
     """Prepare (or reuse) the cache of every folder and open them memory-mapped."""
     from tqdm.auto import tqdm
 
-    caches = [prepare_training_subject(f, cache_root, lmax=lmax)
+    caches = [prepare_training_subject(f, cache_root, lmax=lmax, target_lmax=target_lmax, single_shell=single_shell)
               for f in tqdm(list(folders), desc="prepare", disable=not progress)]
     return [TrainingSubject.open(c) for c in caches]

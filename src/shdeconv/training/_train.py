@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 
 from .._options import ValidatedConfig
 from ..fitting._fit import optimisation_step
+from ..fitting._subject import head_tissues
 from ..io import check_fingerprint, fingerprint, refuse_earlier_outputs
 from ..io._atomic import atomic_torch_save, atomic_write_text
 from ..losses import DeconvLoss, LossWeights
@@ -138,14 +139,18 @@ def train(subject_dirs, outdir, *, net_config: NetworkConfig | None = None, weig
     if not subject_dirs:
         raise ValueError("no training subjects given")
     cache_dir = Path(cache_dir) if cache_dir is not None else outdir / "cache"
+    # what the caches hold: inputs and forward model at the responses' order, targets at the
+    # output's, and the isotropic tissue(s) the head fits on single-shell subjects
+    cache_settings = {"lmax": net_config.response_lmax, "target_lmax": net_config.lmax,
+                      "single_shell": head_tissues(net_config)}
     if rank == 0:
-        subjects = load_training_subjects(subject_dirs, cache_dir, lmax=net_config.response_lmax, progress=progress)
+        subjects = load_training_subjects(subject_dirs, cache_dir, progress=progress, **cache_settings)
     if distributed:
         dist.barrier()
     if rank != 0:
-        subjects = load_training_subjects(subject_dirs, cache_dir, lmax=net_config.response_lmax)
+        subjects = load_training_subjects(subject_dirs, cache_dir, **cache_settings)
     losses = [DeconvLoss(s.forward_model(), weights, lmax=net_config.lmax).to(dev) for s in subjects]
-    sources = "".join(source_key(p, net_config.response_lmax) for p in subject_dirs)
+    sources = "".join(source_key(p, **cache_settings) for p in subject_dirs)
     run_id = fingerprint([np.frombuffer(sources.encode(), np.uint8)],
                          {"subjects": [str(p.resolve()) for p in subject_dirs], "net_config": net_config.to_dict(),
                           "loss_weights": asdict(weights), "train_config": asdict(config), "world_size": world})
