@@ -141,7 +141,7 @@ def test_channels_first_applies_the_matrix_per_voxel_in_any_memory_order(order):
 
 def test_predict_volume_on_precomputed_linear_input_equals_tiling_the_signal(phantom):
     """The shortcut (D s once per voxel, then tiles of it) gives the network's forward(signal) tiles."""
-    from shdeconv.inference import SlidingWindowInferer, predict_volume
+    from shdeconv.inference import SlidingWindowInferer, predict_volume, volume_input
 
     subject = load_subject(*_inputs(phantom), phantom / "mask.nii.gz")
     fm, _, _ = acquisition_model(subject.bvals, subject.directions, subject.responses, 8)
@@ -158,6 +158,16 @@ def test_predict_volume_on_precomputed_linear_input_equals_tiling_the_signal(pha
     assert np.abs(wm).max() > 0
     np.testing.assert_allclose(wm, ref[..., :45], rtol=1e-4, atol=1e-4 * np.abs(ref).max())
     np.testing.assert_allclose(iso, ref[..., 45:], rtol=1e-4, atol=1e-4 * np.abs(ref[..., 45:]).max())
+    # the input computed first (so that the caller can free the signal) gives the same volume
+    inputs = volume_input(net, subject.signal, subject.mask)
+    assert inputs.linear and inputs.x.shape[0] == 47 and not np.shares_memory(inputs.x.numpy(), subject.signal)
+    wm2, iso2 = predict_volume(net, inputs, subject.mask, tile=8, overlap=0.25, device=torch.device("cpu"))
+    np.testing.assert_array_equal(wm2, wm)
+    np.testing.assert_array_equal(iso2, iso)
+    empty = np.zeros_like(subject.mask)
+    assert volume_input(net, subject.signal, empty) is None
+    wm0, iso0 = predict_volume(net, None, empty, tile=8, overlap=0.25, device=torch.device("cpu"))
+    assert not wm0.any() and wm0.shape == subject.mask.shape + (45,) and iso0 is None
 
 
 def test_tile_workers_give_the_single_worker_volume_and_restore_torch_threads(phantom):

@@ -10,11 +10,13 @@ from ._volume import (
     BYTES_PER_CHANNEL_PIXEL,
     DEFAULT_TILE_OVERLAP,
     MAX_TILE_WORKERS,
+    VolumeInput,
     auto_batch,
     channels_first,
     predict_volume,
     threads_per_worker,
     tile_workers,
+    volume_input,
 )
 
 __all__ = [
@@ -22,6 +24,7 @@ __all__ = [
     "DEFAULT_TILE_OVERLAP",
     "MAX_TILE_WORKERS",
     "SlidingWindowInferer",
+    "VolumeInput",
     "auto_batch",
     "blend_weights",
     "channels_first",
@@ -30,4 +33,5 @@ __all__ = [
     "threads_per_worker",
     "tile_starts",
     "tile_workers",
+    "volume_input",
 ]
