@@ -203,8 +203,9 @@ class DeconvNet(nn.Module):
         self.register_buffer("init_matrix", None, persistent=False)
         head = self.unet.head
         if config.head == "linear" or config.skip:
-            # start exactly at the linear solution (its positive part with the skip): zero the head's spherical weights and bias
-            # (not its radial weights: the product theta * radial would sit on a saddle)
+            # start exactly at the linear solution (its positive part with the skip): zero the
+            # head's spherical weights and bias (not its radial weights: the product
+            # theta * radial would sit on a saddle)
             torch.nn.init.zeros_(head.theta)
             if head.bias is not None:
                 torch.nn.init.zeros_(head.bias)
