@@ -54,6 +54,11 @@ def softplus_inverse(y: torch.Tensor) -> torch.Tensor:
     return y + torch.log(-torch.expm1(-y))
 
 
+def _linear_iso_logit(fractions: torch.Tensor) -> torch.Tensor:
+    """Pre-Softplus value of the linear solution's isotropic fractions, clamped to [floor, 10]."""
+    return softplus_inverse(fractions.clamp(_LINEAR_FLOOR, 10.0))
+
+
 @dataclass(frozen=True)
 class NetworkConfig(ValidatedConfig):
     """Architecture settings, validated once. Defaults are sized for a laptop CPU."""
@@ -269,7 +274,7 @@ class DeconvNet(nn.Module):
             pre, iso_logit = y[:, 0], y[:, 1:1 + t].mean(2)
             if self.config.skip:
                 pre = pre + softplus_inverse(x[:, 0].clamp_min(_LINEAR_FLOOR))
-                iso_logit = iso_logit + softplus_inverse(linear[:, r:r + t].clamp(_LINEAR_FLOOR, 10.0))
+                iso_logit = iso_logit + _linear_iso_logit(linear[:, r:r + t])
             wm_sh = torch.einsum("sv,bvxyz->bsxyz", self.to_sh, F.softplus(pre))
             return wm_sh, (F.softplus(iso_logit) if t else None)
         return self._linear_head(y, linear)
@@ -283,8 +288,7 @@ class DeconvNet(nn.Module):
             return wm_sh, None
         iso_logit = y[:, 1:].mean(2)
         if linear is not None:
-            start = linear[:, r:].clamp(_LINEAR_FLOOR, 10.0)
-            iso_logit = iso_logit + softplus_inverse(start)
+            iso_logit = iso_logit + _linear_iso_logit(linear[:, r:])
         return wm_sh, F.softplus(iso_logit)
 
     def extra_repr(self) -> str:
