@@ -125,6 +125,15 @@ def test_direct_starts_from_csd(phantom, tmp_path):
         DirectConfig(init="mrtrix")
 
 
+def test_a_config_of_the_other_kind_of_fit_is_refused_not_ignored(phantom, tmp_path):
+    kw = dict(mask=phantom / "mask.nii.gz", progress=False)
+    with pytest.raises(ValueError, match="direct_config"):
+        run_fit(*_inputs(phantom), tmp_path / "a", variant="direct", fit_config=FitConfig(iterations=1), **kw)
+    with pytest.raises(ValueError, match="fit_config"):
+        run_fit(*_inputs(phantom), tmp_path / "b", variant="shd-tv", direct_config=TINY_DIRECT, **kw)
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
 def test_direct_refuses_a_network_checkpoint(phantom, tmp_path):
     out = tmp_path / "mixed"
     run_fit(*_inputs(phantom), out, mask=phantom / "mask.nii.gz", variant="shd-tv",

@@ -4,7 +4,9 @@ import numpy as np
 from dipy.core.gradients import gradient_table
 from dipy.data import get_sphere
 
-from shdeconv.fitting import FitConfig
+import pytest
+
+from shdeconv.fitting import DirectConfig, FitConfig
 from shdeconv.models import NetworkConfig
 from shdeconv.reconst import SHDModel
 from shdeconv.sim import spatial_phantom
@@ -14,7 +16,7 @@ from shdeconv.sphere import convert_sh_basis, sh_matrix
 def test_model_fit_api():
     ph = spatial_phantom(scheme="clinical", snr=30, seed=2, size="quick")
     gtab = gradient_table(ph.bvals, bvecs=ph.directions_world, b0_threshold=50)
-    model = SHDModel(gtab, fit_config=FitConfig(iterations=3, batch_size=1, patch_size=8),
+    model = SHDModel(gtab, variant="shd-tv", fit_config=FitConfig(iterations=3, batch_size=1, patch_size=8),
                      net_config=NetworkConfig(depth=2, width=4, K=2))
     fit = model.fit(ph.dwi, ph.mask)
     assert fit.shm_coeff.shape == ph.dwi.shape[:3] + (153,)  # lmax 16 by default
@@ -37,8 +39,37 @@ def test_model_fit_warm_started_from_direct():
     """FitConfig(init="direct") is honoured by the DIPY-style API too (with its supervised weight)."""
     ph = spatial_phantom(scheme="clinical", snr=30, seed=2, size="quick")
     gtab = gradient_table(ph.bvals, bvecs=ph.directions_world, b0_threshold=50)
-    model = SHDModel(gtab, fit_config=FitConfig(iterations=2, batch_size=1, patch_size=8, init="direct"),
+    model = SHDModel(gtab, variant="shd-tv",
+                     fit_config=FitConfig(iterations=2, batch_size=1, patch_size=8, init="direct"),
                      net_config=NetworkConfig(depth=2, width=4, K=2))
     assert model.loss_weights.supervised == 1.0
     fit = model.fit(ph.dwi, ph.mask)
     assert all(h["supervised"] > 0 for h in fit.history)
+
+
+def test_model_default_is_direct_as_on_the_command_line():
+    ph = spatial_phantom(scheme="clinical", snr=30, seed=2, size="quick")
+    gtab = gradient_table(ph.bvals, bvecs=ph.directions_world, b0_threshold=50)
+    model = SHDModel(gtab, sh_order_max=12, direct_config=DirectConfig(iterations=20, lmax=12))
+    assert model.variant == "direct" and model.loss_weights.tv == 0.5
+    fit = model.fit(ph.dwi, ph.mask)
+    assert fit.shm_coeff.shape == ph.dwi.shape[:3] + (91,) and fit.iso_names == ("gm",)
+    assert len(fit.history) == 20 and fit.history[-1]["loss"] < fit.history[0]["loss"]
+    odf = fit.odf(get_sphere(name="repulsion724"))[ph.mask]
+    assert odf.min() > -0.05 * odf.max()  # non-negative on the grid, up to the SH projection between its points
+    assert np.abs(fit.shm_coeff[~ph.mask]).max() == 0
+    assert np.isfinite(fit.predict()).all()
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"fit_config": FitConfig()}, "network"),
+    ({"net_config": NetworkConfig()}, "network"),
+    ({"direct_config": DirectConfig(lmax=12)}, "sh_order_max"),
+    ({"direct_config": DirectConfig(init="csd")}, "raw data"),
+    ({"variant": "shd-tv", "direct_config": DirectConfig()}, "direct_config"),
+    ({"variant": "csd"}, "variant"),
+])
+def test_model_refuses_settings_it_would_ignore(kwargs, match):
+    gtab = gradient_table(np.r_[0, [1000] * 6], bvecs=np.r_[[[0, 0, 0]], np.eye(3), -np.eye(3)], b0_threshold=50)
+    with pytest.raises(ValueError, match=match):
+        SHDModel(gtab, **kwargs)

@@ -1,6 +1,6 @@
 """Per-subject fitting (networks and ``direct``) and the end-to-end jobs (fit, predict, csd)."""
 
-from ._direct import DirectConfig, direct_solution, fit_direct
+from ._direct import DirectConfig, direct_solution, fit_direct, linear_start
 from ._fit import (
     NETWORK_INITS,
     FitConfig,
@@ -34,6 +34,7 @@ __all__ = [
     "direct_solution",
     "fit_direct",
     "fit_network",
+    "linear_start",
     "load_subject",
     "optimisation_step",
     "run_csd",

@@ -37,7 +37,7 @@ from ..signal._grid import grid_directions, grid_to_sh_matrix
 from ..sphere import lmax_from_ncoeffs, n_coeffs, sh_matrix
 from ._fit import FitResult, read_checkpoint
 
-__all__ = ["DirectConfig", "fit_direct"]
+__all__ = ["DirectConfig", "fit_direct", "linear_start"]
 
 log = logging.getLogger(__name__)
 
@@ -86,15 +86,20 @@ def _slabs(nx: int, ny: int, nz: int, chunk_voxels: int) -> list[tuple[int, int]
     return [(a, min(nx, a + step)) for a in range(0, nx, step)]
 
 
+def linear_start(forward_model: ForwardModel, signal: np.ndarray) -> np.ndarray:
+    """The default start of :func:`fit_direct`: the linear deconvolution's WM SH ``[..., R]`` of
+    ``signal`` ``[..., G]`` (regularised least squares, float32)."""
+    return signal @ linear_deconvolution(forward_model, wm_only=True).T.astype(np.float32)
+
+
 def direct_solution(forward_model: ForwardModel, signal: np.ndarray, mask: np.ndarray, lmax: int, *,
                     device: torch.device, progress: bool = False) -> np.ndarray:
     """WM SH ``[X, Y, Z, S]`` of ``fit --variant direct`` at its defaults (published loss weights
     with TV :data:`~shdeconv.losses.TV_WEIGHT`, :class:`DirectConfig` at ``lmax``, started from
     the linear deconvolution), in the signal's frame: the warm start of a network fit."""
     loss_fn = DeconvLoss(forward_model, LossWeights(tv=TV_WEIGHT), lmax=lmax)
-    start = signal @ linear_deconvolution(forward_model, wm_only=True).T.astype(np.float32)
-    wm, _, _ = fit_direct(loss_fn, signal, mask, DirectConfig(lmax=lmax), start_sh=start, device=device,
-                          progress=progress)
+    wm, _, _ = fit_direct(loss_fn, signal, mask, DirectConfig(lmax=lmax), start_sh=linear_start(forward_model, signal),
+                          device=device, progress=progress)
     return wm
 
 
@@ -105,7 +110,7 @@ def fit_direct(loss_fn: DeconvLoss, signal: np.ndarray, mask: np.ndarray, config
 
     ``signal`` ``[X, Y, Z, G]`` (normalised), ``mask`` ``[X, Y, Z]``, ``start_sh``
     ``[X, Y, Z, R]`` the WM fODF to start from (any even order; in the signal's frame, units
-    of S0), e.g. ``signal @ linear_deconvolution(fm, wm_only=True).T``. ``fingerprint``: as in
+    of S0), e.g. :func:`linear_start`. ``fingerprint``: as in
     :func:`~shdeconv.fitting.fit_network` (stored in checkpoints, checked on ``resume``). Returns
     ``(wm_sh [X, Y, Z, S], iso [X, Y, Z, T] or None, FitResult)``, zero outside the mask.
     """

@@ -36,10 +36,9 @@ from ..io import (
 )
 from ..losses import TV_WEIGHT, DeconvLoss, LossWeights
 from ..models._deconv import VARIANTS, NetworkConfig
-from ..signal._forward import linear_deconvolution
 from ..sphere import lmax_from_ncoeffs, rotate_sh
 from ..viz._qc import save_qc_figure
-from ._direct import DirectConfig, fit_direct
+from ._direct import DirectConfig, fit_direct, linear_start
 from ._fit import FitConfig, fit_network
 from ._subject import (
     Subject,
@@ -207,10 +206,16 @@ def run_fit(dwi, bvals, bvecs, outdir, *, mask=None, response_files=None, varian
     ``fit_config``) or ``"direct"`` (:func:`fit_direct`, with ``direct_config``). ``lmax``: order
     of the output fODF (default 16; the response stays at ``net_config.response_lmax``, 8).
     ``single_shell_tissues``: isotropic tissues of single-shell data (default
-    :data:`SINGLE_SHELL_TISSUES`; multi-shell data fit GM and CSF).
+    :data:`SINGLE_SHELL_TISSUES`; multi-shell data fit GM and CSF). A config of the other kind
+    of fit (``fit_config`` with ``"direct"``, ``direct_config`` with a network) is refused
+    (``OptionError``, a ``ValueError``) rather than ignored.
     """
     if variant not in FIT_MODELS:
         raise OptionError(f"unknown fit variant {variant!r}; expected one of {FIT_MODELS}")
+    if variant == "direct" and fit_config is not None:
+        raise OptionError("fit_config sets a network's optimisation; variant 'direct' takes direct_config")
+    if variant != "direct" and direct_config is not None:
+        raise OptionError(f"direct_config sets variant 'direct'; the network {variant!r} takes fit_config")
     t_start = time.perf_counter()
     refuse_earlier_outputs(outdir, OUTPUT_FILES, force=force, resume=resume)
     net_config = net_config or NetworkConfig()
@@ -243,7 +248,7 @@ def run_fit(dwi, bvals, bvecs, outdir, *, mask=None, response_files=None, varian
             start = rotate_sh(start, subject.rotation.T)  # world -> the fit's voxel frame
             subject.dwi = replace(subject.dwi, data=None)
         else:
-            start = subject.signal @ linear_deconvolution(fm, wm_only=True).T.astype(np.float32)
+            start = linear_start(fm, subject.signal)
         fodf, iso, result = fit_direct(loss_fn, subject.signal, subject.mask, direct_config, start_sh=start,
                                        device=dev, checkpoint=outdir / "checkpoint.pt", resume=resume,
                                        progress=progress, fingerprint=run_id)

@@ -5,8 +5,9 @@ and ``shm_coeff`` is expressed in that same frame, in ``sh_basis`` (DIPY's defau
 ``descoteaux07`` unless asked otherwise). Files on disk, by contrast, use the MRtrix3 world
 frame (see :mod:`shdeconv.io`).
 
-The network is fitted to the whole volume at once (it is spatial), so unlike DIPY's
-voxel-wise models ``fit`` must be called on the volume, not voxel by voxel: use
+Every variant is fitted to the whole volume at once (the spatial TV term and the networks
+couple neighbouring voxels), so unlike DIPY's voxel-wise models ``fit`` must be called on the
+volume, not voxel by voxel: use
 ``fit.peaks()`` instead of ``dipy.direction.peaks_from_model`` (which refits per voxel), and
 ``fit.shm_coeff`` with ``basis_type=fit.sh_basis, legacy=False`` in DIPY's direction getters.
 """
@@ -16,9 +17,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .._options import resolve_device
+from .._options import OptionError, resolve_device
+from ..fitting._direct import DirectConfig, fit_direct, linear_start
 from ..fitting._fit import FitConfig, fit_network
-from ..fitting._pipeline import default_loss_weights
+from ..fitting._pipeline import FIT_MODELS, default_loss_weights
 from ..fitting._subject import acquisition_model, build_network, prepare_subject
 from ..inference import predict_volume
 from ..io import B0_THRESHOLD
@@ -31,51 +33,87 @@ __all__ = ["SHDModel", "SHDFit"]
 
 
 class SHDModel:
-    """Spatio-hemispherical deconvolution, fitted per subject with the unsupervised loss.
+    """The unsupervised SHD objective, fitted per subject (``shdeconv fit``).
 
     Parameters
     ----------
     gtab : dipy.core.gradients.GradientTable
     responses : Responses, optional
         Estimated from the data at ``fit`` time when omitted.
-    variant : {'shd-tv', 'shd', 'rtesd', 'esd'}
+    variant : {'direct', 'shd-tv', 'shd', 'rtesd', 'esd'}
+        ``'direct'`` (default, as ``shdeconv fit``): the objective minimised over free
+        per-voxel values, set by ``direct_config``; or a network, set by ``net_config`` and
+        ``fit_config``. A config of the other kind is refused, not ignored.
     sh_order_max : int
         Maximum SH order of the fODF (DIPY's name for lmax; default 16). The response stops at
-        ``net_config.response_lmax`` (8): higher orders are set by the priors.
+        order 8: higher orders are set by the priors.
     sh_basis : {'descoteaux07', 'tournier07'}
         Basis of ``SHDFit.shm_coeff`` (both with ``legacy=False``).
+
+    The data are fitted as given: ``shdeconv fit`` denoises with MP-PCA first by default, this
+    API leaves that to the caller (``dipy.denoise.localpca.mppca``).
     """
 
-    def __init__(self, gtab, responses: Responses | None = None, *, variant: str = "shd-tv", sh_order_max: int = 16,
+    def __init__(self, gtab, responses: Responses | None = None, *, variant: str = "direct", sh_order_max: int = 16,
                  sh_basis: str = "descoteaux07", net_config: NetworkConfig | None = None,
-                 fit_config: FitConfig | None = None, loss_weights: LossWeights | None = None,
-                 device: str = "auto", progress: bool = False):
+                 fit_config: FitConfig | None = None, direct_config: DirectConfig | None = None,
+                 loss_weights: LossWeights | None = None, device: str = "auto", progress: bool = False):
         if sh_basis not in ("descoteaux07", "tournier07"):
             raise ValueError(f"sh_basis must be 'descoteaux07' or 'tournier07', got {sh_basis!r}")
+        if variant not in FIT_MODELS:
+            raise OptionError(f"unknown variant {variant!r}; expected one of {FIT_MODELS}")
         self.gtab = gtab
         self.responses = responses
+        self.variant = variant
         self.sh_order_max = int(sh_order_max)
         self.sh_basis = sh_basis
-        self.net_config = (net_config or NetworkConfig(lmax=self.sh_order_max)).with_variant(variant)
-        self.fit_config = fit_config or FitConfig()
-        self.loss_weights = loss_weights or default_loss_weights(variant, init=self.fit_config.init)
+        self.net_config = self.fit_config = self.direct_config = None
+        if variant == "direct":
+            if net_config is not None or fit_config is not None:
+                raise OptionError("net_config and fit_config set a network; variant 'direct' takes direct_config")
+            self.direct_config = direct_config or DirectConfig(lmax=self.sh_order_max)
+            if self.direct_config.lmax != self.sh_order_max:
+                raise OptionError(f"direct_config.lmax {self.direct_config.lmax} differs from sh_order_max "
+                                  f"{self.sh_order_max}")
+            if self.direct_config.init != "linear":
+                raise OptionError(f"init {self.direct_config.init!r} needs the raw data files: use "
+                                  f"`shdeconv fit --init {self.direct_config.init}`")
+            self.response_lmax = NetworkConfig().response_lmax
+            init = "random"
+        else:
+            if direct_config is not None:
+                raise OptionError(f"direct_config sets variant 'direct'; the network {variant!r} takes net_config "
+                                  "and fit_config")
+            self.net_config = (net_config or NetworkConfig(lmax=self.sh_order_max)).with_variant(variant)
+            self.fit_config = fit_config or FitConfig()
+            self.response_lmax = self.net_config.response_lmax
+            init = self.fit_config.init
+        self.loss_weights = loss_weights or default_loss_weights(variant, init=init)
         self.device = resolve_device(device)
         self.progress = progress
 
     def fit(self, data: np.ndarray, mask: np.ndarray | None = None) -> "SHDFit":
-        """Fit the network to ``data`` ``(X, Y, Z, G)`` inside ``mask`` and predict every voxel."""
+        """Fit ``data`` ``(X, Y, Z, G)`` inside ``mask`` (default: every voxel with b=0 signal):
+        ``direct`` in one optimisation, a network by training it and predicting every voxel."""
         data = np.asarray(data, dtype=np.float32)
         if data.ndim != 4 or data.shape[-1] != len(self.gtab.bvals):
             raise ValueError(f"data must be (X, Y, Z, {len(self.gtab.bvals)}) to match gtab, got {data.shape}")
         mask = np.ones(data.shape[:3], bool) if mask is None else np.asarray(mask, bool)
         subject = prepare_subject(data, self.gtab.bvals, self.gtab.bvecs, mask, responses=self.responses,
-                                  lmax=self.net_config.response_lmax)
-        torch.manual_seed(self.fit_config.seed)
-        net, fm = build_network(subject, self.net_config)
-        result = fit_network(net, DeconvLoss(fm, self.loss_weights, lmax=self.sh_order_max), subject.signal,
-                             subject.mask, self.fit_config, device=self.device, progress=self.progress)
-        wm, iso_maps = predict_volume(net, subject.signal, subject.mask, tile=self.fit_config.patch_size,
-                                      overlap=self.fit_config.tile_overlap, device=self.device)
+                                  lmax=self.response_lmax)
+        if self.variant == "direct":
+            fm, _, _ = acquisition_model(subject.bvals, subject.directions, subject.responses, self.response_lmax)
+            wm, iso_maps, result = fit_direct(DeconvLoss(fm, self.loss_weights, lmax=self.sh_order_max),
+                                              subject.signal, subject.mask, self.direct_config,
+                                              start_sh=linear_start(fm, subject.signal), device=self.device,
+                                              progress=self.progress)
+        else:
+            torch.manual_seed(self.fit_config.seed)
+            net, fm = build_network(subject, self.net_config)
+            result = fit_network(net, DeconvLoss(fm, self.loss_weights, lmax=self.sh_order_max), subject.signal,
+                                 subject.mask, self.fit_config, device=self.device, progress=self.progress)
+            wm, iso_maps = predict_volume(net, subject.signal, subject.mask, tile=self.fit_config.patch_size,
+                                          overlap=self.fit_config.tile_overlap, device=self.device)
         coeff = convert_sh_basis(wm, "mrtrix3", self.sh_basis)
         return SHDFit(self, coeff.astype(np.float32), iso_maps, subject.mask, result.history, subject.responses,
                       fm.iso_names)
@@ -135,7 +173,7 @@ class SHDFit:
         gtab = gtab or self.model.gtab
         bvals = np.asarray(gtab.bvals, float)
         dirs = np.where(bvals[:, None] > B0_THRESHOLD, np.asarray(gtab.bvecs, float), 0.0)
-        fm, _, _ = acquisition_model(bvals, dirs, self.responses, self.model.net_config.response_lmax,
+        fm, _, _ = acquisition_model(bvals, dirs, self.responses, self.model.response_lmax,
                                      single_shell=self.iso_names)
         iso = None if self.iso is None else torch.as_tensor(self.iso, dtype=torch.float32)
         with torch.no_grad():

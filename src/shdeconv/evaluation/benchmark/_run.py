@@ -66,9 +66,9 @@ def _run_method(name: str, cell: Cell, cell_dir: Path, phantom_dir: Path,
     (out / TRACTOMETRY_FILE).unlink(missing_ok=True)  # tracked from the fODF this run replaces
     t = time.perf_counter()
     if spec.engine == "net":
-        fit_config = FitConfig(iterations=config.fit_iterations, seed=config.seed)
-        report = run_fit(dwi, *inputs, out, mask=mask, variant=spec.variant, device=config.device,
-                         fit_config=fit_config, direct_config=DirectConfig(iterations=config.fit_iterations),
+        budget = ({"direct_config": DirectConfig(iterations=config.fit_iterations)} if spec.variant == "direct"
+                  else {"fit_config": FitConfig(iterations=config.fit_iterations, seed=config.seed)})
+        report = run_fit(dwi, *inputs, out, mask=mask, variant=spec.variant, device=config.device, **budget,
                          progress=config.progress, resume=(out / "checkpoint.pt").exists(), force=True)
         record.update(iterations=config.fit_iterations, device=report.get("device"),
                       resumed_from=report.get("resumed_from"))
