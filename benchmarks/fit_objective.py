@@ -7,8 +7,8 @@ same mask and scorer (``shdeconv evaluate``). Methods are named ``NAME[:key=valu
 * ``direct``: ``fit --variant direct`` (keys: ``iterations``, ``lr``, ``lmax``, ``init``,
   ``schedule``);
 * ``shd-tv``, ``shd``, ``rtesd``, ``esd``: ``fit --variant ...`` (keys: ``iterations``, ``lr``,
-  ``width``, ``depth``, ``K``, ``nside``, ``lmax``, ``batch``, ``patch``, ``init`` = ``random``
-  or ``direct``, the warm start);
+  ``scale`` = ``laptop`` or ``published``, ``width``, ``depth``, ``K``, ``nside``, ``lmax``,
+  ``batch``, ``patch``, ``init`` = ``random`` or ``direct``, the warm start);
 * ``predict``: the shipped model.
 
 Loss weights of every fit method: keys ``tv``, ``sparsity``, ``nonnegativity``.
@@ -75,7 +75,7 @@ def run_method(spec: str, ph: Path, out: Path, device: str) -> tuple[float, Path
     fit = {k: o.pop(k) for k in ("iterations", "lr", "batch", "patch") if k in o}
     fit_config = FitConfig(init=init, **{({"batch": "batch_size", "patch": "patch_size"}.get(k, k)):
                                          (float(v) if k == "lr" else int(v)) for k, v in fit.items()})
-    net_config = NetworkConfig(**{k: int(v) for k, v in o.items()})
+    net_config = NetworkConfig.at_scale(o.pop("scale", "laptop"), **{k: int(v) for k, v in o.items()})
     rep = run_fit(*inputs, out, mask=mask, variant=name, lmax=lmax, device=device, fit_config=fit_config,
                   net_config=net_config, loss_weights=weights, progress=False, denoise=denoise,
                   single_shell_tissues=tissues, force=True)

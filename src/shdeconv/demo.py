@@ -19,16 +19,17 @@ __all__ = ["run_demo"]
 
 
 #: What the demo writes in its output directory (refused there unless ``force``).
-DEMO_OUTPUTS = ("results.md", "phantom", "predict", "direct", "shd-tv", "csd")
+DEMO_OUTPUTS = ("results.md", "phantom", "predict", "direct", "shd-tv", "csd", "csd-mppca")
 
 
 def run_demo(outdir="demo_out", *, quick: bool = False, seed: int = 0, device: str = "auto",
              progress: bool = True, force: bool = False) -> str:
     """Simulate a clinical-scheme phantom (30 directions, b=1000, SNR 20), run the methods, score.
 
-    Methods: ``predict`` with the shipped amortized model (one pass), the per-subject ``fit``
-    (``direct``, then the shd-tv network) and DIPY CSD, on the same files. The phantom's seed is not among the shipped
-    model's training seeds (1000+).
+    Methods, on the same files: ``predict`` with the shipped amortized model (one pass); the
+    per-subject ``fit`` with the command's defaults (``direct`` after MP-PCA), then the shd-tv
+    network (raw data, the published random start); DIPY CSD, raw and after MP-PCA. The
+    phantom's seed is not among the shipped model's training seeds (1000+).
 
     Returns the Markdown table that ``shdeconv demo`` prints; it is also written to
     ``OUTDIR/results.md``. An ``outdir`` holding an earlier demo is refused unless ``force``.
@@ -48,17 +49,20 @@ def run_demo(outdir="demo_out", *, quick: bool = False, seed: int = 0, device: s
     rows.append(("shdeconv predict (shipped model)", time.perf_counter() - t,
                  evaluate_dirs(outdir / "predict", phantom)))
     t = time.perf_counter()
-    run_fit(*inputs, outdir / "direct", mask=mask, variant="direct", device=device,
+    run_fit(*inputs, outdir / "direct", mask=mask, variant="direct", device=device, denoise="mppca",
             direct_config=DirectConfig(iterations=30 if quick else DirectConfig().iterations), progress=progress,
             force=force)
-    rows.append(("shdeconv fit --variant direct", time.perf_counter() - t, evaluate_dirs(outdir / "direct", phantom)))
+    rows.append(("shdeconv fit (defaults: direct after MP-PCA)", time.perf_counter() - t,
+                 evaluate_dirs(outdir / "direct", phantom)))
     t = time.perf_counter()
     run_fit(*inputs, outdir / "shd-tv", mask=mask, variant="shd-tv", device=device, fit_config=fit_config,
             progress=progress, force=force)
-    rows.append(("shdeconv fit (shd-tv)", time.perf_counter() - t, evaluate_dirs(outdir / "shd-tv", phantom)))
-    t = time.perf_counter()
-    run_csd(*inputs, outdir / "csd", mask=mask, force=force)
-    rows.append(("DIPY CSD", time.perf_counter() - t, evaluate_dirs(outdir / "csd", phantom)))
+    rows.append(("shdeconv fit --variant shd-tv --denoise none", time.perf_counter() - t,
+                 evaluate_dirs(outdir / "shd-tv", phantom)))
+    for name, denoise, label in (("csd", "none", "DIPY CSD"), ("csd-mppca", "mppca", "MP-PCA + DIPY CSD")):
+        t = time.perf_counter()
+        run_csd(*inputs, outdir / name, mask=mask, denoise=denoise, force=force)
+        rows.append((label, time.perf_counter() - t, evaluate_dirs(outdir / name, phantom)))
     header = (f"Phantom: {phantom} (clinical scheme: b=1000 x 30 directions, SNR 20, seed {seed}; "
               "tensor-model signal, not the fitting model)\n\n")
     table = header + format_comparison(rows)

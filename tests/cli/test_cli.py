@@ -72,10 +72,12 @@ def test_train_rejects_missing_subject_folders(tmp_path, capsys):
 def test_quick_demo_runs_every_method(tmp_path, capsys):
     assert main(["demo", "-o", str(tmp_path / "demo"), "--quick"]) == 0
     table = capsys.readouterr().out
-    for name in ("shdeconv predict", "shdeconv fit --variant direct", "shdeconv fit (shd-tv)", "DIPY CSD"):
+    for name in ("shdeconv predict", "shdeconv fit (defaults: direct after MP-PCA)",
+                 "shdeconv fit --variant shd-tv", "DIPY CSD", "MP-PCA + DIPY CSD"):
         assert name in table
     assert (tmp_path / "demo" / "results.md").read_text().strip() in table
-    for sub in ("predict", "direct", "shd-tv", "csd"):
+    assert json.loads((tmp_path / "demo" / "direct" / "report.json").read_text())["denoise"] == "mppca"
+    for sub in ("predict", "direct", "shd-tv", "csd", "csd-mppca"):
         assert (tmp_path / "demo" / sub / "fodf.nii.gz").exists()
 
 
@@ -111,11 +113,39 @@ def test_fit_direct_from_the_command_line(tmp_path, capsys):
     assert report["model"] == "direct" and report["direct"]["iterations"] == 3 and report["direct"]["lmax"] == 12
     assert nib.load(out / "fodf.nii.gz").shape[-1] == 91
     # network-only options are refused for direct rather than ignored
-    code = main(["fit", *args, "--variant", "direct", "--batch-size", "2", "-o", str(tmp_path / "bad")])
-    assert code == 2 and "--batch-size" in capsys.readouterr().err
+    for option in (["--batch-size", "2"], ["--scale", "published"]):
+        code = main(["fit", *args, "--variant", "direct", *option, "-o", str(tmp_path / "bad")])
+        assert code == 2 and option[0] in capsys.readouterr().err
     # each start belongs to its kind of fit
     code = main(["fit", *args, "--variant", "direct", "--init", "direct", "-o", str(tmp_path / "bad")])
     assert code == 2 and "starts a network" in capsys.readouterr().err
     code = main(["fit", *args, "--variant", "shd-tv", "--init", "csd", "-o", str(tmp_path / "bad")])
     assert code == 2 and "starts --variant direct" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()
+
+
+def test_fit_network_scale_from_the_command_line(tmp_path):
+    from shdeconv.models import NETWORK_SCALES
+    from shdeconv.sim import simulate_to_dir
+
+    subparsers = build_parser()._subparsers._group_actions[0].choices
+    for command in ("fit", "train"):
+        scale = next(a for a in subparsers[command]._actions if a.dest == "scale")
+        assert list(scale.choices) == list(NETWORK_SCALES)
+
+    ph = simulate_to_dir(tmp_path / "ph", scheme="clinical", snr=20, seed=3, size="quick")
+    args = [str(ph / "dwi.nii.gz"), "--bvals", str(ph / "bvals"), "--bvecs", str(ph / "bvecs"), "--mask",
+            str(ph / "mask.nii.gz"), "--no-progress", "--denoise", "none", "--variant", "shd-tv", "--iterations", "1",
+            "--batch-size", "1", "--lmax", "8"]
+    # the published network's depth, nside and K, with a narrower top level given explicitly
+    out = tmp_path / "published"
+    assert main(["fit", *args, "--scale", "published", "--width", "2", "-o", str(out)]) == 0
+    network = json.loads((out / "report.json").read_text())["network"]
+    assert (network["nside"], network["depth"], network["K"], network["width"]) == (8, 4, 5, 2)
+    out = tmp_path / "laptop"
+    assert main(["fit", *args, "--depth", "3", "-o", str(out)]) == 0
+    network = json.loads((out / "report.json").read_text())["network"]
+    assert (network["nside"], network["depth"], network["K"], network["width"]) == (8, 3, 3, 8)
+    # a U-Net too shallow for the spatial pooling is a clear error, not a traceback
+    assert main(["fit", *args, "--depth", "1", "-o", str(tmp_path / "bad")]) == 2
     assert not (tmp_path / "bad").exists()

@@ -147,12 +147,24 @@ def test_config_validation():
         NetworkConfig(variant="csd")
     with pytest.raises(ValueError, match="halved"):
         NetworkConfig(nside=2, depth=3)
+    with pytest.raises(ValueError, match="spatial_levels"):
+        NetworkConfig(depth=1)
+    assert NetworkConfig(depth=1, spatial_levels=0).patch_multiple == 1
     with pytest.raises(ValueError, match="too few"):
         NetworkConfig(nside=4, lmax=16)
     with pytest.raises(ValueError, match="head"):
         NetworkConfig(head="relu")
     with pytest.raises(ValueError, match="exceeds"):
         NetworkConfig(lmax=8, response_lmax=10, nside=4)
+
+
+def test_named_scales_are_the_laptop_default_and_the_published_network():
+    assert NetworkConfig.at_scale("laptop") == NetworkConfig()
+    published = NetworkConfig.at_scale("published", variant="shd")
+    assert (published.nside, published.depth, published.width, published.K) == (8, 4, 32, 5)
+    assert published.variant == "shd" and NetworkConfig.at_scale("published", width=16).width == 16
+    with pytest.raises(ValueError, match="scale"):
+        NetworkConfig.at_scale("huge")
 
 
 def test_configs_saved_before_the_softplus_head_load_as_linear():

@@ -142,4 +142,5 @@ def test_train_cli_builds_the_requested_head(subjects, tmp_path):
                  "--skip", "--width", "4", "--batch-size", "1", "--no-progress", "-q"]) == 0
     net, _ = load_model(out / "model.pt")
     assert (net.config.nside, net.config.lmax, net.config.skip, net.config.head) == (4, 10, True, "softplus")
+    assert (net.config.width, net.config.depth, net.config.K) == (4, 2, 3)  # the laptop scale, width given
     assert net.n_coeffs == 66

@@ -44,6 +44,11 @@ def _wrote(args, report: dict) -> None:
                 f"in {report['timings_s']['total']:.1f} s")
 
 
+def _given(args, *names: str) -> dict:
+    """The options among ``names`` that were given on the command line."""
+    return {k: getattr(args, k) for k in names if getattr(args, k) is not None}
+
+
 def cmd_fit(args) -> int:
     from ..fitting import (
         NETWORK_INITS,
@@ -54,13 +59,13 @@ def cmd_fit(args) -> int:
     )
     from ..models import NetworkConfig
 
-    over = {k: getattr(args, k) for k in ("iterations", "batch_size", "patch_size", "lr") if getattr(args, k) is not None}
+    over = _given(args, "iterations", "batch_size", "patch_size", "lr")
     direct_config = None
     if args.variant == "direct":
         if args.batch_size is not None or args.patch_size is not None:
             raise OptionError("--batch-size and --patch-size are network settings; direct fits every voxel at once")
-        if args.width is not None or args.depth is not None:
-            raise OptionError("--width and --depth are network settings; direct has no network")
+        if args.width is not None or args.depth is not None or args.scale is not None:
+            raise OptionError("--scale, --width and --depth are network settings; direct has no network")
         if args.init in NETWORK_INITS:
             raise OptionError(f"--init {args.init} starts a network; --variant direct starts from linear or csd")
         extra = {k: v for k, v in (("lmax", args.lmax), ("init", args.init)) if v is not None}
@@ -71,7 +76,7 @@ def cmd_fit(args) -> int:
             raise OptionError(f"--init {args.init} starts --variant direct; a network starts from "
                               f"{' or '.join(NETWORK_INITS)}")
         over["init"] = args.init
-    net_config = NetworkConfig(**{k: v for k, v in (("width", args.width), ("depth", args.depth)) if v is not None})
+    net_config = NetworkConfig.at_scale(args.scale or "laptop", **_given(args, "width", "depth"))
     fit_config = FitConfig(seed=args.seed, **over)
     weights = default_loss_weights(args.variant, tv=args.tv_weight, init=fit_config.init)
     report = run_fit(args.dwi, args.bvals, args.bvecs, args.output, mask=args.mask, response_files=_responses(args),
@@ -115,8 +120,8 @@ def cmd_train(args) -> int:
     config = TrainConfig(iterations=args.iterations, batch_size=args.batch_size, patch_size=args.patch_size,
                          lr=args.lr, seed=args.seed, checkpoint_every=args.checkpoint_every,
                          log_every=args.log_every, amp=args.amp)
-    net_config = NetworkConfig(variant=args.variant, width=args.width, depth=args.depth, nside=args.nside,
-                               lmax=args.lmax, skip=args.skip, inputs="linear")
+    net_config = NetworkConfig.at_scale(args.scale, variant=args.variant, lmax=args.lmax, skip=args.skip,
+                                        inputs="linear", **_given(args, "width", "depth", "nside"))
     summary = train(args.subjects, args.output, net_config=net_config, weights=weights, config=config,
                     device=args.device, resume=args.resume, progress=_progress(args), cache_dir=args.cache,
                     force=args.force)

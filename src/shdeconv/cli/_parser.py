@@ -126,9 +126,12 @@ def build_parser() -> argparse.ArgumentParser:
                                                           "1.7e-3 for networks)")
     p.add_argument("--tv-weight", type=float, default=None,
                    help="spatial TV weight (default: 0.5 for shd-tv and direct, 0 for the other variants)")
-    p.add_argument("--width", type=int, default=None, help="networks: channels at the top level (default: 8; "
-                                                           "published 32)")
-    p.add_argument("--depth", type=int, default=None, help="networks: U-Net levels (default: 2; published 4)")
+    p.add_argument("--scale", default=None, choices=["laptop", "published"],
+                   help="networks: laptop (default; nside 8, depth 2, width 8, K 3) or published (the paper's "
+                        "nside 8, depth 4, width 32, K 5; far slower per step)")
+    p.add_argument("--width", type=int, default=None, help="networks: channels at the top level (default: the "
+                                                           "scale's)")
+    p.add_argument("--depth", type=int, default=None, help="networks: U-Net levels (default: the scale's)")
     p.add_argument("--init", default=None, choices=["linear", "csd", "random", "direct"],
                    help="the start. direct: linear deconvolution (default) or DIPY CSD; networks: random "
                         "(default) or direct (fit --variant direct first; the network learns its solution)")
@@ -188,9 +191,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=4, help="patches per step and process")
     p.add_argument("--patch-size", type=int, default=8, help="side of the training patches")
     p.add_argument("--lr", type=float, default=1.7e-3, help="Adam learning rate")
-    p.add_argument("--width", type=int, default=8, help="channels at the top level")
-    p.add_argument("--depth", type=int, default=2, help="U-Net levels")
-    p.add_argument("--nside", type=int, default=8, help="HEALPix resolution of the sphere grid (4 for speed)")
+    p.add_argument("--scale", default="laptop", choices=["laptop", "published"],
+                   help="network size: laptop (nside 8, depth 2, width 8, K 3) or published (nside 8, depth 4, "
+                        "width 32, K 5)")
+    p.add_argument("--width", type=int, default=None, help="channels at the top level (default: the scale's)")
+    p.add_argument("--depth", type=int, default=None, help="U-Net levels (default: the scale's)")
+    p.add_argument("--nside", type=int, default=None,
+                   help="HEALPix resolution of the sphere grid (default: the scale's; 4 for speed)")
     p.add_argument("--lmax", type=int, default=16,
                    help="SH order of the output fODF (the responses stop at 8; at most 12 with --nside 4)")
     p.add_argument("--skip", action="store_true",

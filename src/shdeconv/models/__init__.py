@@ -1,10 +1,11 @@
 """Networks built from :mod:`shdeconv.nn`: the spatio-spherical U-Net and deconvolution heads."""
 
-from ._deconv import VARIANTS, DeconvNet, NetworkConfig
+from ._deconv import NETWORK_SCALES, VARIANTS, DeconvNet, NetworkConfig
 from ._store import LoadedModel, load_model, pretrained_path, save_model
 from ._unet import ChannelBatchNorm, SphericalUNet
 
 __all__ = [
+    "NETWORK_SCALES",
     "VARIANTS",
     "ChannelBatchNorm",
     "DeconvNet",

@@ -34,9 +34,13 @@ from ..signal._grid import grid_directions, grid_to_sh_matrix, signal_to_grid_ma
 from ..sphere import n_coeffs, sh_matrix
 from ._unet import SphericalUNet
 
-__all__ = ["HEADS", "INPUTS", "VARIANTS", "DeconvNet", "NetworkConfig"]
+__all__ = ["HEADS", "INPUTS", "NETWORK_SCALES", "VARIANTS", "DeconvNet", "NetworkConfig"]
 
 VARIANTS = ("esd", "rtesd", "shd", "shd-tv")
+#: Named network sizes (HEALPix nside, U-Net depth, channels at the top level, Chebyshev order
+#: K): ``"laptop"``, the default, and ``"published"``, the network of the SHD paper.
+NETWORK_SCALES = {"laptop": {"nside": 8, "depth": 2, "width": 8, "K": 3},
+                  "published": {"nside": 8, "depth": 4, "width": 32, "K": 5}}
 #: What the U-Net sees: ``"signal"``, each non-zero shell resampled on the grid (one channel per
 #: shell, tied to an acquisition), or ``"linear"``, the linear-deconvolution fODF on the grid (one
 #: channel, the same for every acquisition: what a network shared by many subjects needs).
@@ -90,6 +94,10 @@ class NetworkConfig(ValidatedConfig):
             raise OptionError(f"depth, width and K must be positive, got {self.depth}, {self.width}, {self.K}")
         if self.nside < 2 ** (self.depth - 1):
             raise OptionError(f"nside {self.nside} cannot be halved {self.depth - 1} times")
+        if not 0 <= self.spatial_levels <= self.depth - 1:
+            raise OptionError(f"depth {self.depth} pools {self.depth - 1} times, so spatial_levels "
+                              f"{self.spatial_levels} is impossible; use depth >= {self.spatial_levels + 1} "
+                              f"or spatial_levels in [0, {self.depth - 1}]")
         for name in ("lmax", "response_lmax"):
             v = getattr(self, name)
             if v % 2 or v < 2:
@@ -126,6 +134,14 @@ class NetworkConfig(ValidatedConfig):
             d = {"nside": 4, "lmax": 8, **d, "head": "linear"}
             d.setdefault("response_lmax", d["lmax"])
         return cls(**d)
+
+    @classmethod
+    def at_scale(cls, scale: str, **settings) -> NetworkConfig:
+        """The network of the named size in :data:`NETWORK_SCALES`, ``settings`` overriding it
+        (``NetworkConfig.at_scale("published", variant="shd")``)."""
+        if scale not in NETWORK_SCALES:
+            raise OptionError(f"unknown network scale {scale!r}; expected one of {tuple(NETWORK_SCALES)}")
+        return cls(**{**NETWORK_SCALES[scale], **settings})
 
     def with_variant(self, variant: str) -> NetworkConfig:
         return replace(self, variant=variant)
