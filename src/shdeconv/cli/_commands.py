@@ -77,8 +77,8 @@ def cmd_fit(args) -> int:
                               f"{' or '.join(NETWORK_INITS)}")
         over["init"] = args.init
     net_config = NetworkConfig.at_scale(args.scale or "laptop", **_given(args, "width", "depth"))
-    fit_config = FitConfig(seed=args.seed, **over)
-    weights = default_loss_weights(args.variant, tv=args.tv_weight, init=fit_config.init)
+    fit_config = None if args.variant == "direct" else FitConfig(seed=args.seed, **over)
+    weights = default_loss_weights(args.variant, tv=args.tv_weight, **({"init": fit_config.init} if fit_config else {}))
     report = run_fit(args.dwi, args.bvals, args.bvecs, args.output, mask=args.mask, response_files=_responses(args),
                      variant=args.variant, lmax=args.lmax, device=args.device, fit_config=fit_config,
                      net_config=net_config, loss_weights=weights, resume=args.resume, progress=_progress(args),
