@@ -11,7 +11,7 @@ __all__ = ["estimate_seconds"]
 #: rough costs on this project's 2-core CPU VM (seconds), measured when the suite was sized; used for the
 #: up-front estimate only. Voxels are those of the mask, volumes those of the scheme.
 _COST = {
-    "net_per_iteration": {"shd-tv": 0.55, "shd": 0.65, "rtesd": 1.65, "esd": 1.1, "direct": 0.3},
+    "net_per_iteration": {"shd-tv": 1.15, "shd": 1.2, "rtesd": 4.4, "esd": 2.7, "direct": 0.1},
     "net_per_voxel": 1.2e-3,  # responses, prediction and outputs
     "pretrained_per_voxel": 2.5e-3,  # responses, one pass on 8^3 tiles, outputs
     "csd_per_voxel": 6e-4,
