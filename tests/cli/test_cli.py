@@ -97,6 +97,9 @@ def test_predict_overlap_defaults_to_the_library_default(tmp_path, monkeypatch, 
     base = ["predict", str(dwi), "--bvals", str(bvals), "--bvecs", str(bvecs), "-o", str(tmp_path / "o")]
     assert main(base) == 0 and main(base + ["--overlap", "0.125"]) == 0
     assert seen == [DEFAULT_TILE_OVERLAP, 0.125]
+    # a seed without fine-tuning would change nothing: refused, not ignored
+    assert main(base + ["--seed", "3"]) == 2 and "--finetune" in capsys.readouterr().err
+    assert main(base + ["--seed", "3", "--finetune", "2"]) == 0 and len(seen) == 3
     help_text = build_parser()._subparsers._group_actions[0].choices["predict"].format_help()
     assert f"default: {DEFAULT_TILE_OVERLAP:g}" in " ".join(help_text.split())
 
@@ -113,7 +116,7 @@ def test_fit_direct_from_the_command_line(tmp_path, capsys):
     assert report["model"] == "direct" and report["direct"]["iterations"] == 3 and report["direct"]["lmax"] == 12
     assert nib.load(out / "fodf.nii.gz").shape[-1] == 91
     # network-only options are refused for direct rather than ignored
-    for option in (["--batch-size", "2"], ["--scale", "published"]):
+    for option in (["--batch-size", "2"], ["--scale", "published"], ["--seed", "3"]):
         code = main(["fit", *args, "--variant", "direct", *option, "-o", str(tmp_path / "bad")])
         assert code == 2 and option[0] in capsys.readouterr().err
     # each start belongs to its kind of fit

@@ -68,6 +68,8 @@ def cmd_fit(args) -> int:
             raise OptionError("--scale, --width and --depth are network settings; direct has no network")
         if args.init in NETWORK_INITS:
             raise OptionError(f"--init {args.init} starts a network; --variant direct starts from linear or csd")
+        if args.seed is not None:
+            raise OptionError("--seed seeds a network's weights and patches; --variant direct has nothing random")
         extra = {k: v for k, v in (("lmax", args.lmax), ("init", args.init)) if v is not None}
         direct_config = DirectConfig(**over, **extra)
         over = {}
@@ -77,7 +79,7 @@ def cmd_fit(args) -> int:
                               f"{' or '.join(NETWORK_INITS)}")
         over["init"] = args.init
     net_config = NetworkConfig.at_scale(args.scale or "laptop", **_given(args, "width", "depth"))
-    fit_config = None if args.variant == "direct" else FitConfig(seed=args.seed, **over)
+    fit_config = None if args.variant == "direct" else FitConfig(seed=args.seed or 0, **over)
     weights = default_loss_weights(args.variant, tv=args.tv_weight, **({"init": fit_config.init} if fit_config else {}))
     report = run_fit(args.dwi, args.bvals, args.bvecs, args.output, mask=args.mask, response_files=_responses(args),
                      variant=args.variant, lmax=args.lmax, device=args.device, fit_config=fit_config,
@@ -101,11 +103,13 @@ def cmd_predict(args) -> int:
     from ..fitting import run_predict
     from ..inference import DEFAULT_TILE_OVERLAP
 
+    if args.seed is not None and not args.finetune:
+        raise OptionError("--seed seeds the fine-tuning patches; without --finetune nothing is random")
     report = run_predict(args.dwi, args.bvals, args.bvecs, args.output, mask=args.mask,
                          response_files=_responses(args), model=args.model, finetune=args.finetune,
                          device=args.device, tile=args.patch_size,
                          overlap=DEFAULT_TILE_OVERLAP if args.overlap is None else args.overlap,
-                         batch=args.batch_size, seed=args.seed, progress=_progress(args), denoise=args.denoise,
+                         batch=args.batch_size, seed=args.seed or 0, progress=_progress(args), denoise=args.denoise,
                          force=args.force)
     _wrote(args, report)
     return 0

@@ -135,7 +135,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--init", default=None, choices=["linear", "csd", "random", "direct"],
                    help="the start. direct: linear deconvolution (default) or DIPY CSD; networks: random "
                         "(default) or direct (fit --variant direct first; the network learns its solution)")
-    p.add_argument("--seed", type=int, default=0, help="seed of every random choice")
+    p.add_argument("--seed", type=int, default=None,
+                   help="networks: seed of the weights and the patch sampling; direct has nothing random "
+                        "(default: 0)")
     p.add_argument("--resume", action="store_true",
                    help="continue OUTDIR/checkpoint.pt (refused if it belongs to another run)")
     p.add_argument("--denoise", default="mppca", choices=["none", "mppca"],
@@ -175,7 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lmax", action=_Refused, message="predict writes the order the model was trained for; "
                                                       "`shdeconv fit --lmax N` fits another")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    p.add_argument("--seed", type=int, default=0, help="seed of the fine-tuning patches")
+    p.add_argument("--seed", type=int, default=None, help="with --finetune: seed of its patches (default: 0)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     _common(p)
     p.set_defaults(func=cmd_predict)
