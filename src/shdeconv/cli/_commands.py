@@ -59,8 +59,8 @@ def cmd_fit(args) -> int:
     )
     from ..models import NetworkConfig
 
-    over = _given(args, "iterations", "batch_size", "patch_size", "lr")
-    direct_config = None
+    over = _given(args, "iterations", "batch_size", "patch_size", "lr", "seed")
+    direct_config = fit_config = None
     if args.variant == "direct":
         if args.batch_size is not None or args.patch_size is not None:
             raise OptionError("--batch-size and --patch-size are network settings; direct fits every voxel at once")
@@ -70,16 +70,13 @@ def cmd_fit(args) -> int:
             raise OptionError(f"--init {args.init} starts a network; --variant direct starts from linear or csd")
         if args.seed is not None:
             raise OptionError("--seed seeds a network's weights and patches; --variant direct has nothing random")
-        extra = {k: v for k, v in (("lmax", args.lmax), ("init", args.init)) if v is not None}
-        direct_config = DirectConfig(**over, **extra)
-        over = {}
-    elif args.init is not None:
-        if args.init not in NETWORK_INITS:
+        direct_config = DirectConfig(**over, **_given(args, "lmax", "init"))
+    else:
+        if args.init is not None and args.init not in NETWORK_INITS:
             raise OptionError(f"--init {args.init} starts --variant direct; a network starts from "
                               f"{' or '.join(NETWORK_INITS)}")
-        over["init"] = args.init
+        fit_config = FitConfig(**over, **_given(args, "init"))
     net_config = NetworkConfig.at_scale(args.scale or "laptop", **_given(args, "width", "depth"))
-    fit_config = None if args.variant == "direct" else FitConfig(seed=args.seed or 0, **over)
     weights = default_loss_weights(args.variant, tv=args.tv_weight, **({"init": fit_config.init} if fit_config else {}))
     report = run_fit(args.dwi, args.bvals, args.bvecs, args.output, mask=args.mask, response_files=_responses(args),
                      variant=args.variant, lmax=args.lmax, device=args.device, fit_config=fit_config,
@@ -109,8 +106,8 @@ def cmd_predict(args) -> int:
                          response_files=_responses(args), model=args.model, finetune=args.finetune,
                          device=args.device, tile=args.patch_size,
                          overlap=DEFAULT_TILE_OVERLAP if args.overlap is None else args.overlap,
-                         batch=args.batch_size, seed=args.seed or 0, progress=_progress(args), denoise=args.denoise,
-                         force=args.force)
+                         batch=args.batch_size, progress=_progress(args), denoise=args.denoise, force=args.force,
+                         **_given(args, "seed"))
     _wrote(args, report)
     return 0
 
