@@ -230,3 +230,34 @@ def test_isotropic_voxels_give_no_warning(phantom, zero_model, tmp_path):
     report = run_predict(*_inputs(phantom), tmp_path / "out", mask=phantom / "mask.nii.gz", model=zero_model,
                          progress=False)
     assert report["voxel_size_mm"] == [2.0, 2.0, 2.0] and report["warnings"] == []
+
+
+def test_a_mask_smaller_than_the_image_is_read_as_its_box_with_the_same_outputs(phantom, tmp_path, monkeypatch):
+    """With a mask only its box is read (load_dwi(crop=...)); predict's outputs are those of the
+    whole image, on the image's grid, and the report says which box was read."""
+    import shdeconv.fitting._subject as subject_module
+
+    torch.manual_seed(1)
+    net = DeconvNet(SMALL, n_iso=2)
+    for p in net.parameters():  # a non-trivial spatial correction
+        torch.nn.init.normal_(p, std=0.3)
+    save_model(tmp_path / "m.pt", net)
+    img = nib.load(phantom / "mask.nii.gz")
+    small = np.asarray(img.dataobj).astype(bool)
+    small[:9], small[:, 20:], small[..., :2] = False, False, False
+    nib.save(nib.Nifti1Image(small.astype(np.uint8), img.affine), tmp_path / "small.nii.gz")
+    args = {"mask": tmp_path / "small.nii.gz", "model": tmp_path / "m.pt", "tile": 8, "progress": False}
+    cropped = run_predict(*_inputs(phantom), tmp_path / "cropped", **args)
+    box = cropped["mask"]["box"]
+    assert box[0][0] == int(np.flatnonzero(small.any((1, 2)))[0]) and box[1][1] <= 20 and box[2][0] >= 2
+    load_dwi = subject_module.load_dwi
+    monkeypatch.setattr(subject_module, "load_dwi", lambda *a, crop=None, **k: load_dwi(*a, **k))
+    whole = run_predict(*_inputs(phantom), tmp_path / "whole", **args)
+    assert "box" not in whole["mask"]
+    assert {k: v for k, v in cropped["mask"].items() if k != "box"} == whole["mask"]
+    for name in ("fodf", "gm", "csf", "peaks"):
+        a, b = nib.load(tmp_path / "cropped" / f"{name}.nii.gz"), nib.load(tmp_path / "whole" / f"{name}.nii.gz")
+        assert a.shape == b.shape and a.shape[:3] == small.shape
+        np.testing.assert_array_equal(a.affine, b.affine)
+        np.testing.assert_allclose(np.asarray(a.dataobj), np.asarray(b.dataobj), atol=1e-6)
+    assert np.asarray(nib.load(tmp_path / "cropped" / "fodf.nii.gz").dataobj)[small, 0].all()

@@ -106,7 +106,9 @@ def write_outputs(outdir: Path, subject: Subject, fodf_world: np.ndarray, iso: n
     affine = subject.affine
     if iso is not None and len(iso_names) != iso.shape[-1]:
         raise ValueError(f"{iso.shape[-1]} isotropic maps but names {iso_names}")
-    fodf_world = np.where(subject.mask[..., None], fodf_world, 0).astype(np.float32, copy=False)
+    # on the image's grid, also where only the mask's box was read
+    fodf_world = subject.uncrop(np.where(subject.mask[..., None], fodf_world, 0).astype(np.float32, copy=False))
+    iso = None if iso is None else subject.uncrop(iso)
     # The compressed NIfTI writes run in a background thread (zlib releases the GIL) while the
     # peaks are extracted and the QC figure drawn; every write is awaited before the report.
     with ThreadPoolExecutor(max_workers=1) as writer:

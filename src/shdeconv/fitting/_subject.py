@@ -71,6 +71,11 @@ class Subject:
     def affine(self) -> np.ndarray:
         return self.dwi.affine if self.dwi is not None else np.eye(4)
 
+    def uncrop(self, array: np.ndarray) -> np.ndarray:
+        """``array`` ``(X, Y, Z, ...)`` on the subject's grid -> its image's grid (the same
+        unless only the mask's box was read)."""
+        return self.dwi.uncrop(array) if self.dwi is not None else array
+
 
 def subject_arrays(subject: Subject) -> list:
     """The arrays a fit of ``subject`` computes on, for its run fingerprint
@@ -116,6 +121,14 @@ def acquisition_model(bvals, directions, responses: Responses, lmax: int | None 
     return fm, rows, input_rows
 
 
+def mppca_radius(n_volumes: int) -> int:
+    """The smallest patch radius (at least 2) whose patch holds at least ``n_volumes`` voxels."""
+    radius = 2
+    while (2 * radius + 1) ** 3 < n_volumes:
+        radius += 1
+    return radius
+
+
 def denoise_mppca(data: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """DIPY's MP-PCA denoising (Veraart 2016) inside the mask.
 
@@ -130,10 +143,7 @@ def denoise_mppca(data: np.ndarray, mask: np.ndarray) -> np.ndarray:
     if min(data.shape[:3]) < 3:
         log.warning("MP-PCA skipped: the volume %s is too thin for a 3x3x3 patch", data.shape[:3])
         return np.asarray(data, dtype=np.float32)
-    radius = 2
-    while (2 * radius + 1) ** 3 < data.shape[-1]:
-        radius += 1
-    radius = max(1, min(radius, (min(data.shape[:3]) - 1) // 2))
+    radius = max(1, min(mppca_radius(data.shape[-1]), (min(data.shape[:3]) - 1) // 2))
     with np.errstate(divide="ignore", invalid="ignore"):
         out = mppca(data, mask=mask, patch_radius=radius).astype(np.float32)
     failed = mask & ~np.isfinite(out).all(axis=-1)
@@ -191,9 +201,12 @@ def load_subject(dwi_path, bvals, bvecs, mask_path=None, *, response_files: dict
     """
     if denoise not in ("none", "mppca"):
         raise OptionError(f"denoise must be 'none' or 'mppca', got {denoise!r}")
-    dwi = load_dwi(dwi_path, bvals, bvecs, mask_path)
+    # with a mask only its box is read; MP-PCA's patches need their radius around it
+    dwi = load_dwi(dwi_path, bvals, bvecs, mask_path, crop=mppca_radius if denoise == "mppca" else 0)
     mask, mask_record = brain_mask(dwi.data, dwi.bvals, dwi.directions_world, dwi.mask,
-                                   source=None if mask_path is None else str(mask_path))
+                                   source=None if mask_path is None else str(mask_path), beyond=dwi.beyond)
+    if dwi.box is not None:
+        mask_record["box"] = [[int(b.start), int(b.stop)] for b in dwi.box]
     mask &= ~dwi.bad_voxels
     gradients = gradient_record(check_gradients(dwi.data, dwi.bvals, dwi.bvecs, dwi.affine, mask), bvecs)
     if denoise == "mppca":

@@ -17,12 +17,14 @@ from ._gradients import (
 )
 from ._nifti import (
     B0_THRESHOLD,
+    Beyond,
     DWIData,
     bvals_shells,
     combine_masks,
     load_dwi,
     load_mask,
     make_mask,
+    mask_box,
 )
 from ._peaks_file import read_peaks, write_peaks
 from ._response_file import read_response_file, write_response_file
@@ -31,6 +33,7 @@ from ._validate import InputError
 
 __all__ = [
     "B0_THRESHOLD",
+    "Beyond",
     "DWIData",
     "InputError",
     "atomic_save_nifti",
@@ -46,6 +49,7 @@ __all__ = [
     "load_dwi",
     "load_mask",
     "make_mask",
+    "mask_box",
     "read_peaks",
     "read_response_file",
     "refuse_earlier_outputs",

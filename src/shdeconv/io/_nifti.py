@@ -14,6 +14,7 @@ from __future__ import annotations
 import gzip
 import logging
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from os import PathLike
 from pathlib import Path
@@ -26,11 +27,13 @@ from ._validate import InputError, check_file_exists, read_numeric_table
 
 __all__ = [
     "B0_THRESHOLD",
+    "Beyond",
     "DWIData",
     "load_dwi",
     "load_mask",
     "bvals_shells",
     "make_mask",
+    "mask_box",
     "combine_masks",
 ]
 
@@ -44,6 +47,26 @@ _UNIT_TOL = 1e-2
 
 #: Tolerance on the difference between the dwi and mask affines.
 _AFFINE_TOL = 1e-3
+
+
+@dataclass
+class Beyond:
+    """What a data set cropped to its mask's box holds outside the box, for the mask's audit.
+
+    Attributes
+    ----------
+    n_valid : int
+        Voxels outside the box with a finite, positive mean b=0 signal.
+    rows : ndarray ``(N, G)`` float32
+        The signal of a regular lattice of voxels outside the box (every ``stride``-th voxel
+        along each axis), finite ones only.
+    weight : float
+        How many outside voxels each row stands for (``stride ** 3``).
+    """
+
+    n_valid: int
+    rows: np.ndarray
+    weight: float
 
 
 @dataclass
@@ -70,6 +93,14 @@ class DWIData:
         The dwi file.
     bad_voxels : ndarray ``(X, Y, Z)`` bool
         Voxels that held NaN/Inf in any volume (excluded from every mask).
+    box : tuple of 3 slices or None
+        Where ``data``, ``mask`` and ``bad_voxels`` lie in the image when only the mask's box
+        was read (``load_dwi(..., crop=...)``); ``None`` when they hold the whole image.
+        ``affine`` is the image's either way: :meth:`uncrop` puts an array back on its grid.
+    image_shape : tuple ``(X, Y, Z)`` or None
+        The image's spatial shape when cropped.
+    beyond : Beyond or None
+        What lies outside the box, for the mask's audit, when cropped.
     """
 
     data: np.ndarray
@@ -81,10 +112,21 @@ class DWIData:
     mask: np.ndarray | None
     path: Path
     bad_voxels: np.ndarray = field(default=None, repr=False)
+    box: tuple[slice, slice, slice] | None = None
+    image_shape: tuple[int, int, int] | None = None
+    beyond: Beyond | None = field(default=None, repr=False)
 
     def __post_init__(self):
         if self.bad_voxels is None:
             self.bad_voxels = np.zeros(self.data.shape[:3], dtype=bool)
+
+    def uncrop(self, array: np.ndarray) -> np.ndarray:
+        """``array`` ``(x, y, z, ...)`` on the data's grid -> the image's grid (zero outside the box)."""
+        if self.box is None:
+            return array
+        full = np.zeros(tuple(self.image_shape) + array.shape[3:], dtype=array.dtype)
+        full[self.box] = array
+        return full
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -163,6 +205,16 @@ def _check_bvecs(path: Path, bvecs: np.ndarray, bvals: np.ndarray) -> np.ndarray
 _GZ_CHUNK = 64 << 20
 
 
+def _fill(f, view: memoryview) -> None:
+    """Read exactly ``len(view)`` bytes of the open file ``f`` into ``view``, 64 MiB at a time."""
+    pos = 0
+    while pos < len(view):
+        got = f.readinto(view[pos:pos + _GZ_CHUNK])
+        if not got:
+            raise ValueError(f"the file ends {len(view) - pos} bytes short of the image data")
+        pos += got
+
+
 def _read_float32(img, path: Path) -> np.ndarray:
     """The image's voxel data as float32 (Fortran order), scaled by its slope and intercept.
 
@@ -178,12 +230,7 @@ def _read_float32(img, path: Path) -> np.ndarray:
     view = memoryview(raw.reshape(-1, order="F")).cast("B")  # a view: raw is Fortran-contiguous
     with gzip.open(path, "rb") as f:
         f.seek(int(proxy.offset))
-        pos = 0
-        while pos < len(view):
-            got = f.readinto(view[pos:pos + _GZ_CHUNK])
-            if not got:
-                raise ValueError(f"the file ends after {pos} of {len(view)} bytes of image data")
-            pos += got
+        _fill(f, view)
     data = raw if raw.dtype == np.dtype(np.float32) else raw.astype(np.float32, order="F")
     slope, inter = float(proxy.slope), float(proxy.inter)
     if slope != 1.0:
@@ -191,6 +238,76 @@ def _read_float32(img, path: Path) -> np.ndarray:
     if inter != 0.0:
         data += np.float32(inter)
     return data
+
+
+def _iter_volumes(img, path: Path):
+    """The image's volumes in order, each ``(X, Y, Z)`` float32 (Fortran order), scaled.
+
+    A gzipped image is decompressed once, front to back, into one volume-sized buffer;
+    anything else is read one volume at a time through nibabel's proxy.
+    """
+    proxy = img.dataobj
+    shape = tuple(img.shape[:3])
+    if str(path).endswith(".gz") and hasattr(proxy, "offset"):
+        dtype = img.get_data_dtype()
+        raw = np.empty(shape, dtype=dtype, order="F")
+        view = memoryview(raw.reshape(-1, order="F")).cast("B")
+        slope, inter = float(proxy.slope), float(proxy.inter)
+        with gzip.open(path, "rb") as f:
+            f.seek(int(proxy.offset))
+            for _ in range(img.shape[3]):
+                _fill(f, view)
+                vol = raw.astype(np.float32, order="F", copy=True)
+                if slope != 1.0:
+                    vol *= np.float32(slope)
+                if inter != 0.0:
+                    vol += np.float32(inter)
+                yield vol
+    else:
+        for g in range(img.shape[3]):
+            yield np.asarray(proxy[..., g], dtype=np.float32)
+
+
+def mask_box(mask: np.ndarray, margin: int = 0) -> tuple[slice, slice, slice]:
+    """The smallest box holding every voxel of ``mask``, grown by ``margin`` within the volume."""
+    box = []
+    for axis in range(3):
+        hit = np.flatnonzero(mask.any(axis=tuple(a for a in range(3) if a != axis)))
+        box.append(slice(max(int(hit[0]) - margin, 0), min(int(hit[-1]) + 1 + margin, mask.shape[axis])))
+    return tuple(box)
+
+
+def _read_box(img, path: Path, box: tuple[slice, slice, slice], b0: np.ndarray, *,
+              max_rows: int = 50_000) -> tuple[np.ndarray, np.ndarray, Beyond]:
+    """``box`` of every volume ``(x, y, z, G)`` float32 (Fortran order), the whole volume's
+    non-finite voxels ``(X, Y, Z)`` and what lies outside the box (:class:`Beyond`), in one
+    pass over the file: the image itself is never held."""
+    shape = tuple(img.shape[:3])
+    n_vol = int(img.shape[3])
+    out = np.empty(tuple(s.stop - s.start for s in box) + (n_vol,), dtype=np.float32, order="F")
+    bad = np.zeros(shape, dtype=bool)
+    outside = np.ones(shape, dtype=bool)
+    outside[box] = False
+    n_out = int(outside.sum())
+    stride = 1
+    while n_out / stride ** 3 > max_rows:
+        stride += 1
+    lattice = np.zeros(shape, dtype=bool)
+    lattice[::stride, ::stride, ::stride] = True
+    lattice &= outside
+    rows = np.empty((int(lattice.sum()), n_vol), dtype=np.float32)
+    b0_sum = np.zeros(shape, dtype=np.float64)
+    for g, vol in enumerate(_iter_volumes(img, path)):
+        out[..., g] = vol[box]
+        bad |= ~np.isfinite(vol)
+        rows[:, g] = vol[lattice]
+        if b0[g]:
+            b0_sum += vol
+    s0 = b0_sum / max(1, int(b0.sum()))
+    valid = outside & np.isfinite(s0) & (s0 > 0) & ~bad
+    keep = np.isfinite(rows).all(axis=1)
+    beyond = Beyond(n_valid=int(valid.sum()), rows=rows[keep], weight=float(stride ** 3))
+    return out, bad, beyond
 
 
 def load_mask(mask_path: str | PathLike, shape: tuple[int, ...], affine: np.ndarray) -> np.ndarray:
@@ -234,6 +351,7 @@ def load_dwi(
     mask_path: str | PathLike | None = None,
     *,
     max_bad_fraction: float = 0.001,
+    crop: int | Callable[[int], int] | None = None,
 ) -> DWIData:
     """Load and validate a diffusion data set.
 
@@ -249,6 +367,13 @@ def load_dwi(
     max_bad_fraction : float
         Largest fraction of voxels with NaN/Inf values that is repaired (set to 0, excluded
         from the mask, with a warning) rather than refused.
+    crop : int or callable, optional
+        With a mask: read only the mask's bounding box grown by this many voxels (or by
+        ``crop(number of volumes)``, e.g. a denoising patch's radius) (one pass over
+        the file, the image itself never in memory; on an HCP-sized volume the box is about
+        three quarters of the image). The returned data are then on the box's grid, ``box``
+        says where, and ``beyond`` keeps a sample of the rest for the mask's audit. Ignored
+        without a mask.
 
     Returns
     -------
@@ -281,11 +406,19 @@ def load_dwi(
     if b0.all():
         raise InputError(bvals_p, f"all {n_vol} volumes are b=0; no diffusion weighting")
 
+    box = beyond = user_mask = None
+    if mask_p is not None:
+        user_mask = load_mask(mask_p, tuple(img.shape[:3]), affine)
+        if crop is not None:
+            box = mask_box(user_mask, int(crop(n_vol) if callable(crop) else crop))
     try:
-        data = _read_float32(img, dwi_p)
+        if box is None:
+            data = _read_float32(img, dwi_p)
+            bad = _nonfinite_voxels(data)
+        else:
+            data, bad, beyond = _read_box(img, dwi_p, box, b0)
     except Exception as e:
         raise InputError(dwi_p, f"cannot read the image data ({type(e).__name__}: {e})") from e
-    bad = _nonfinite_voxels(data)
     n_bad = int(bad.sum())
     if n_bad:
         frac = n_bad / bad.size
@@ -293,22 +426,27 @@ def load_dwi(
             raise InputError(
                 dwi_p, f"{n_bad} of {bad.size} voxels ({100 * frac:.3g}%) contain NaN or Inf, more than "
                 f"the {100 * max_bad_fraction:.3g}% that can be repaired")
-        data[bad] = 0.0
+        data[bad if box is None else bad[box]] = 0.0
         warnings.warn(f"{dwi_p}: {n_bad} voxels contain NaN or Inf; set to 0 and excluded from the mask",
                       UserWarning, stacklevel=2)
 
     mask = None
     if mask_p is not None:
-        mask = load_mask(mask_p, data.shape[:3], affine) & ~bad
+        mask = user_mask & ~bad
         if not mask.any():
             raise InputError(mask_p, "the mask holds no voxel with finite dwi data")
+    image_shape = tuple(int(n) for n in img.shape[:3])
+    if box is not None:
+        mask, bad = mask[box], bad[box]
 
     directions = fsl_bvecs_to_world(bvecs, affine)
     directions[b0] = 0.0
-    logger.info("loaded %s: shape %s, %d volumes (%d b=0), shells %s", dwi_p, data.shape[:3], n_vol,
+    logger.info("loaded %s: shape %s%s, %d volumes (%d b=0), shells %s", dwi_p, image_shape,
+                "" if box is None else f" (the mask's box, {data.shape[:3]})", n_vol,
                 int(b0.sum()), bvals_shells(bvals)[0].round().tolist())
     return DWIData(data=data, affine=affine, header=img.header, bvals=bvals, bvecs=bvecs,
-                   directions_world=directions, mask=mask, path=dwi_p, bad_voxels=bad)
+                   directions_world=directions, mask=mask, path=dwi_p, bad_voxels=bad, box=box,
+                   image_shape=None if box is None else image_shape, beyond=beyond)
 
 
 def _nonfinite_voxels(data: np.ndarray) -> np.ndarray:

@@ -27,7 +27,7 @@ import warnings
 
 import numpy as np
 
-from ..io import B0_THRESHOLD, make_mask
+from ..io import B0_THRESHOLD, Beyond, make_mask
 from ._normalise import b0_mean
 from ._response import _tensor_fit
 
@@ -109,33 +109,48 @@ def automatic_mask(data: np.ndarray, bvals: np.ndarray,
     return valid, "every voxel with a positive b=0 signal (the volume's border is tissue, not background)"
 
 
+def _tissue_rows(rows: np.ndarray, s0: np.ndarray, bvals: np.ndarray, directions: np.ndarray) -> int:
+    """How many of the voxels ``rows`` ``(N, G)`` (mean b=0 ``s0`` ``(N,)``, all positive) have
+    an FA above :data:`TISSUE_FA`."""
+    if not len(rows):
+        return 0
+    fa, _, _ = _tensor_fit(np.asarray(rows, dtype=np.float64) / s0[:, None], bvals, np.asarray(directions, float))
+    return int(np.count_nonzero(fa > TISSUE_FA))
+
+
 def left_out_tissue(data: np.ndarray, bvals: np.ndarray, directions: np.ndarray, mask: np.ndarray,
-                    valid: np.ndarray, b0: np.ndarray) -> int:
+                    valid: np.ndarray, b0: np.ndarray, beyond: Beyond | None = None) -> int:
     """About how many voxels of ``valid & ~mask`` hold clear diffusion signal (see the module).
 
     ``b0`` ``(X, Y, Z)``: the voxels' mean b=0 signal. At most :data:`_MAX_AUDIT`
-    candidates are read (a regular subsample; the count is scaled back).
+    candidates are read (a regular subsample; the count is scaled back). ``beyond``: the
+    sample of the image outside ``data``'s box, when only the box was read
+    (:func:`~shdeconv.io.load_dwi` with ``crop``); its voxels count ``beyond.weight`` each.
     """
     bvals = np.asarray(bvals, float)
     if not mask.any():
         return 0
     level = float(np.median(b0[mask]))
+    count = 0
+    if beyond is not None and len(beyond.rows):
+        b0_vol = bvals <= B0_THRESHOLD
+        s0 = beyond.rows[:, b0_vol].mean(1, dtype=np.float64)
+        sdw = beyond.rows[:, ~b0_vol].mean(1, dtype=np.float64)
+        keep = (s0 > TISSUE_B0 * level) & (sdw < NOISE_ATTENUATION * s0)
+        count += round(_tissue_rows(beyond.rows[keep], s0[keep], bvals, directions) * beyond.weight)
     index = np.nonzero(valid & ~mask & (b0 > TISSUE_B0 * level))
     if index[0].size == 0:
-        return 0
+        return count
     step = max(1, -(-index[0].size // _MAX_AUDIT))
     index = tuple(i[::step] for i in index)
     s0, sdw = _means(data, bvals, index)
     attenuated = (s0 > 0) & (sdw < NOISE_ATTENUATION * s0)
-    if not attenuated.any():
-        return 0
-    rows = np.asarray(data[tuple(i[attenuated] for i in index)], dtype=np.float64) / s0[attenuated, None]
-    fa, _, _ = _tensor_fit(rows, bvals, np.asarray(directions, float))
-    return int(np.count_nonzero(fa > TISSUE_FA) * step)
+    rows = data[tuple(i[attenuated] for i in index)]
+    return count + _tissue_rows(rows, s0[attenuated], bvals, directions) * step
 
 
 def brain_mask(data: np.ndarray, bvals: np.ndarray, directions: np.ndarray, mask: np.ndarray | None = None,
-               *, source: str | None = None) -> tuple[np.ndarray, dict]:
+               *, source: str | None = None, beyond: Beyond | None = None) -> tuple[np.ndarray, dict]:
     """The voxels to fit and a record of how they were chosen.
 
     Parameters
@@ -147,6 +162,9 @@ def brain_mask(data: np.ndarray, bvals: np.ndarray, directions: np.ndarray, mask
         The user's mask; ``None`` for the automatic one.
     source : str, optional
         Where ``mask`` came from (its file), for the record.
+    beyond : Beyond, optional
+        When ``data`` is only the user mask's box of the image: what lies outside it, so that
+        the record and the audit still cover the whole image.
 
     Returns
     -------
@@ -162,9 +180,12 @@ def brain_mask(data: np.ndarray, bvals: np.ndarray, directions: np.ndarray, mask
         chosen, method = np.asarray(mask, bool) & valid, "user mask"
     else:
         chosen, method = automatic_mask(data, bvals, valid)
+    if beyond is not None and mask is None:
+        raise ValueError("only data cropped to a user mask's box come with what lies beyond it")
     record = {"source": source or ("automatic" if mask is None else "array"), "method": method,
-              "voxels": int(chosen.sum()), "voxels_with_b0_signal": int(valid.sum()),
-              "left_out_tissue_voxels": left_out_tissue(data, bvals, directions, chosen, valid, b0),
+              "voxels": int(chosen.sum()),
+              "voxels_with_b0_signal": int(valid.sum()) + (beyond.n_valid if beyond is not None else 0),
+              "left_out_tissue_voxels": left_out_tissue(data, bvals, directions, chosen, valid, b0, beyond),
               "warning": None}
     n_out = record["left_out_tissue_voxels"]
     if n_out >= max(WARN_MIN_VOXELS, WARN_FRACTION * record["voxels"]):
