@@ -232,9 +232,11 @@ def test_isotropic_voxels_give_no_warning(phantom, zero_model, tmp_path):
     assert report["voxel_size_mm"] == [2.0, 2.0, 2.0] and report["warnings"] == []
 
 
-def test_a_mask_smaller_than_the_image_is_read_as_its_box_with_the_same_outputs(phantom, tmp_path, monkeypatch):
-    """With a mask only its box is read (load_dwi(crop=...)); predict's outputs are those of the
-    whole image, on the image's grid, and the report says which box was read."""
+@pytest.mark.parametrize("read", ["voxels", "box"])
+def test_a_mask_smaller_than_the_image_is_read_alone_with_the_same_outputs(phantom, tmp_path, monkeypatch, read):
+    """With a mask predict reads only its voxels (or, where neighbours are needed before the
+    network, its box: load_dwi(crop=...)); the outputs are those of the whole image, on the
+    image's grid, and the report says what was read."""
     import shdeconv.fitting._subject as subject_module
 
     torch.manual_seed(1)
@@ -245,19 +247,32 @@ def test_a_mask_smaller_than_the_image_is_read_as_its_box_with_the_same_outputs(
     img = nib.load(phantom / "mask.nii.gz")
     small = np.asarray(img.dataobj).astype(bool)
     small[:9], small[:, 20:], small[..., :2] = False, False, False
+    small[12, 12, 5] = False  # a hole
     nib.save(nib.Nifti1Image(small.astype(np.uint8), img.affine), tmp_path / "small.nii.gz")
     args = {"mask": tmp_path / "small.nii.gz", "model": tmp_path / "m.pt", "tile": 8, "progress": False}
-    cropped = run_predict(*_inputs(phantom), tmp_path / "cropped", **args)
-    box = cropped["mask"]["box"]
-    assert box[0][0] == int(np.flatnonzero(small.any((1, 2)))[0]) and box[1][1] <= 20 and box[2][0] >= 2
     load_dwi = subject_module.load_dwi
+    seen = []
+
+    def spy(*a, crop=None, **k):
+        seen.append(crop)
+        return load_dwi(*a, crop=0 if read == "box" else crop, **k)
+
+    monkeypatch.setattr(subject_module, "load_dwi", spy)
+    part = run_predict(*_inputs(phantom), tmp_path / "part", **args)
+    assert seen == ["voxels"]
+    box = part["mask"].get("box")
+    assert (box is None) == (read == "voxels") and (part["mask"].get("read") is None) == (read == "box")
+    if read == "box":
+        assert box[0][0] == int(np.flatnonzero(small.any((1, 2)))[0]) and box[1][1] <= 20 and box[2][0] >= 2
     monkeypatch.setattr(subject_module, "load_dwi", lambda *a, crop=None, **k: load_dwi(*a, **k))
     whole = run_predict(*_inputs(phantom), tmp_path / "whole", **args)
-    assert "box" not in whole["mask"]
-    assert {k: v for k, v in cropped["mask"].items() if k != "box"} == whole["mask"]
+    assert "box" not in whole["mask"] and "read" not in whole["mask"]
+    assert {k: v for k, v in part["mask"].items() if k not in ("box", "read")} == whole["mask"]
+    assert part["gradient_check"]["best"] == whole["gradient_check"]["best"]
     for name in ("fodf", "gm", "csf", "peaks"):
-        a, b = nib.load(tmp_path / "cropped" / f"{name}.nii.gz"), nib.load(tmp_path / "whole" / f"{name}.nii.gz")
+        a, b = nib.load(tmp_path / "part" / f"{name}.nii.gz"), nib.load(tmp_path / "whole" / f"{name}.nii.gz")
         assert a.shape == b.shape and a.shape[:3] == small.shape
         np.testing.assert_array_equal(a.affine, b.affine)
         np.testing.assert_allclose(np.asarray(a.dataobj), np.asarray(b.dataobj), atol=1e-6)
-    assert np.asarray(nib.load(tmp_path / "cropped" / "fodf.nii.gz").dataobj)[small, 0].all()
+    fodf = np.asarray(nib.load(tmp_path / "part" / "fodf.nii.gz").dataobj)
+    assert fodf[small, 0].all() and not fodf[~small].any()

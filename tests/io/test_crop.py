@@ -137,3 +137,56 @@ def test_a_truncated_image_is_refused_when_cropping_too(dataset, tmp_path):
     cut.write_bytes(gzip.compress(raw[:-1000]) if gz else raw[:-1000])
     with pytest.raises(InputError, match="cut.nii.*cannot read the image data"):
         load_dwi(cut, p["bvals"], p["bvecs"], p["mask"], crop=0)
+
+
+def test_crop_to_the_masks_voxels(dataset):
+    from shdeconv.io import MaskedImage
+
+    p, _, mask = dataset
+    full = _load(p)
+    d = _load(p, crop="voxels")
+    n = int(mask.sum())
+    assert d.data.shape == (n, 1, 1, 12) and d.data.flags.f_contiguous and d.box is None
+    np.testing.assert_array_equal(d.voxels, mask)
+    np.testing.assert_array_equal(d.data[:, 0, 0], full.data[mask])  # C order; the inf voxel zeroed
+    np.testing.assert_array_equal(d.mask[:, 0, 0], full.mask[mask])
+    np.testing.assert_array_equal(d.uncrop(d.data), np.where(mask[..., None], full.data, 0))
+    np.testing.assert_array_equal(d.crop(d.uncrop(d.data)), d.data)
+    assert d.beyond.n_valid == np.prod(SHAPE) - n - 1  # the NaN voxel is outside the mask
+    image = d.image()
+    assert isinstance(image, MaskedImage) and image.shape == full.data.shape
+    idx = (np.array([2, 0, 5]), np.array([3, 0, 6]), np.array([1, 0, 4]))  # in, out, in
+    np.testing.assert_array_equal(image[idx], np.where(mask[idx][:, None], full.data[idx], 0))
+    with pytest.raises(ValueError, match="voxels"):
+        load_dwi(p["dwi"], p["bvals"], p["bvecs"], p["mask"], crop="everything")
+
+
+def test_the_gradient_check_on_the_masks_voxels_is_the_whole_images():
+    from shdeconv.direction import check_gradients
+
+    files = get_fnames(name="small_64D")
+    whole = load_dwi(*files)
+    mask = np.zeros(whole.shape, bool)
+    mask[1:9, 1:9, 2:8] = True
+    expected = check_gradients(whole.data, whole.bvals, whole.bvecs, whole.affine, mask)
+    d = load_dwi(*files, _save_mask(mask, whole.affine), crop="voxels")
+    got = check_gradients(d.image(), d.bvals, d.bvecs, d.affine, d.uncrop(d.mask))
+    assert got.ranking == expected.ranking and got.n_voxels == expected.n_voxels > 0
+    with pytest.raises(ValueError, match="needs its mask"):
+        check_gradients(d.image(), d.bvals, d.bvecs, d.affine)
+
+
+def _save_mask(mask, affine):
+    import tempfile
+
+    path = tempfile.mkdtemp() + "/mask.nii.gz"
+    nib.save(nib.Nifti1Image(mask.astype(np.uint8), affine), path)
+    return path
+
+
+def test_mppca_is_refused_on_the_masks_voxels_alone(dataset):
+    from shdeconv.fitting import load_subject
+
+    p, _, _ = dataset
+    with pytest.raises(ValueError, match="neighbours"):
+        load_subject(p["dwi"], p["bvals"], p["bvecs"], p["mask"], denoise="mppca", voxels_only=True)

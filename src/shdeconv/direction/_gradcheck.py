@@ -68,7 +68,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..io import B0_THRESHOLD, voxel_to_world_matrix
+from ..io import B0_THRESHOLD, MaskedImage, voxel_to_world_matrix
 from ..signal._mask import automatic_mask
 from ..signal._response import _tensor_fit, _tensor_volumes
 
@@ -353,8 +353,8 @@ def check_gradients(data: np.ndarray, bvals: np.ndarray, bvecs: np.ndarray, affi
 
     Parameters
     ----------
-    data : ndarray ``(X, Y, Z, G)``
-        Raw diffusion signal, with b=0 volumes.
+    data : ndarray ``(X, Y, Z, G)`` or MaskedImage
+        Raw diffusion signal, with b=0 volumes (or the mask's voxels of it).
     bvals : ndarray ``(G,)``
     bvecs : ndarray ``(G, 3)`` (or FSL ``(3, G)``)
         The table as in the FSL bvecs file (voxel axes, ``x`` negated for a positive affine
@@ -376,7 +376,10 @@ def check_gradients(data: np.ndarray, bvals: np.ndarray, bvecs: np.ndarray, affi
     -------
     GradientCheck
     """
-    data = np.asarray(data)
+    if not isinstance(data, MaskedImage):
+        data = np.asarray(data)
+    elif mask is None:
+        raise ValueError("a MaskedImage needs its mask")
     if data.ndim != 4:
         raise ValueError(f"data must be (X, Y, Z, G), got shape {data.shape}")
     shape, n_vol = tuple(data.shape[:3]), data.shape[3]

@@ -318,8 +318,11 @@ def run_predict(dwi, bvals, bvecs, outdir, *, mask=None, response_files=None, mo
     dev = resolve_device(device)
     loaded = model if isinstance(model, LoadedModel) else LoadedModel.load(model)
     net, meta, model_path = loaded.fresh(), loaded.meta, loaded.path
+    # a 'linear'-input network's input is per voxel: with a mask and nothing spatial before the
+    # network (no denoising, no fine-tuning on patches), only the mask's voxels are read
+    voxels_only = (mask is not None and not finetune and denoise == "none" and net.config.inputs == "linear")
     subject = load_subject(dwi, bvals, bvecs, mask, response_files=response_files,
-                           lmax=net.config.response_lmax, denoise=denoise, keep_raw=False)
+                           lmax=net.config.response_lmax, denoise=denoise, keep_raw=False, voxels_only=voxels_only)
     t_loaded = time.perf_counter()
     grid = spatial_grid_report(subject.affine, "predict")
     outdir = check_output_dir(outdir)
@@ -344,11 +347,14 @@ def run_predict(dwi, bvals, bvecs, outdir, *, mask=None, response_files=None, mo
     workers = tile_workers(dev)
     # the network's input (D s over the mask's box) first, then the signal goes: the largest
     # array (3.9 GiB on HCP-sized data) is not held while tiles are predicted and written
-    inputs = volume_input(net, subject.signal, subject.mask)
+    inputs = volume_input(net, subject.signal, subject.mask, voxels=subject.voxels)
     subject.signal = None
-    fodf, iso = predict_volume(net, inputs, subject.mask, tile=tile, overlap=overlap, device=dev,
-                               progress=progress, sw_batch_size=batch, workers=workers)
+    on_grid = subject.voxels is not None  # the input, and so the prediction, on the image's grid
+    fodf, iso = predict_volume(net, inputs, subject.uncrop(subject.mask) if on_grid else subject.mask, tile=tile,
+                               overlap=overlap, device=dev, progress=progress, sw_batch_size=batch, workers=workers)
     del inputs
+    if on_grid:
+        fodf, iso = subject.crop(fodf), None if iso is None else subject.crop(iso)
     t_done = time.perf_counter()
     report = {
         "command": "predict",

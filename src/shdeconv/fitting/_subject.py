@@ -73,8 +73,18 @@ class Subject:
 
     def uncrop(self, array: np.ndarray) -> np.ndarray:
         """``array`` ``(X, Y, Z, ...)`` on the subject's grid -> its image's grid (the same
-        unless only the mask's box was read)."""
+        unless only the mask's box or voxels were read)."""
         return self.dwi.uncrop(array) if self.dwi is not None else array
+
+    def crop(self, array: np.ndarray) -> np.ndarray:
+        """``array`` on the image's grid -> the subject's grid (inverse of :meth:`uncrop`)."""
+        return self.dwi.crop(array) if self.dwi is not None else array
+
+    @property
+    def voxels(self) -> np.ndarray | None:
+        """``(X, Y, Z)`` bool: the image's voxels the subject holds when only the mask's voxels
+        were read (its arrays are then ``(N, 1, 1, ...)``), else None."""
+        return self.dwi.voxels if self.dwi is not None else None
 
 
 def subject_arrays(subject: Subject) -> list:
@@ -188,7 +198,7 @@ def prepare_subject(data, bvals, directions, mask, *, rotation=None, responses: 
 
 
 def load_subject(dwi_path, bvals, bvecs, mask_path=None, *, response_files: dict | None = None, lmax: int = 8,
-                 denoise: str = "none", keep_raw: bool = True) -> Subject:
+                 denoise: str = "none", keep_raw: bool = True, voxels_only: bool = False) -> Subject:
     """Load and check one subject's files, make the mask, check the gradient table, denoise if
     asked, prepare it.
 
@@ -198,17 +208,28 @@ def load_subject(dwi_path, bvals, bvecs, mask_path=None, *, response_files: dict
     ``subject.gradient_check`` for the report. The network works in the voxel-axes frame,
     ``u_vox = R^T u_world``. ``keep_raw=False``: see :func:`prepare_subject` (the networks need
     only the normalised signal; CSD needs the raw one).
+
+    With a mask only its bounding box is read (grown by MP-PCA's patch radius when denoising),
+    or with ``voxels_only`` only its voxels: the subject's arrays are then ``(N, 1, 1, ...)``,
+    for per-voxel work (``subject.uncrop`` puts them on the image's grid); not with MP-PCA,
+    whose patches need the neighbours.
     """
     if denoise not in ("none", "mppca"):
         raise OptionError(f"denoise must be 'none' or 'mppca', got {denoise!r}")
-    # with a mask only its box is read; MP-PCA's patches need their radius around it
-    dwi = load_dwi(dwi_path, bvals, bvecs, mask_path, crop=mppca_radius if denoise == "mppca" else 0)
+    if voxels_only and denoise != "none":
+        raise ValueError("MP-PCA needs each voxel's neighbours: it cannot run on the mask's voxels alone")
+    crop = "voxels" if voxels_only else mppca_radius if denoise == "mppca" else 0
+    dwi = load_dwi(dwi_path, bvals, bvecs, mask_path, crop=crop)
     mask, mask_record = brain_mask(dwi.data, dwi.bvals, dwi.directions_world, dwi.mask,
                                    source=None if mask_path is None else str(mask_path), beyond=dwi.beyond)
     if dwi.box is not None:
         mask_record["box"] = [[int(b.start), int(b.stop)] for b in dwi.box]
+    if dwi.voxels is not None:
+        mask_record["read"] = "the mask's voxels"
     mask &= ~dwi.bad_voxels
-    gradients = gradient_record(check_gradients(dwi.data, dwi.bvals, dwi.bvecs, dwi.affine, mask), bvecs)
+    # the check follows fibres from voxel to voxel: with the mask's voxels alone, by their coordinates
+    image, image_mask = (dwi.data, mask) if dwi.voxels is None else (dwi.image(), dwi.uncrop(mask))
+    gradients = gradient_record(check_gradients(image, dwi.bvals, dwi.bvecs, dwi.affine, image_mask), bvecs)
     if denoise == "mppca":
         dwi.data = denoise_mppca(dwi.data, mask.astype(bool))
     rot = voxel_axes_rotation(dwi.affine)

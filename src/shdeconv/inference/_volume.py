@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..io import mask_box
 from ..models._deconv import DeconvNet
 from ._sliding_window import SlidingWindowInferer
 
@@ -172,7 +173,8 @@ class VolumeInput:
 
 
 @torch.no_grad()
-def volume_input(net: DeconvNet, signal: np.ndarray, mask: np.ndarray) -> VolumeInput | None:
+def volume_input(net: DeconvNet, signal: np.ndarray, mask: np.ndarray, *,
+                 voxels: np.ndarray | None = None) -> VolumeInput | None:
     """The network's input for :func:`predict_volume`, None when ``mask`` is empty.
 
     A 'linear'-input network only ever sees ``D s`` (S + T coefficients per voxel), which is
@@ -181,16 +183,31 @@ def volume_input(net: DeconvNet, signal: np.ndarray, mask: np.ndarray) -> Volume
     covers a voxel (about twice per voxel at 25% overlap; G = 276 > S + T = 47 on an HCP-like
     scheme). The result does not refer to ``signal``, so a caller may free it before
     predicting (HCP-sized: 3.9 GiB of signal against 0.5 GiB of input).
+
+    ``voxels`` ``(X, Y, Z)`` bool: ``signal`` ``(N, 1, 1, G)`` and ``mask`` ``(N, 1, 1)`` hold
+    only those voxels of an image, in C order (``load_subject(..., voxels_only=True)``); the
+    input is then laid out on the image's grid, where ``voxels`` and ``mask`` hold (the mask
+    :func:`predict_volume` is then given is ``uncrop(mask)``). 'Linear'-input networks only.
     """
     mask = np.asarray(mask, dtype=bool)
     if not mask.any():
         return None
-    nz = np.argwhere(mask)
-    lo, hi = nz.min(0), nz.max(0) + 1
-    box = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
     linear = net.config.inputs == "linear" and net.init_matrix is not None
+    matrix = net.init_matrix.detach().to("cpu", torch.float32) if linear else None
+    if voxels is not None:
+        if not linear:
+            raise ValueError("only a 'linear'-input network reads its input voxel by voxel")
+        rows = mask.reshape(-1)
+        inside = np.zeros(voxels.shape, dtype=bool)
+        inside[voxels] = rows
+        box = mask_box(inside)
+        d = channels_first(signal, matrix)[:, torch.from_numpy(rows), 0, 0]  # [P, voxels in the mask]
+        x = torch.zeros((d.shape[0],) + tuple(b.stop - b.start for b in box), dtype=torch.float32)
+        x[:, torch.from_numpy(inside[box])] = d
+        return VolumeInput(x, box, True)
+    box = mask_box(mask)
     if linear:  # a z-major layout, read tile by tile as it is (no second copy)
-        x = channels_first(signal, net.init_matrix.detach().to("cpu", torch.float32), box)
+        x = channels_first(signal, matrix, box)
     else:
         x = channels_first(signal, box=box).contiguous()
     return VolumeInput(x, box, linear)

@@ -29,6 +29,7 @@ __all__ = [
     "B0_THRESHOLD",
     "Beyond",
     "DWIData",
+    "MaskedImage",
     "load_dwi",
     "load_mask",
     "bvals_shells",
@@ -69,6 +70,27 @@ class Beyond:
     weight: float
 
 
+class MaskedImage:
+    """The voxels of a 4-D image that were read (``load_dwi(..., crop="voxels")``), indexed by
+    voxel coordinates as the image would be: ``image[(i, j, k)]`` with three index arrays gives
+    their ``(K, G)`` rows (zeros for voxels not read). ``shape`` is the image's."""
+
+    ndim = 4
+
+    def __init__(self, data: np.ndarray, voxels: np.ndarray):
+        self.rows = data.reshape((data.shape[0], data.shape[-1]), order="A")
+        self.index = np.full(voxels.shape, -1, dtype=np.int64)
+        self.index[voxels] = np.arange(self.rows.shape[0])
+        self.shape = tuple(voxels.shape) + (self.rows.shape[1],)
+        self.dtype = self.rows.dtype
+
+    def __getitem__(self, key):
+        r = self.index[key]
+        out = self.rows[np.maximum(r, 0)]
+        out[r < 0] = 0
+        return out
+
+
 @dataclass
 class DWIData:
     """A validated diffusion data set.
@@ -97,6 +119,9 @@ class DWIData:
         Where ``data``, ``mask`` and ``bad_voxels`` lie in the image when only the mask's box
         was read (``load_dwi(..., crop=...)``); ``None`` when they hold the whole image.
         ``affine`` is the image's either way: :meth:`uncrop` puts an array back on its grid.
+    voxels : ndarray ``(X, Y, Z)`` bool or None
+        When only the mask's voxels were read (``crop="voxels"``): which, the ``N`` of
+        ``data`` ``(N, 1, 1, G)`` in C order.
     image_shape : tuple ``(X, Y, Z)`` or None
         The image's spatial shape when cropped.
     beyond : Beyond or None
@@ -113,6 +138,7 @@ class DWIData:
     path: Path
     bad_voxels: np.ndarray = field(default=None, repr=False)
     box: tuple[slice, slice, slice] | None = None
+    voxels: np.ndarray | None = field(default=None, repr=False)
     image_shape: tuple[int, int, int] | None = None
     beyond: Beyond | None = field(default=None, repr=False)
 
@@ -121,12 +147,29 @@ class DWIData:
             self.bad_voxels = np.zeros(self.data.shape[:3], dtype=bool)
 
     def uncrop(self, array: np.ndarray) -> np.ndarray:
-        """``array`` ``(x, y, z, ...)`` on the data's grid -> the image's grid (zero outside the box)."""
-        if self.box is None:
+        """``array`` ``(x, y, z, ...)`` on the data's grid -> the image's grid (zero outside what
+        was read)."""
+        if self.box is None and self.voxels is None:
             return array
         full = np.zeros(tuple(self.image_shape) + array.shape[3:], dtype=array.dtype)
-        full[self.box] = array
+        if self.box is not None:
+            full[self.box] = array
+        else:
+            full[self.voxels] = array.reshape((-1,) + array.shape[3:])
         return full
+
+    def crop(self, array: np.ndarray) -> np.ndarray:
+        """``array`` ``(X, Y, Z, ...)`` on the image's grid -> the data's grid (inverse of :meth:`uncrop`)."""
+        if self.box is not None:
+            return array[self.box]
+        if self.voxels is not None:
+            return array[self.voxels].reshape((-1, 1, 1) + array.shape[3:])
+        return array
+
+    def image(self) -> np.ndarray | MaskedImage:
+        """The data indexed by the image's voxel coordinates: ``data`` itself unless only the
+        mask's voxels were read (then a :class:`MaskedImage` of them)."""
+        return self.data if self.voxels is None else MaskedImage(self.data, self.voxels)
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -277,17 +320,22 @@ def mask_box(mask: np.ndarray, margin: int = 0) -> tuple[slice, slice, slice]:
     return tuple(box)
 
 
-def _read_box(img, path: Path, box: tuple[slice, slice, slice], b0: np.ndarray, *,
-              max_rows: int = 50_000) -> tuple[np.ndarray, np.ndarray, Beyond]:
-    """``box`` of every volume ``(x, y, z, G)`` float32 (Fortran order), the whole volume's
-    non-finite voxels ``(X, Y, Z)`` and what lies outside the box (:class:`Beyond`), in one
-    pass over the file: the image itself is never held."""
+def _read_part(img, path: Path, b0: np.ndarray, *, box: tuple[slice, slice, slice] | None = None,
+               voxels: np.ndarray | None = None, max_rows: int = 50_000) -> tuple[np.ndarray, np.ndarray, Beyond]:
+    """Part of every volume, the whole image's non-finite voxels ``(X, Y, Z)`` and a sample of
+    what lies outside the part (:class:`Beyond`), in one pass over the file: the image itself
+    is never held. The part is a ``box`` (returned ``(x, y, z, G)``) or the ``voxels`` of a
+    boolean volume (returned ``(N, G)``, voxels in C order); float32, Fortran order."""
     shape = tuple(img.shape[:3])
     n_vol = int(img.shape[3])
-    out = np.empty(tuple(s.stop - s.start for s in box) + (n_vol,), dtype=np.float32, order="F")
+    if box is not None:
+        out = np.empty(tuple(s.stop - s.start for s in box) + (n_vol,), dtype=np.float32, order="F")
+        outside = np.ones(shape, dtype=bool)
+        outside[box] = False
+    else:
+        out = np.empty((int(voxels.sum()), n_vol), dtype=np.float32, order="F")
+        outside = ~voxels
     bad = np.zeros(shape, dtype=bool)
-    outside = np.ones(shape, dtype=bool)
-    outside[box] = False
     n_out = int(outside.sum())
     stride = 1
     while n_out / stride ** 3 > max_rows:
@@ -298,7 +346,7 @@ def _read_box(img, path: Path, box: tuple[slice, slice, slice], b0: np.ndarray, 
     rows = np.empty((int(lattice.sum()), n_vol), dtype=np.float32)
     b0_sum = np.zeros(shape, dtype=np.float64)
     for g, vol in enumerate(_iter_volumes(img, path)):
-        out[..., g] = vol[box]
+        out[..., g] = vol[box] if box is not None else vol[voxels]
         bad |= ~np.isfinite(vol)
         rows[:, g] = vol[lattice]
         if b0[g]:
@@ -351,7 +399,7 @@ def load_dwi(
     mask_path: str | PathLike | None = None,
     *,
     max_bad_fraction: float = 0.001,
-    crop: int | Callable[[int], int] | None = None,
+    crop: int | Callable[[int], int] | str | None = None,
 ) -> DWIData:
     """Load and validate a diffusion data set.
 
@@ -367,13 +415,14 @@ def load_dwi(
     max_bad_fraction : float
         Largest fraction of voxels with NaN/Inf values that is repaired (set to 0, excluded
         from the mask, with a warning) rather than refused.
-    crop : int or callable, optional
+    crop : int, callable or ``"voxels"``, optional
         With a mask: read only the mask's bounding box grown by this many voxels (or by
-        ``crop(number of volumes)``, e.g. a denoising patch's radius) (one pass over
-        the file, the image itself never in memory; on an HCP-sized volume the box is about
-        three quarters of the image). The returned data are then on the box's grid, ``box``
-        says where, and ``beyond`` keeps a sample of the rest for the mask's audit. Ignored
-        without a mask.
+        ``crop(number of volumes)``, e.g. a denoising patch's radius), or with ``"voxels"``
+        only the mask's voxels, in one pass over the file (the image itself is never in
+        memory). The returned data are then on the box's grid (``box`` says where) or, for
+        voxels, ``(N, 1, 1, G)`` with the mask's ``N`` voxels in C order (``voxels`` says which;
+        for per-voxel work, and :class:`MaskedImage` indexes them by coordinates); ``beyond``
+        keeps a sample of the rest of the image for the mask's audit. Ignored without a mask.
 
     Returns
     -------
@@ -406,17 +455,24 @@ def load_dwi(
     if b0.all():
         raise InputError(bvals_p, f"all {n_vol} volumes are b=0; no diffusion weighting")
 
-    box = beyond = user_mask = None
+    box = voxels = beyond = user_mask = None
     if mask_p is not None:
         user_mask = load_mask(mask_p, tuple(img.shape[:3]), affine)
-        if crop is not None:
+        if isinstance(crop, str):
+            if crop != "voxels":
+                raise ValueError(f"crop must be a margin, a callable or 'voxels', got {crop!r}")
+            voxels = user_mask
+        elif crop is not None:
             box = mask_box(user_mask, int(crop(n_vol) if callable(crop) else crop))
     try:
-        if box is None:
+        if box is not None:
+            data, bad, beyond = _read_part(img, dwi_p, b0, box=box)
+        elif voxels is not None:
+            rows, bad, beyond = _read_part(img, dwi_p, b0, voxels=voxels)
+            data = rows.reshape((rows.shape[0], 1, 1, n_vol), order="F")
+        else:
             data = _read_float32(img, dwi_p)
             bad = _nonfinite_voxels(data)
-        else:
-            data, bad, beyond = _read_box(img, dwi_p, box, b0)
     except Exception as e:
         raise InputError(dwi_p, f"cannot read the image data ({type(e).__name__}: {e})") from e
     n_bad = int(bad.sum())
@@ -426,7 +482,7 @@ def load_dwi(
             raise InputError(
                 dwi_p, f"{n_bad} of {bad.size} voxels ({100 * frac:.3g}%) contain NaN or Inf, more than "
                 f"the {100 * max_bad_fraction:.3g}% that can be repaired")
-        data[bad if box is None else bad[box]] = 0.0
+        data[_part(bad, box, voxels)] = 0.0
         warnings.warn(f"{dwi_p}: {n_bad} voxels contain NaN or Inf; set to 0 and excluded from the mask",
                       UserWarning, stacklevel=2)
 
@@ -436,17 +492,27 @@ def load_dwi(
         if not mask.any():
             raise InputError(mask_p, "the mask holds no voxel with finite dwi data")
     image_shape = tuple(int(n) for n in img.shape[:3])
-    if box is not None:
-        mask, bad = mask[box], bad[box]
+    if mask is not None:
+        mask, bad = _part(mask, box, voxels), _part(bad, box, voxels)
 
     directions = fsl_bvecs_to_world(bvecs, affine)
     directions[b0] = 0.0
-    logger.info("loaded %s: shape %s%s, %d volumes (%d b=0), shells %s", dwi_p, image_shape,
-                "" if box is None else f" (the mask's box, {data.shape[:3]})", n_vol,
+    part = "" if box is None else f" (the mask's box, {data.shape[:3]})"
+    part = part if voxels is None else f" (the mask's {data.shape[0]} voxels)"
+    logger.info("loaded %s: shape %s%s, %d volumes (%d b=0), shells %s", dwi_p, image_shape, part, n_vol,
                 int(b0.sum()), bvals_shells(bvals)[0].round().tolist())
     return DWIData(data=data, affine=affine, header=img.header, bvals=bvals, bvecs=bvecs,
-                   directions_world=directions, mask=mask, path=dwi_p, bad_voxels=bad, box=box,
-                   image_shape=None if box is None else image_shape, beyond=beyond)
+                   directions_world=directions, mask=mask, path=dwi_p, bad_voxels=bad, box=box, voxels=voxels,
+                   image_shape=None if box is None and voxels is None else image_shape, beyond=beyond)
+
+
+def _part(volume: np.ndarray, box, voxels) -> np.ndarray:
+    """``volume`` ``(X, Y, Z)`` on the grid of data read with ``box`` or ``voxels`` (or whole)."""
+    if box is not None:
+        return volume[box]
+    if voxels is not None:
+        return volume[voxels].reshape(-1, 1, 1)
+    return volume
 
 
 def _nonfinite_voxels(data: np.ndarray) -> np.ndarray:
