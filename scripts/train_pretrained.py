@@ -85,6 +85,8 @@ def main(argv=None) -> int:
     p.add_argument("--tv", type=float, default=None,
                    help=f"spatial TV weight (default: {SHIPPED_TV} with the linear head, as the shipped model; "
                         f"{TV_WEIGHT}, the published weight, with the softplus head)")
+    p.add_argument("--coherence", action="store_true",
+                   help="a second input channel: how much each voxel's linear fODF agrees with its neighbours'")
     p.add_argument("--device", default="auto")
     p.add_argument("--install", action="store_true", help="copy the result into the package")
     args = p.parse_args(argv)
@@ -95,7 +97,8 @@ def main(argv=None) -> int:
     weights = LossWeights(tv=tv, supervised=1.0)
     config = TrainConfig(iterations=args.iterations, batch_size=args.batch_size, seed=args.seed)
     net_config = NetworkConfig(inputs="linear", head=args.head, nside=args.nside, width=args.width,
-                               lmax=args.lmax if softplus else 8, response_lmax=8, skip=args.skip and softplus)
+                               lmax=args.lmax if softplus else 8, response_lmax=8, skip=args.skip and softplus,
+                               coherence=args.coherence)
     record = {"command": "python " + " ".join([sys.argv[0]] + (argv if argv is not None else sys.argv[1:])),
               "data": {"generator": "shdeconv.sim", "spatial": args.spatial, "voxelwise": args.voxelwise,
                        "schemes": SCHEMES, "snrs": SNRS, "seeds": f"1000..{999 + len(subjects)}"},

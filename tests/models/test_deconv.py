@@ -172,3 +172,49 @@ def test_configs_saved_before_the_softplus_head_load_as_linear():
     cfg = NetworkConfig.from_dict(old)
     assert cfg.head == "linear" and cfg.response_lmax == 8 and cfg.lmax == 8
     assert NetworkConfig.from_dict(NetworkConfig().to_dict()) == NetworkConfig()
+
+
+def test_neighbourhood_coherence_tells_a_bundle_from_unrelated_neighbours(rng):
+    from shdeconv.models import neighbourhood_coherence
+
+    g = torch.as_tensor(rng.random((1, 40, 1, 1, 1))).expand(2, 40, 5, 4, 3).clone()
+    torch.testing.assert_close(neighbourhood_coherence(g), torch.ones(2, 5, 4, 3, dtype=g.dtype))
+    noise = torch.as_tensor(rng.normal(size=(1, 40, 10, 10, 10)))
+    assert neighbourhood_coherence(noise).abs().mean() < 0.15
+    # the same voxels flipped or with axes swapped give the same map, flipped or swapped
+    c = neighbourhood_coherence(noise)
+    torch.testing.assert_close(neighbourhood_coherence(noise.flip(3)), c.flip(2))
+    torch.testing.assert_close(neighbourhood_coherence(noise.transpose(2, 4)), c.transpose(1, 3))
+    # a constant fODF (no shape) agrees with nothing; a single voxel has no neighbours
+    assert neighbourhood_coherence(torch.ones(1, 40, 3, 3, 3)).abs().max() == 0
+    assert neighbourhood_coherence(noise[..., :1, :1, :1]).abs().max() == 0
+
+
+def test_coherence_input_keeps_the_network_equivariant(rng):
+    """The coherence channel is a rotation-invariant scalar: the network still commutes with a
+    rotation of its input SH (90 degrees about z, which maps the grid to itself)."""
+    cfg = NetworkConfig(depth=2, width=4, K=2, nside=4, lmax=10, response_lmax=8, inputs="linear", skip=True,
+                        coherence=True)
+    net = DeconvNet(cfg, n_iso=2).double().eval()
+    torch.nn.init.normal_(net.unet.head.theta)
+    lin = torch.randn(1, 47, 4, 4, 4, dtype=torch.float64)
+    q = np.array([[0.0, -1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
+    rot = lambda t: torch.as_tensor(rotate_sh(t.movedim(1, -1).numpy(), q)).movedim(-1, 1)  # noqa: E731
+    with torch.no_grad():
+        out = net(linear=lin)[0]
+        torch.testing.assert_close(net(linear=torch.cat([rot(lin[:, :45]), lin[:, 45:]], 1))[0], rot(out),
+                                   atol=1e-8, rtol=1e-6)
+    seen = {}
+    hook = net.unet.register_forward_pre_hook(lambda m, args: seen.update(x=args[0]))
+    with torch.no_grad():
+        net(linear=lin)
+    hook.remove()
+    from shdeconv.models import neighbourhood_coherence
+
+    x = seen["x"]  # [B, 2, V, X, Y, Z]: the linear fODF on the grid and its coherence
+    assert x.shape[1] == 2
+    torch.testing.assert_close(x[:, 1], neighbourhood_coherence(x[:, 0])[:, None].expand_as(x[:, 1]))
+    assert NetworkConfig.from_dict(cfg.to_dict()) == cfg
+    assert not NetworkConfig.from_dict({k: v for k, v in cfg.to_dict().items() if k != "coherence"}).coherence
+    with pytest.raises(ValueError, match="coherence"):
+        NetworkConfig(coherence=True)  # 'signal' inputs

@@ -1,6 +1,6 @@
 """Networks built from :mod:`shdeconv.nn`: the spatio-spherical U-Net and deconvolution heads."""
 
-from ._deconv import NETWORK_SCALES, VARIANTS, DeconvNet, NetworkConfig
+from ._deconv import NETWORK_SCALES, VARIANTS, DeconvNet, NetworkConfig, neighbourhood_coherence
 from ._store import LoadedModel, load_model, pretrained_path, save_model
 from ._unet import ChannelBatchNorm, SphericalUNet
 
@@ -13,6 +13,7 @@ __all__ = [
     "NetworkConfig",
     "SphericalUNet",
     "load_model",
+    "neighbourhood_coherence",
     "pretrained_path",
     "save_model",
 ]

@@ -34,7 +34,7 @@ from ..signal._grid import grid_directions, grid_to_sh_matrix, signal_to_grid_ma
 from ..sphere import n_coeffs, sh_matrix
 from ._unet import SphericalUNet
 
-__all__ = ["HEADS", "INPUTS", "NETWORK_SCALES", "VARIANTS", "DeconvNet", "NetworkConfig"]
+__all__ = ["HEADS", "INPUTS", "NETWORK_SCALES", "VARIANTS", "DeconvNet", "NetworkConfig", "neighbourhood_coherence"]
 
 VARIANTS = ("esd", "rtesd", "shd", "shd-tv")
 #: Named network sizes (HEALPix nside, U-Net depth, channels at the top level, Chebyshev order
@@ -58,6 +58,32 @@ def softplus_inverse(y: torch.Tensor) -> torch.Tensor:
     return y + torch.log(-torch.expm1(-y))
 
 
+def neighbourhood_coherence(g: torch.Tensor) -> torch.Tensor:
+    r"""How much each voxel's fODF shape agrees with its 6 face neighbours'.
+
+    ``g`` ``[B, V, X, Y, Z]``: values on a sphere grid. With :math:`u_x` the voxel's values minus
+    their mean over the grid, divided by their L2 norm (zero where they are constant),
+    :math:`c_x = \frac{1}{|N_x|}\sum_{y \in N_x} \langle u_x, u_y \rangle` over the face
+    neighbours inside the volume: near 1 inside a coherent bundle, near 0 among unrelated
+    orientations. Invariant to rotations of the sphere (an inner product of grid values on an
+    equal-area grid) and to the 48 flips and axis permutations of the volume. Returns
+    ``[B, X, Y, Z]``.
+    """
+    a = g - g.mean(1, keepdim=True)
+    u = a / a.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    total = torch.zeros_like(u[:, 0])
+    count = torch.zeros_like(total)
+    for axis in (1, 2, 3):
+        n = total.shape[axis]
+        if n < 2:
+            continue
+        dot = (u.narrow(axis + 1, 0, n - 1) * u.narrow(axis + 1, 1, n - 1)).sum(1)
+        for start in (0, 1):
+            total.narrow(axis, start, n - 1).add_(dot)
+            count.narrow(axis, start, n - 1).add_(1.0)
+    return total / count.clamp_min(1.0)
+
+
 def _linear_iso_logit(fractions: torch.Tensor) -> torch.Tensor:
     """Pre-Softplus value of the linear solution's isotropic fractions, clamped to [floor, 10]."""
     return softplus_inverse(fractions.clamp(_LINEAR_FLOOR, 10.0))
@@ -79,6 +105,7 @@ class NetworkConfig(ValidatedConfig):
     head: str = "softplus"
     response_lmax: int = 8
     skip: bool = False
+    coherence: bool = False
 
     def __post_init__(self):
         if self.variant not in VARIANTS:
@@ -90,6 +117,8 @@ class NetworkConfig(ValidatedConfig):
         if self.skip and not (self.head == "softplus" and self.inputs == "linear"):
             raise OptionError("skip (the linear solution added before the Softplus) needs the softplus head "
                               "and 'linear' inputs")
+        if self.coherence and self.inputs != "linear":
+            raise OptionError("coherence (a neighbourhood-agreement input channel) needs 'linear' inputs")
         if self.depth < 1 or self.width < 1 or self.K < 1:
             raise OptionError(f"depth, width and K must be positive, got {self.depth}, {self.width}, {self.K}")
         if self.nside < 2 ** (self.depth - 1):
@@ -184,6 +213,10 @@ class DeconvNet(nn.Module):
     * ``"linear"``: ``wm_sh = P y_0 + D_wm s`` (orders up to ``response_lmax``), ``iso`` as above
       around the linear solution's fractions.
 
+    With ``config.coherence`` (``"linear"`` inputs) the U-Net gets a second input channel, the
+    :func:`neighbourhood_coherence` of the linear fODF, constant over the grid: it tells a
+    voxel inside a bundle from one among unrelated neighbours, where pooling them would blur.
+
     ``forward(signal)``: ``signal`` ``[B, G, X, Y, Z]`` -> ``(wm_sh [B, S, X, Y, Z],
     iso [B, T, X, Y, Z] or None)``; ``forward(linear=lin)`` with ``lin = D s`` ``[B, R + T', X, Y, Z]``
     skips the acquisition-specific first step (``"linear"`` inputs; with the ``"linear"`` head
@@ -206,7 +239,7 @@ class DeconvNet(nn.Module):
         else:
             # SH -> grid evaluation of the linear fODF: the same matrix for every acquisition
             to_grid = sh_matrix(grid_directions(config.nside, hemi), config.response_lmax)
-            in_channels = 1
+            in_channels = 2 if config.coherence else 1
         self.register_buffer("to_grid", torch.as_tensor(np.ascontiguousarray(to_grid), dtype=torch.float32),
                              persistent=False)
         self.unet = SphericalUNet(
@@ -278,6 +311,9 @@ class DeconvNet(nn.Module):
             if linear is None:
                 raise ValueError("a 'linear'-input network needs set_init_matrix() before forward(signal)")
             x = torch.einsum("vs,bsxyz->bvxyz", self.to_grid, linear[:, : self.n_input_coeffs]).unsqueeze(1)
+            if self.config.coherence:
+                c = neighbourhood_coherence(x[:, 0])[:, None, None].expand_as(x)
+                x = torch.cat([x, c], 1)
         else:
             if signal is None:
                 raise ValueError("a 'signal'-input network needs the signal")
@@ -310,4 +346,4 @@ class DeconvNet(nn.Module):
     def extra_repr(self) -> str:
         c = self.config
         return (f"variant={c.variant}, inputs={c.inputs}, head={c.head}, nside={c.nside}, lmax={c.lmax}, "
-                f"response_lmax={c.response_lmax}, skip={c.skip}, n_iso={self.n_iso}")
+                f"response_lmax={c.response_lmax}, skip={c.skip}, coherence={c.coherence}, n_iso={self.n_iso}")
