@@ -10,6 +10,20 @@ from shdeconv.sphere import n_coeffs, rotate_sh, sh_degrees, sh_matrix
 LINEAR_HEAD = dict(head="linear", nside=4, lmax=8, response_lmax=8)
 
 
+def _rot90z(t: torch.Tensor) -> torch.Tensor:
+    """SH ``[B, S, ...]`` rotated 90 degrees about z (a rotation that maps the HEALPix grid to itself)."""
+    q = np.array([[0.0, -1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
+    return torch.as_tensor(rotate_sh(t.movedim(1, -1).numpy(), q)).movedim(-1, 1)
+
+
+def _assert_commutes_with_rotation(net: DeconvNet, lin: torch.Tensor, n_wm: int = 45) -> None:
+    """``net(linear=R lin) == R net(linear=lin)`` for the WM SH (the tissue rows do not rotate)."""
+    with torch.no_grad():
+        out = net(linear=lin)[0]
+        turned = net(linear=torch.cat([_rot90z(lin[:, :n_wm]), lin[:, n_wm:]], 1))[0]
+    torch.testing.assert_close(turned, _rot90z(out), atol=1e-8, rtol=1e-6)
+
+
 def _kernel():
     ls = sh_degrees(8)
     kernel = np.zeros((2, 45))
@@ -198,12 +212,7 @@ def test_coherence_input_keeps_the_network_equivariant(rng):
     net = DeconvNet(cfg, n_iso=2).double().eval()
     torch.nn.init.normal_(net.unet.head.theta)
     lin = torch.randn(1, 47, 4, 4, 4, dtype=torch.float64)
-    q = np.array([[0.0, -1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
-    rot = lambda t: torch.as_tensor(rotate_sh(t.movedim(1, -1).numpy(), q)).movedim(-1, 1)  # noqa: E731
-    with torch.no_grad():
-        out = net(linear=lin)[0]
-        torch.testing.assert_close(net(linear=torch.cat([rot(lin[:, :45]), lin[:, 45:]], 1))[0], rot(out),
-                                   atol=1e-8, rtol=1e-6)
+    _assert_commutes_with_rotation(net, lin)
     seen = {}
     hook = net.unet.register_forward_pre_hook(lambda m, args: seen.update(x=args[0]))
     with torch.no_grad():
@@ -218,3 +227,27 @@ def test_coherence_input_keeps_the_network_equivariant(rng):
     assert not NetworkConfig.from_dict({k: v for k, v in cfg.to_dict().items() if k != "coherence"}).coherence
     with pytest.raises(ValueError, match="coherence"):
         NetworkConfig(coherence=True)  # 'signal' inputs
+
+
+def test_gated_network_starts_at_the_linear_solution_and_stays_equivariant(rng):
+    """The gate blends a voxel-wise path into the spatial one by neighbourhood coherence (a
+    rotation-invariant scalar): both heads start at zero, so the network returns the linear
+    solution; with random heads it still commutes with a rotation of its input SH."""
+    cfg = NetworkConfig(depth=2, width=4, K=2, inputs="linear", gate=True, **LINEAR_HEAD)
+    net = DeconvNet(cfg, n_iso=2).double().eval()
+    assert net.voxel_unet is not None and net.voxel_unet.kernel_size == 1
+    lin = torch.randn(1, 47, 4, 4, 4, dtype=torch.float64)
+    with torch.no_grad():
+        torch.testing.assert_close(net(linear=lin)[0], lin[:, :45])
+    for head in (net.unet.head, net.voxel_unet.head):
+        torch.nn.init.normal_(head.theta)
+    _assert_commutes_with_rotation(net, lin)
+    with torch.no_grad():
+        # the voxel-wise path decides where the neighbourhood is incoherent
+        net.gate.copy_(torch.tensor([8.0, 10.0]))  # gate ~0 everywhere: the voxel-wise path alone
+        alone = net(linear=lin)[0]
+        shifted = lin.clone()
+        shifted[..., 0, 0, 0] += 1.0
+        torch.testing.assert_close(net(linear=shifted)[0][..., 2:, 2:, 2:], alone[..., 2:, 2:, 2:])
+    with pytest.raises(ValueError, match="gate"):
+        NetworkConfig(gate=True, inputs="linear", variant="esd")

@@ -55,8 +55,9 @@ def _add_inputs(p: argparse.ArgumentParser, lmax: str | None = None) -> None:
     p.add_argument("--bvals", type=Path, required=True, help="FSL bvals file")
     p.add_argument("--bvecs", type=Path, required=True, help="FSL bvecs file")
     p.add_argument("--mask", type=Path, default=None,
-                   help="brain mask NIfTI; only its bounding box is held in memory (default: DIPY median_otsu "
-                        "where the volume has background, else every voxel with b=0 signal)")
+                   help="brain mask NIfTI; only its bounding box (predict: its voxels) is held in memory "
+                        "(default: DIPY median_otsu where the volume has background, else every voxel with "
+                        "b=0 signal)")
     p.add_argument("--response-wm", type=Path, default=None, help="MRtrix3 WM response file (default: estimated)")
     p.add_argument("--response-gm", type=Path, default=None, help="MRtrix3 GM response file (needs --response-wm)")
     p.add_argument("--response-csf", type=Path, default=None, help="MRtrix3 CSF response file (needs --response-wm)")

@@ -106,7 +106,7 @@ def write_outputs(outdir: Path, subject: Subject, fodf_world: np.ndarray, iso: n
     affine = subject.affine
     if iso is not None and len(iso_names) != iso.shape[-1]:
         raise ValueError(f"{iso.shape[-1]} isotropic maps but names {iso_names}")
-    # on the image's grid, also where only the mask's box was read
+    # on the image's grid, also where only the mask's box or voxels were read
     fodf_world = subject.uncrop(np.where(subject.mask[..., None], fodf_world, 0).astype(np.float32, copy=False))
     iso = None if iso is None else subject.uncrop(iso)
     # The compressed NIfTI writes run in a background thread (zlib releases the GIL) while the
@@ -346,7 +346,8 @@ def run_predict(dwi, bvals, bvecs, outdir, *, mask=None, response_files=None, mo
     batch = batch or auto_batch(net, dev, tile)
     workers = tile_workers(dev)
     # the network's input (D s over the mask's box) first, then the signal goes: the largest
-    # array (3.9 GiB on HCP-sized data) is not held while tiles are predicted and written
+    # array (1.7 GiB for the mask's voxels of HCP-sized data) is not held while tiles are
+    # predicted and written
     inputs = volume_input(net, subject.signal, subject.mask, voxels=subject.voxels)
     subject.signal = None
     on_grid = subject.voxels is not None  # the input, and so the prediction, on the image's grid

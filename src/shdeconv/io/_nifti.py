@@ -52,17 +52,18 @@ _AFFINE_TOL = 1e-3
 
 @dataclass
 class Beyond:
-    """What a data set cropped to its mask's box holds outside the box, for the mask's audit.
+    """What an image holds outside the part that was read (its mask's box or voxels), for the
+    mask's audit.
 
     Attributes
     ----------
     n_valid : int
-        Voxels outside the box with a finite, positive mean b=0 signal.
+        Voxels outside the part with a finite, positive mean b=0 signal.
     rows : ndarray ``(N, G)`` float32
-        The signal of a regular lattice of voxels outside the box (every ``stride``-th voxel
+        The signal of a regular lattice of voxels outside the part (every ``stride``-th voxel
         along each axis), finite ones only.
     weight : float
-        How many outside voxels each row stands for (``stride ** 3``).
+        How many outside voxels each row stands for (``stride ** 3``; 1 on small images).
     """
 
     n_valid: int
@@ -125,7 +126,7 @@ class DWIData:
     image_shape : tuple ``(X, Y, Z)`` or None
         The image's spatial shape when cropped.
     beyond : Beyond or None
-        What lies outside the box, for the mask's audit, when cropped.
+        What lies outside the part read, for the mask's audit, when cropped.
     """
 
     data: np.ndarray

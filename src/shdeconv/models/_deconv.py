@@ -106,6 +106,7 @@ class NetworkConfig(ValidatedConfig):
     response_lmax: int = 8
     skip: bool = False
     coherence: bool = False
+    gate: bool = False
 
     def __post_init__(self):
         if self.variant not in VARIANTS:
@@ -117,6 +118,9 @@ class NetworkConfig(ValidatedConfig):
         if self.skip and not (self.head == "softplus" and self.inputs == "linear"):
             raise OptionError("skip (the linear solution added before the Softplus) needs the softplus head "
                               "and 'linear' inputs")
+        if self.gate and (self.inputs != "linear" or self.kernel_size == 1):
+            raise OptionError("gate (a per-voxel blend of a voxel-wise and a spatial path) needs 'linear' inputs "
+                              "and a spatial variant")
         if self.coherence and self.inputs != "linear":
             raise OptionError("coherence (a neighbourhood-agreement input channel) needs 'linear' inputs")
         if self.depth < 1 or self.width < 1 or self.K < 1:
@@ -242,20 +246,25 @@ class DeconvNet(nn.Module):
             in_channels = 2 if config.coherence else 1
         self.register_buffer("to_grid", torch.as_tensor(np.ascontiguousarray(to_grid), dtype=torch.float32),
                              persistent=False)
-        self.unet = SphericalUNet(
-            in_channels=in_channels,
-            out_channels=1 + self.n_iso,
-            nside=config.nside,
-            depth=config.depth,
-            width=config.width,
-            K=config.K,
-            hemisphere=hemi,
-            kernel_size=config.kernel_size,
-            impl=config.impl,
-            spatial_levels=0 if config.kernel_size == 1 else config.spatial_levels,
-        )
+        def unet(kernel_size: int) -> SphericalUNet:
+            return SphericalUNet(in_channels=in_channels, out_channels=1 + self.n_iso, nside=config.nside,
+                                 depth=config.depth, width=config.width, K=config.K, hemisphere=hemi,
+                                 kernel_size=kernel_size, impl=config.impl,
+                                 spatial_levels=0 if kernel_size == 1 else config.spatial_levels)
+
+        self.unet = unet(config.kernel_size)
+        self.voxel_unet = unet(1) if config.gate else None
+        # gate: weight of the spatial path sigmoid(a (c - b)), c the neighbourhood coherence
+        self.gate = nn.Parameter(torch.tensor([8.0, 0.5])) if config.gate else None
         self.register_buffer("init_matrix", None, persistent=False)
-        head = self.unet.head
+        for net in (self.unet, self.voxel_unet):
+            if net is not None:
+                self._start(net.head)
+        if init_matrix is not None:
+            self.set_init_matrix(init_matrix)
+
+    def _start(self, head) -> None:
+        config = self.config
         if config.head == "linear" or config.skip:
             # start exactly at the linear solution (its positive part with the skip): zero the
             # head's spherical weights and bias (not its radial weights: the product
@@ -273,8 +282,6 @@ class DeconvNet(nn.Module):
                 with torch.no_grad():
                     head.bias[0] = softplus_inverse(torch.tensor(_START_FODF))
                     head.bias[1:] = softplus_inverse(torch.tensor(_START_ISO))
-        if init_matrix is not None:
-            self.set_init_matrix(init_matrix)
 
     @property
     def n_coeffs(self) -> int:
@@ -311,14 +318,18 @@ class DeconvNet(nn.Module):
             if linear is None:
                 raise ValueError("a 'linear'-input network needs set_init_matrix() before forward(signal)")
             x = torch.einsum("vs,bsxyz->bvxyz", self.to_grid, linear[:, : self.n_input_coeffs]).unsqueeze(1)
+            if self.config.coherence or self.config.gate:
+                coherence = neighbourhood_coherence(x[:, 0])
             if self.config.coherence:
-                c = neighbourhood_coherence(x[:, 0])[:, None, None].expand_as(x)
-                x = torch.cat([x, c], 1)
+                x = torch.cat([x, coherence[:, None, None].expand_as(x)], 1)
         else:
             if signal is None:
                 raise ValueError("a 'signal'-input network needs the signal")
             x = torch.einsum("cvg,bgxyz->bcvxyz", self.to_grid, signal)
         y = self.unet(x)  # [B, 1 + T, V, X, Y, Z]
+        if self.voxel_unet is not None:
+            g = torch.sigmoid(self.gate[0] * (coherence - self.gate[1]))[:, None, None]
+            y = g * y + (1 - g) * self.voxel_unet(x)
         if self.config.head == "softplus":
             # "linear" inputs carry the subject's tissues (the first T' of the network's)
             r = self.n_input_coeffs

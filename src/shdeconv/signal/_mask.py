@@ -124,8 +124,8 @@ def left_out_tissue(data: np.ndarray, bvals: np.ndarray, directions: np.ndarray,
 
     ``b0`` ``(X, Y, Z)``: the voxels' mean b=0 signal. At most :data:`_MAX_AUDIT`
     candidates are read (a regular subsample; the count is scaled back). ``beyond``: the
-    sample of the image outside ``data``'s box, when only the box was read
-    (:func:`~shdeconv.io.load_dwi` with ``crop``); its voxels count ``beyond.weight`` each.
+    sample of the image outside what ``data`` holds, when only the mask's box or voxels were
+    read (:func:`~shdeconv.io.load_dwi` with ``crop``); its voxels count ``beyond.weight`` each.
     """
     bvals = np.asarray(bvals, float)
     if not mask.any():
@@ -163,8 +163,8 @@ def brain_mask(data: np.ndarray, bvals: np.ndarray, directions: np.ndarray, mask
     source : str, optional
         Where ``mask`` came from (its file), for the record.
     beyond : Beyond, optional
-        When ``data`` is only the user mask's box of the image: what lies outside it, so that
-        the record and the audit still cover the whole image.
+        When ``data`` is only the user mask's box or voxels of the image: what lies outside,
+        so that the record and the audit still cover the whole image.
 
     Returns
     -------
