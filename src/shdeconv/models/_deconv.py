@@ -220,6 +220,9 @@ class DeconvNet(nn.Module):
     With ``config.coherence`` (``"linear"`` inputs) the U-Net gets a second input channel, the
     :func:`neighbourhood_coherence` of the linear fODF, constant over the grid: it tells a
     voxel inside a bundle from one among unrelated neighbours, where pooling them would blur.
+    With ``config.gate`` a second U-Net with 1x1x1 kernels (``voxel_unet``, the voxel-wise path)
+    is blended into the last layer's output per voxel: ``y = g y_spatial + (1 - g) y_voxel``,
+    ``g = sigmoid(a (c - b))`` with ``c`` that coherence and ``a``, ``b`` learned (``gate``).
 
     ``forward(signal)``: ``signal`` ``[B, G, X, Y, Z]`` -> ``(wm_sh [B, S, X, Y, Z],
     iso [B, T, X, Y, Z] or None)``; ``forward(linear=lin)`` with ``lin = D s`` ``[B, R + T', X, Y, Z]``
@@ -357,4 +360,5 @@ class DeconvNet(nn.Module):
     def extra_repr(self) -> str:
         c = self.config
         return (f"variant={c.variant}, inputs={c.inputs}, head={c.head}, nside={c.nside}, lmax={c.lmax}, "
-                f"response_lmax={c.response_lmax}, skip={c.skip}, coherence={c.coherence}, n_iso={self.n_iso}")
+                f"response_lmax={c.response_lmax}, skip={c.skip}, coherence={c.coherence}, gate={c.gate}, "
+                f"n_iso={self.n_iso}")
