@@ -161,11 +161,7 @@ class DWIData:
 
     def crop(self, array: np.ndarray) -> np.ndarray:
         """``array`` ``(X, Y, Z, ...)`` on the image's grid -> the data's grid (inverse of :meth:`uncrop`)."""
-        if self.box is not None:
-            return array[self.box]
-        if self.voxels is not None:
-            return array[self.voxels].reshape((-1, 1, 1) + array.shape[3:])
-        return array
+        return _part(array, self.box, self.voxels)
 
     def image(self) -> np.ndarray | MaskedImage:
         """The data indexed by the image's voxel coordinates: ``data`` itself unless only the
@@ -275,6 +271,12 @@ def _read_float32(img, path: Path) -> np.ndarray:
     with gzip.open(path, "rb") as f:
         f.seek(int(proxy.offset))
         _fill(f, view)
+    return _scaled_float32(raw, proxy)
+
+
+def _scaled_float32(raw: np.ndarray, proxy) -> np.ndarray:
+    """``raw`` as float32 (itself when it already is), times the image's slope plus its
+    intercept, in place."""
     data = raw if raw.dtype == np.dtype(np.float32) else raw.astype(np.float32, order="F")
     slope, inter = float(proxy.slope), float(proxy.inter)
     if slope != 1.0:
@@ -287,26 +289,20 @@ def _read_float32(img, path: Path) -> np.ndarray:
 def _iter_volumes(img, path: Path):
     """The image's volumes in order, each ``(X, Y, Z)`` float32 (Fortran order), scaled.
 
-    A gzipped image is decompressed once, front to back, into one volume-sized buffer;
-    anything else is read one volume at a time through nibabel's proxy.
+    A gzipped image is decompressed once, front to back, into one volume-sized buffer, which
+    a float32 image's volumes are yielded in: use each before asking for the next. Anything
+    else is read one volume at a time through nibabel's proxy.
     """
     proxy = img.dataobj
     shape = tuple(img.shape[:3])
     if str(path).endswith(".gz") and hasattr(proxy, "offset"):
-        dtype = img.get_data_dtype()
-        raw = np.empty(shape, dtype=dtype, order="F")
+        raw = np.empty(shape, dtype=img.get_data_dtype(), order="F")
         view = memoryview(raw.reshape(-1, order="F")).cast("B")
-        slope, inter = float(proxy.slope), float(proxy.inter)
         with gzip.open(path, "rb") as f:
             f.seek(int(proxy.offset))
             for _ in range(img.shape[3]):
                 _fill(f, view)
-                vol = raw.astype(np.float32, order="F", copy=True)
-                if slope != 1.0:
-                    vol *= np.float32(slope)
-                if inter != 0.0:
-                    vol += np.float32(inter)
-                yield vol
+                yield _scaled_float32(raw, proxy)
     else:
         for g in range(img.shape[3]):
             yield np.asarray(proxy[..., g], dtype=np.float32)
@@ -507,13 +503,13 @@ def load_dwi(
                    image_shape=None if box is None and voxels is None else image_shape, beyond=beyond)
 
 
-def _part(volume: np.ndarray, box, voxels) -> np.ndarray:
-    """``volume`` ``(X, Y, Z)`` on the grid of data read with ``box`` or ``voxels`` (or whole)."""
+def _part(array: np.ndarray, box, voxels) -> np.ndarray:
+    """``array`` ``(X, Y, Z, ...)`` on the grid of data read with ``box`` or ``voxels`` (or whole)."""
     if box is not None:
-        return volume[box]
+        return array[box]
     if voxels is not None:
-        return volume[voxels].reshape(-1, 1, 1)
-    return volume
+        return array[voxels].reshape((-1, 1, 1) + array.shape[3:])
+    return array
 
 
 def _nonfinite_voxels(data: np.ndarray) -> np.ndarray:
