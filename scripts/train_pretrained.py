@@ -89,6 +89,8 @@ def main(argv=None) -> int:
                    help="a second input channel: how much each voxel's linear fODF agrees with its neighbours'")
     p.add_argument("--gate", action="store_true",
                    help="blend a voxel-wise and a spatial path per voxel, by the neighbourhood's coherence")
+    p.add_argument("--coherence-lmax", type=int, default=NetworkConfig.coherence_lmax,
+                   help="SH orders of the linear fODF the coherence is measured on (default 2)")
     p.add_argument("--device", default="auto")
     p.add_argument("--install", action="store_true", help="copy the result into the package")
     args = p.parse_args(argv)
@@ -100,7 +102,8 @@ def main(argv=None) -> int:
     config = TrainConfig(iterations=args.iterations, batch_size=args.batch_size, seed=args.seed)
     net_config = NetworkConfig(inputs="linear", head=args.head, nside=args.nside, width=args.width,
                                lmax=args.lmax if softplus else 8, response_lmax=8, skip=args.skip and softplus,
-                               coherence=args.coherence, gate=args.gate)
+                               coherence=args.coherence, gate=args.gate,
+                               coherence_lmax=args.coherence_lmax)
     record = {"command": "python " + " ".join([sys.argv[0]] + (argv if argv is not None else sys.argv[1:])),
               "data": {"generator": "shdeconv.sim", "spatial": args.spatial, "voxelwise": args.voxelwise,
                        "schemes": SCHEMES, "snrs": SNRS, "seeds": f"1000..{999 + len(subjects)}"},

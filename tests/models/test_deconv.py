@@ -1,3 +1,5 @@
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -222,9 +224,24 @@ def test_coherence_input_keeps_the_network_equivariant(rng):
 
     x = seen["x"]  # [B, 2, V, X, Y, Z]: the linear fODF on the grid and its coherence
     assert x.shape[1] == 2
+    # measured on the orders up to coherence_lmax (2: the 6 first coefficients) only
+    low = torch.einsum("vs,bsxyz->bvxyz", net.to_grid[:, :6], lin[:, :6])
+    torch.testing.assert_close(x[:, 1], neighbourhood_coherence(low)[:, None].expand_as(x[:, 1]))
+    assert not torch.allclose(x[:, 1], neighbourhood_coherence(x[:, 0])[:, None].expand_as(x[:, 1]))
+    every_order = DeconvNet(replace(cfg, coherence_lmax=8), n_iso=2).double().eval()
+    hook = every_order.unet.register_forward_pre_hook(lambda m, args: seen.update(x=args[0]))
+    with torch.no_grad():
+        every_order(linear=lin)
+    hook.remove()
+    x = seen["x"]
     torch.testing.assert_close(x[:, 1], neighbourhood_coherence(x[:, 0])[:, None].expand_as(x[:, 1]))
     assert NetworkConfig.from_dict(cfg.to_dict()) == cfg
     assert not NetworkConfig.from_dict({k: v for k, v in cfg.to_dict().items() if k != "coherence"}).coherence
+    # a model saved before coherence_lmax existed measured coherence over every order
+    older = {k: v for k, v in cfg.to_dict().items() if k != "coherence_lmax"}
+    assert NetworkConfig.from_dict(older).coherence_lmax == 8
+    with pytest.raises(ValueError, match="coherence_lmax"):
+        replace(cfg, coherence_lmax=10)
     with pytest.raises(ValueError, match="coherence"):
         NetworkConfig(coherence=True)  # 'signal' inputs
 

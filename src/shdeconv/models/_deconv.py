@@ -107,6 +107,7 @@ class NetworkConfig(ValidatedConfig):
     skip: bool = False
     coherence: bool = False
     gate: bool = False
+    coherence_lmax: int = 2
 
     def __post_init__(self):
         if self.variant not in VARIANTS:
@@ -131,10 +132,12 @@ class NetworkConfig(ValidatedConfig):
             raise OptionError(f"depth {self.depth} pools {self.depth - 1} times, so spatial_levels "
                               f"{self.spatial_levels} is impossible; use depth >= {self.spatial_levels + 1} "
                               f"or spatial_levels in [0, {self.depth - 1}]")
-        for name in ("lmax", "response_lmax"):
+        for name in ("lmax", "response_lmax", "coherence_lmax"):
             v = getattr(self, name)
             if v % 2 or v < 2:
                 raise OptionError(f"{name} must be an even integer >= 2, got {v}")
+        if self.coherence_lmax > self.response_lmax:
+            raise OptionError(f"coherence_lmax {self.coherence_lmax} exceeds response_lmax {self.response_lmax}")
         if self.response_lmax > self.lmax:
             raise OptionError(f"response_lmax {self.response_lmax} exceeds the output lmax {self.lmax}")
         pixels = n_pixels(self.nside, self.hemisphere)
@@ -161,11 +164,14 @@ class NetworkConfig(ValidatedConfig):
     @classmethod
     def from_dict(cls, d: dict) -> NetworkConfig:
         """Inverse of :meth:`to_dict`; a dict without ``head`` is a model saved before the
-        Softplus head existed: linear head, response at the output's ``lmax``."""
+        Softplus head existed: linear head, response at the output's ``lmax``; one without
+        ``coherence_lmax`` measured coherence over every order of the linear fODF."""
         d = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
         if "head" not in d:
             d = {"nside": 4, "lmax": 8, **d, "head": "linear"}
             d.setdefault("response_lmax", d["lmax"])
+        if "coherence_lmax" not in d:
+            d["coherence_lmax"] = d.get("response_lmax", cls.response_lmax)
         return cls(**d)
 
     @classmethod
@@ -218,8 +224,10 @@ class DeconvNet(nn.Module):
       around the linear solution's fractions.
 
     With ``config.coherence`` (``"linear"`` inputs) the U-Net gets a second input channel, the
-    :func:`neighbourhood_coherence` of the linear fODF, constant over the grid: it tells a
-    voxel inside a bundle from one among unrelated neighbours, where pooling them would blur.
+    :func:`neighbourhood_coherence` of the linear fODF's orders up to ``config.coherence_lmax``,
+    constant over the grid: it tells a voxel inside a bundle from one among unrelated
+    neighbours, where pooling them would blur (order 2, the voxel's tensor shape, keeps that
+    contrast at low SNR, where the noise of the higher orders decorrelates neighbours).
     With ``config.gate`` a second U-Net with 1x1x1 kernels (``voxel_unet``, the voxel-wise path)
     is blended into the last layer's output per voxel: ``y = g y_spatial + (1 - g) y_voxel``,
     ``g = sigmoid(a (c - b))`` with ``c`` that coherence and ``a``, ``b`` learned (``gate``).
@@ -258,7 +266,7 @@ class DeconvNet(nn.Module):
         self.unet = unet(config.kernel_size)
         self.voxel_unet = unet(1) if config.gate else None
         # gate: weight of the spatial path sigmoid(a (c - b)), c the neighbourhood coherence
-        self.gate = nn.Parameter(torch.tensor([8.0, 0.5])) if config.gate else None
+        self.gate = nn.Parameter(torch.tensor([8.0, 0.3])) if config.gate else None
         self.register_buffer("init_matrix", None, persistent=False)
         for net in (self.unet, self.voxel_unet):
             if net is not None:
@@ -322,7 +330,10 @@ class DeconvNet(nn.Module):
                 raise ValueError("a 'linear'-input network needs set_init_matrix() before forward(signal)")
             x = torch.einsum("vs,bsxyz->bvxyz", self.to_grid, linear[:, : self.n_input_coeffs]).unsqueeze(1)
             if self.config.coherence or self.config.gate:
-                coherence = neighbourhood_coherence(x[:, 0])
+                k = n_coeffs(self.config.coherence_lmax)
+                low = x[:, 0] if k == self.n_input_coeffs else torch.einsum(
+                    "vs,bsxyz->bvxyz", self.to_grid[:, :k], linear[:, :k])
+                coherence = neighbourhood_coherence(low)
             if self.config.coherence:
                 x = torch.cat([x, coherence[:, None, None].expand_as(x)], 1)
         else:
@@ -361,4 +372,5 @@ class DeconvNet(nn.Module):
         c = self.config
         return (f"variant={c.variant}, inputs={c.inputs}, head={c.head}, nside={c.nside}, lmax={c.lmax}, "
                 f"response_lmax={c.response_lmax}, skip={c.skip}, coherence={c.coherence}, gate={c.gate}, "
+                f"coherence_lmax={c.coherence_lmax}, "
                 f"n_iso={self.n_iso}")
