@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from shdeconv.models import DeconvNet, NetworkConfig
+from shdeconv.models._deconv import GATE
 from shdeconv.signal import ForwardModel, linear_deconvolution
 from shdeconv.signal._grid import grid_directions
 from shdeconv.sphere import n_coeffs, rotate_sh, sh_degrees, sh_matrix
@@ -253,6 +254,12 @@ def test_gated_network_starts_at_the_linear_solution_and_stays_equivariant(rng):
     cfg = NetworkConfig(depth=2, width=4, K=2, inputs="linear", gate=True, **LINEAR_HEAD)
     net = DeconvNet(cfg, n_iso=2).double().eval()
     assert net.voxel_unet is not None and net.voxel_unet.kernel_size == 1
+    # the gate is set, not learned, and saved with the weights (a learned one from an older file loads)
+    assert all(p is not net.gate for p in net.parameters()) and "gate" in net.state_dict()
+    torch.testing.assert_close(net.gate, torch.tensor(GATE, dtype=torch.float64))
+    older = DeconvNet(cfg, n_iso=2).double()
+    older.load_state_dict({**net.state_dict(), "gate": torch.tensor([5.0, 0.7], dtype=torch.float64)})
+    torch.testing.assert_close(older.gate, torch.tensor([5.0, 0.7], dtype=torch.float64))
     lin = torch.randn(1, 47, 4, 4, 4, dtype=torch.float64)
     with torch.no_grad():
         torch.testing.assert_close(net(linear=lin)[0], lin[:, :45])
