@@ -20,6 +20,7 @@ installs when the model of that many iterations is already there).
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import shutil
@@ -91,6 +92,9 @@ def main(argv=None) -> int:
                    help="blend a voxel-wise and a spatial path per voxel, by the neighbourhood's coherence")
     p.add_argument("--coherence-lmax", type=int, default=NetworkConfig.coherence_lmax,
                    help="SH orders of the linear fODF the coherence is measured on (default 2)")
+    p.add_argument("--init", type=Path, default=None,
+                   help="start from this model's weights where they fit (e.g. the shipped model's spatial "
+                        "path for --gate)")
     p.add_argument("--device", default="auto")
     p.add_argument("--install", action="store_true", help="copy the result into the package")
     args = p.parse_args(argv)
@@ -109,6 +113,11 @@ def main(argv=None) -> int:
                        "schemes": SCHEMES, "snrs": SNRS, "seeds": f"1000..{999 + len(subjects)}"},
               "seed": args.seed, "loss_weights": asdict(weights), "train_config": asdict(config),
               "net_config": net_config.to_dict()}
+    if args.init is not None:
+        if not args.init.is_file():
+            print(f"train_pretrained.py: error: {args.init}: model file not found", file=sys.stderr)
+            return 2
+        record["init"] = {"path": str(args.init), "sha256": hashlib.sha256(args.init.read_bytes()).hexdigest()}
     model = args.output / "model.pt"
     # a finished model of this very recipe is reused; a checkpoint is continued only when its
     # fingerprint matches this recipe (train refuses it otherwise, exit 2)
@@ -119,7 +128,7 @@ def main(argv=None) -> int:
     if not done:
         try:
             train(subjects, args.output, net_config=net_config, weights=weights, config=config, device=args.device,
-                  resume=(args.output / "checkpoint.pt").exists(), extra_meta={"recipe": record})
+                  resume=(args.output / "checkpoint.pt").exists(), extra_meta={"recipe": record}, init=args.init)
         except InputError as e:
             print(f"train_pretrained.py: error: {e}", file=sys.stderr)
             return 2

@@ -116,6 +116,35 @@ def test_torchrun_two_cpu_ranks_keep_identical_weights(subjects, tmp_path):
     assert parameter_checksum(net) == end["rank_checksums"][0]
 
 
+def test_training_starts_from_a_model_where_its_weights_fit(subjects, tmp_path):
+    """A gated network started from an ungated model: the spatial path gets that model's
+    weights, the voxel-wise path starts fresh; the file is recorded; another architecture is
+    refused, naming the file."""
+    from dataclasses import replace
+
+    from shdeconv.training._train import start_from
+
+    torch.manual_seed(0)
+    plain = DeconvNet(replace(SMALL, head="linear"), n_iso=2)
+    for p in plain.parameters():
+        torch.nn.init.normal_(p)
+    save_model(tmp_path / "plain.pt", plain)
+    gated = DeconvNet(replace(SMALL, head="linear", gate=True), n_iso=2)
+    fresh = {k: v.clone() for k, v in gated.state_dict().items()}
+    record = start_from(gated, tmp_path / "plain.pt")
+    theirs, ours = plain.state_dict(), gated.state_dict()
+    assert record["copied"] == len(theirs) and record["kept"] == len(ours) - len(theirs) > 0
+    for k, v in ours.items():
+        torch.testing.assert_close(v, theirs[k] if k in theirs else fresh[k])
+    summary = train(subjects[:1], tmp_path / "run", net_config=replace(SMALL, head="linear", gate=True),
+                    config=TrainConfig(iterations=1, batch_size=1, patch_size=8, log_every=1),
+                    progress=False, cache_dir=tmp_path / "cache", init=tmp_path / "plain.pt")
+    assert summary["init"]["sha256"] == record["sha256"]
+    wide = DeconvNet(replace(SMALL, head="linear", width=8), n_iso=2)
+    with pytest.raises(InputError, match="plain.pt"):
+        start_from(wide, tmp_path / "plain.pt")
+
+
 def test_model_file_round_trip_and_bad_files(tmp_path):
     torch.manual_seed(0)
     net = DeconvNet(SMALL, n_iso=2)

@@ -31,11 +31,11 @@ from tqdm.auto import tqdm
 from .._options import ValidatedConfig
 from ..fitting._fit import optimisation_step
 from ..fitting._subject import head_tissues
-from ..io import check_fingerprint, fingerprint, refuse_earlier_outputs
+from ..io import InputError, check_fingerprint, fingerprint, refuse_earlier_outputs
 from ..io._atomic import atomic_torch_save, atomic_write_text
 from ..losses import DeconvLoss, LossWeights
 from ..models._deconv import DeconvNet, NetworkConfig
-from ..models._store import save_model
+from ..models._store import load_model, save_model
 from ._data import load_training_subjects, source_key
 
 __all__ = ["TRAIN_OUTPUT_FILES", "TrainConfig", "parameter_checksum", "train"]
@@ -103,9 +103,28 @@ def _distributed_setup(device: str) -> tuple[int, int, torch.device, str | None]
     return rank, dist.get_world_size(), dev, dist.get_backend()
 
 
+def start_from(net: DeconvNet, path) -> dict:
+    """Copy the weights of the model file ``path`` into ``net`` where names and shapes agree.
+
+    Every tensor of the file must find its place in ``net`` (a file of another architecture is
+    refused, naming it); ``net``'s other tensors keep their initial values. Returns a record:
+    the file, its SHA-256, and how many tensors were copied and kept.
+    """
+    path = Path(path)
+    source, _ = load_model(path)
+    theirs, ours = source.state_dict(), net.state_dict()
+    wrong = [k for k, v in theirs.items() if k not in ours or ours[k].shape != v.shape]
+    if wrong:
+        raise InputError(path, f"its weights do not fit this network ({len(wrong)} tensors differ, e.g. "
+                               f"{wrong[0]!r}); start from a model of the same architecture")
+    net.load_state_dict(theirs, strict=False)
+    return {"path": str(path), "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+            "copied": len(theirs), "kept": len(ours) - len(theirs)}
+
+
 def train(subject_dirs, outdir, *, net_config: NetworkConfig | None = None, weights: LossWeights | None = None,
           config: TrainConfig = TrainConfig(), device: str = "auto", resume: bool = False, progress: bool = True,
-          cache_dir=None, extra_meta: dict | None = None, force: bool = False) -> dict:
+          cache_dir=None, extra_meta: dict | None = None, force: bool = False, init=None) -> dict:
     """Train one network on many subjects; returns a summary (also written in ``model.pt``).
 
     Parameters
@@ -120,6 +139,9 @@ def train(subject_dirs, outdir, *, net_config: NetworkConfig | None = None, weig
         Loss weights; ``supervised > 0`` adds the ground-truth term for subjects that have one.
     cache_dir : path-like, optional
         Where the memory-mapped subject caches go (default ``outdir/cache``).
+    init : path-like, optional
+        A model file whose weights start the network (:func:`start_from`): e.g. a trained
+        model's spatial path for a gated network, whose voxel-wise path starts fresh.
     resume, force
         An ``outdir`` holding a model, log or checkpoint is refused unless ``force`` (start over)
         or ``resume`` (continue its checkpoint, which must come from the same subjects, whose
@@ -151,12 +173,14 @@ def train(subject_dirs, outdir, *, net_config: NetworkConfig | None = None, weig
         subjects = load_training_subjects(subject_dirs, cache_dir, **cache_settings)
     losses = [DeconvLoss(s.forward_model(), weights, lmax=net_config.lmax).to(dev) for s in subjects]
     sources = "".join(source_key(p, **cache_settings) for p in subject_dirs)
+    torch.manual_seed(config.seed)  # identical initial weights on every rank
+    net = DeconvNet(net_config, n_iso=2)
+    started = start_from(net, init) if init is not None else None
+    net = net.to(dev)
     run_id = fingerprint([np.frombuffer(sources.encode(), np.uint8)],
                          {"subjects": [str(p.resolve()) for p in subject_dirs], "net_config": net_config.to_dict(),
-                          "loss_weights": asdict(weights), "train_config": asdict(config), "world_size": world})
-
-    torch.manual_seed(config.seed)  # identical initial weights on every rank
-    net = DeconvNet(net_config, n_iso=2).to(dev)
+                          "loss_weights": asdict(weights), "train_config": asdict(config), "world_size": world,
+                          **({"init": started["sha256"]} if started else {})})
     model = net
     # the persistent buffers are the batch-norm statistics; the others are geometry (graph
     # Laplacians, sparse, and projection matrices) built identically on every rank
@@ -247,7 +271,8 @@ def train(subject_dirs, outdir, *, net_config: NetworkConfig | None = None, weig
     summary = {"iterations": config.iterations, "world_size": world, "backend": backend, "device": str(dev),
                "subjects": [str(p) for p in subject_dirs], "train_config": asdict(config),
                "loss_weights": asdict(weights), "rank_checksums": checksums, "rank_parameter_checksums": param_checksums,
-               "first_loss": first_loss, "last_loss": last_loss, **(extra_meta or {})}
+               "first_loss": first_loss, "last_loss": last_loss, **({"init": started} if started else {}),
+               **(extra_meta or {})}
     if rank == 0:
         with open(log_path, "a") as f:
             f.write(json.dumps({"event": "end", **summary}) + "\n")
