@@ -95,6 +95,8 @@ def main(argv=None) -> int:
     p.add_argument("--init", type=Path, default=None,
                    help="start from this model's weights where they fit (e.g. the shipped model's spatial "
                         "path for --gate)")
+    p.add_argument("--freeze-spatial", action="store_true",
+                   help="with --init and --gate: keep the spatial path as --init gave it, train the voxel-wise path")
     p.add_argument("--device", default="auto")
     p.add_argument("--install", action="store_true", help="copy the result into the package")
     args = p.parse_args(argv)
@@ -113,6 +115,11 @@ def main(argv=None) -> int:
                        "schemes": SCHEMES, "snrs": SNRS, "seeds": f"1000..{999 + len(subjects)}"},
               "seed": args.seed, "loss_weights": asdict(weights), "train_config": asdict(config),
               "net_config": net_config.to_dict()}
+    if args.freeze_spatial:
+        if args.init is None or not args.gate:
+            print("train_pretrained.py: error: --freeze-spatial needs --init and --gate", file=sys.stderr)
+            return 2
+        record["frozen"] = ["unet"]
     if args.init is not None:
         if not args.init.is_file():
             print(f"train_pretrained.py: error: {args.init}: model file not found", file=sys.stderr)
@@ -128,7 +135,8 @@ def main(argv=None) -> int:
     if not done:
         try:
             train(subjects, args.output, net_config=net_config, weights=weights, config=config, device=args.device,
-                  resume=(args.output / "checkpoint.pt").exists(), extra_meta={"recipe": record}, init=args.init)
+                  resume=(args.output / "checkpoint.pt").exists(), extra_meta={"recipe": record}, init=args.init,
+                  frozen=("unet",) if args.freeze_spatial else ())
         except InputError as e:
             print(f"train_pretrained.py: error: {e}", file=sys.stderr)
             return 2

@@ -140,6 +140,21 @@ def test_training_starts_from_a_model_where_its_weights_fit(subjects, tmp_path):
                     config=TrainConfig(iterations=1, batch_size=1, patch_size=8, log_every=1),
                     progress=False, cache_dir=tmp_path / "cache", init=tmp_path / "plain.pt")
     assert summary["init"]["sha256"] == record["sha256"]
+    # the spatial path frozen: its weights and batch-norm statistics stay, the voxel-wise path learns
+    gated_config = replace(SMALL, head="linear", gate=True)
+    summary = train(subjects[:1], tmp_path / "frozen", net_config=gated_config,
+                    config=TrainConfig(iterations=2, batch_size=1, patch_size=8, log_every=1),
+                    progress=False, cache_dir=tmp_path / "cache", init=tmp_path / "plain.pt", frozen=("unet",))
+    assert summary["frozen"] == ["unet"]
+    after, _ = load_model(tmp_path / "frozen" / "model.pt")
+    trained = after.state_dict()
+    for k, v in theirs.items():
+        torch.testing.assert_close(trained[k], v)
+    assert any(not torch.equal(trained[k], fresh[k]) for k in fresh if k.startswith("voxel_unet.") and
+               trained[k].is_floating_point())
+    with pytest.raises(ValueError, match="init"):
+        train(subjects[:1], tmp_path / "no_init", net_config=gated_config, config=TrainConfig(iterations=1),
+              progress=False, cache_dir=tmp_path / "cache", frozen=("unet",))
     wide = DeconvNet(replace(SMALL, head="linear", width=8), n_iso=2)
     with pytest.raises(InputError, match="plain.pt"):
         start_from(wide, tmp_path / "plain.pt")

@@ -124,7 +124,8 @@ def start_from(net: DeconvNet, path) -> dict:
 
 def train(subject_dirs, outdir, *, net_config: NetworkConfig | None = None, weights: LossWeights | None = None,
           config: TrainConfig = TrainConfig(), device: str = "auto", resume: bool = False, progress: bool = True,
-          cache_dir=None, extra_meta: dict | None = None, force: bool = False, init=None) -> dict:
+          cache_dir=None, extra_meta: dict | None = None, force: bool = False, init=None,
+          frozen: tuple[str, ...] = ()) -> dict:
     """Train one network on many subjects; returns a summary (also written in ``model.pt``).
 
     Parameters
@@ -142,6 +143,9 @@ def train(subject_dirs, outdir, *, net_config: NetworkConfig | None = None, weig
     init : path-like, optional
         A model file whose weights start the network (:func:`start_from`): e.g. a trained
         model's spatial path for a gated network, whose voxel-wise path starts fresh.
+    frozen : sequence of str
+        Submodules of the network (e.g. ``("unet",)``, the spatial path) whose weights and
+        batch-norm statistics stay as ``init`` gave them; needs ``init``.
     resume, force
         An ``outdir`` holding a model, log or checkpoint is refused unless ``force`` (start over)
         or ``resume`` (continue its checkpoint, which must come from the same subjects, whose
@@ -176,11 +180,17 @@ def train(subject_dirs, outdir, *, net_config: NetworkConfig | None = None, weig
     torch.manual_seed(config.seed)  # identical initial weights on every rank
     net = DeconvNet(net_config, n_iso=2)
     started = start_from(net, init) if init is not None else None
+    if frozen and started is None:
+        raise ValueError("frozen submodules need init= (weights to keep)")
+    frozen_modules = [net.get_submodule(name) for name in frozen]
+    for m in frozen_modules:
+        m.requires_grad_(False)
     net = net.to(dev)
     run_id = fingerprint([np.frombuffer(sources.encode(), np.uint8)],
                          {"subjects": [str(p.resolve()) for p in subject_dirs], "net_config": net_config.to_dict(),
                           "loss_weights": asdict(weights), "train_config": asdict(config), "world_size": world,
-                          **({"init": started["sha256"]} if started else {})})
+                          **({"init": started["sha256"]} if started else {}),
+                          **({"frozen": list(frozen)} if frozen else {})})
     model = net
     # the persistent buffers are the batch-norm statistics; the others are geometry (graph
     # Laplacians, sparse, and projection matrices) built identically on every rank
@@ -191,7 +201,7 @@ def train(subject_dirs, outdir, *, net_config: NetworkConfig | None = None, weig
         DDP._set_params_and_buffers_to_ignore_for_model(
             net, [k for k, _ in net.named_buffers() if k not in persistent])
         model = DDP(net)
-    opt = torch.optim.Adam(net.parameters(), lr=config.lr)
+    opt = torch.optim.Adam([p for p in net.parameters() if p.requires_grad], lr=config.lr)
     rng = np.random.default_rng([config.seed, rank])
     multiple = net_config.patch_multiple
     patch = int(math.ceil(config.patch_size / multiple) * multiple)
@@ -227,6 +237,8 @@ def train(subject_dirs, outdir, *, net_config: NetworkConfig | None = None, weig
                                "net_config": net_config.to_dict(), "fingerprint": run_id}, ckpt_path)
 
     model.train()
+    for m in frozen_modules:
+        m.eval()  # batch norm keeps the statistics it was trained with
     bar = tqdm(range(start, config.iterations), initial=start, total=config.iterations, desc="train",
                disable=not progress or rank != 0, dynamic_ncols=True)
     t_log, vox = time.perf_counter(), 0
@@ -272,6 +284,7 @@ def train(subject_dirs, outdir, *, net_config: NetworkConfig | None = None, weig
                "subjects": [str(p) for p in subject_dirs], "train_config": asdict(config),
                "loss_weights": asdict(weights), "rank_checksums": checksums, "rank_parameter_checksums": param_checksums,
                "first_loss": first_loss, "last_loss": last_loss, **({"init": started} if started else {}),
+               **({"frozen": list(frozen)} if frozen else {}),
                **(extra_meta or {})}
     if rank == 0:
         with open(log_path, "a") as f:
