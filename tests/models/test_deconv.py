@@ -205,6 +205,18 @@ def test_neighbourhood_coherence_tells_a_bundle_from_unrelated_neighbours(rng):
     # a constant fODF (no shape) agrees with nothing; a single voxel has no neighbours
     assert neighbourhood_coherence(torch.ones(1, 40, 3, 3, 3)).abs().max() == 0
     assert neighbourhood_coherence(noise[..., :1, :1, :1]).abs().max() == 0
+    for weighted in (False, True):  # the weighted form keeps every symmetry and the null
+        c = neighbourhood_coherence(noise, weighted=weighted)
+        torch.testing.assert_close(neighbourhood_coherence(noise.flip(3), weighted=weighted), c.flip(2))
+        torch.testing.assert_close(neighbourhood_coherence(noise.permute(0, 1, 3, 4, 2), weighted=weighted),
+                                   c.permute(0, 2, 3, 1))
+        assert c.abs().mean() < 0.15
+    # a bundle's edge: a shaped fODF with a nearly isotropic, noisy neighbour on one side
+    shape = torch.as_tensor(rng.random((1, 40, 1, 1, 1)))
+    edge = shape.expand(1, 40, 3, 1, 1).clone()
+    edge[:, :, 0] = 1.0 + 1e-3 * torch.as_tensor(rng.normal(size=(1, 40, 1, 1)))
+    plain, weighted = neighbourhood_coherence(edge)[0, 1, 0, 0], neighbourhood_coherence(edge, weighted=True)[0, 1, 0, 0]
+    assert plain < 0.75 and weighted > 0.99
 
 
 def test_coherence_input_keeps_the_network_equivariant(rng):
@@ -226,10 +238,11 @@ def test_coherence_input_keeps_the_network_equivariant(rng):
     x = seen["x"]  # [B, 2, V, X, Y, Z]: the linear fODF on the grid and its coherence
     assert x.shape[1] == 2
     # measured on the orders up to coherence_lmax (2: the 6 first coefficients) only
+    # and weighted by the neighbours' anisotropy
     low = torch.einsum("vs,bsxyz->bvxyz", net.to_grid[:, :6], lin[:, :6])
-    torch.testing.assert_close(x[:, 1], neighbourhood_coherence(low)[:, None].expand_as(x[:, 1]))
-    assert not torch.allclose(x[:, 1], neighbourhood_coherence(x[:, 0])[:, None].expand_as(x[:, 1]))
-    every_order = DeconvNet(replace(cfg, coherence_lmax=8), n_iso=2).double().eval()
+    torch.testing.assert_close(x[:, 1], neighbourhood_coherence(low, weighted=True)[:, None].expand_as(x[:, 1]))
+    assert not torch.allclose(x[:, 1], neighbourhood_coherence(low)[:, None].expand_as(x[:, 1]))
+    every_order = DeconvNet(replace(cfg, coherence_lmax=8, coherence_weighted=False), n_iso=2).double().eval()
     hook = every_order.unet.register_forward_pre_hook(lambda m, args: seen.update(x=args[0]))
     with torch.no_grad():
         every_order(linear=lin)
@@ -238,9 +251,10 @@ def test_coherence_input_keeps_the_network_equivariant(rng):
     torch.testing.assert_close(x[:, 1], neighbourhood_coherence(x[:, 0])[:, None].expand_as(x[:, 1]))
     assert NetworkConfig.from_dict(cfg.to_dict()) == cfg
     assert not NetworkConfig.from_dict({k: v for k, v in cfg.to_dict().items() if k != "coherence"}).coherence
-    # a model saved before coherence_lmax existed measured coherence over every order
-    older = {k: v for k, v in cfg.to_dict().items() if k != "coherence_lmax"}
+    # a model saved before coherence_lmax existed measured coherence over every order, alike
+    older = {k: v for k, v in cfg.to_dict().items() if k not in ("coherence_lmax", "coherence_weighted")}
     assert NetworkConfig.from_dict(older).coherence_lmax == 8
+    assert not NetworkConfig.from_dict(older).coherence_weighted
     with pytest.raises(ValueError, match="coherence_lmax"):
         replace(cfg, coherence_lmax=10)
     with pytest.raises(ValueError, match="coherence"):

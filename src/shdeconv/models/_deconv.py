@@ -59,28 +59,34 @@ def softplus_inverse(y: torch.Tensor) -> torch.Tensor:
 
 
 #: ``(a, b)`` of the gate's weight of the spatial path, ``sigmoid(a (c - b))``, set from the
-#: coherence ``c`` (order 2) of unrelated neighbours rather than learned: it is zero on average
-#: there with a standard deviation of about 0.18 (a mean of 6 inner products of unit vectors in
-#: the 5 dimensions of order 2), so ``b = 0.3`` is 1.7 of them above it and the spatial path gets
-#: under 5% of a voxel among random neighbours and over 95% at coherence 0.6 (a bundle's median
-#: at SNR 10-30). Learned on a training set of as many voxel-wise as spatial phantoms, the
-#: threshold drifted to 0.71, which sends most bundle voxels at low SNR to the voxel-wise path.
-GATE = (10.0, 0.3)
+#: anisotropy-weighted order-2 coherence ``c`` of white-matter voxels in the training phantoms
+#: rather than learned: among unrelated neighbours (voxel-wise sets) its 90th percentile is
+#: 0.25-0.27 at every scheme and SNR (zero mean, sd ~0.18: a mean of inner products of unit
+#: vectors in the 5 dimensions of order 2); inside bundles its 25th percentile is 0.54 at the
+#: lowest (15 directions, SNR 10) and 0.72-0.95 elsewhere. ``b`` is halfway between 0.26 and
+#: 0.54 and ``a`` gives the spatial path under 5% of the first and over 95% of the second.
+#: Learned on a training set of as many voxel-wise as spatial phantoms, the threshold drifted
+#: to 0.71 and sent most bundle voxels at low SNR to the voxel-wise path.
+GATE = (21.0, 0.40)
 
 
-def neighbourhood_coherence(g: torch.Tensor) -> torch.Tensor:
+def neighbourhood_coherence(g: torch.Tensor, weighted: bool = False) -> torch.Tensor:
     r"""How much each voxel's fODF shape agrees with its 6 face neighbours'.
 
-    ``g`` ``[B, V, X, Y, Z]``: values on a sphere grid. With :math:`u_x` the voxel's values minus
-    their mean over the grid, divided by their L2 norm (zero where they are constant),
-    :math:`c_x = \frac{1}{|N_x|}\sum_{y \in N_x} \langle u_x, u_y \rangle` over the face
-    neighbours inside the volume: near 1 inside a coherent bundle, near 0 among unrelated
-    orientations. Invariant to rotations of the sphere (an inner product of grid values on an
-    equal-area grid) and to the 48 flips and axis permutations of the volume. Returns
-    ``[B, X, Y, Z]``.
+    ``g`` ``[B, V, X, Y, Z]``: values on a sphere grid. With :math:`a_x` the voxel's values minus
+    their mean over the grid and :math:`u_x = a_x / \lVert a_x \rVert` (zero where they are
+    constant), :math:`c_x = \sum_{y \in N_x} w_y \langle u_x, u_y \rangle / \sum_{y \in N_x} w_y`
+    over the face neighbours inside the volume, with :math:`w_y = 1`, or with ``weighted``
+    :math:`w_y = \lVert a_y \rVert` (neighbours without an orientation, such as grey matter
+    or CSF beside a bundle's edge, then count for little). Near 1 inside a coherent bundle,
+    near 0 among unrelated orientations. Invariant to rotations of the sphere (inner products
+    and norms of grid values on an equal-area grid) and to the 48 flips and axis permutations
+    of the volume. Returns ``[B, X, Y, Z]``.
     """
     a = g - g.mean(1, keepdim=True)
-    u = a / a.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    norm = a.norm(dim=1, keepdim=True)
+    u = a / norm.clamp_min(1e-12)
+    w = norm[:, 0] if weighted else torch.ones_like(u[:, 0])
     total = torch.zeros_like(u[:, 0])
     count = torch.zeros_like(total)
     for axis in (1, 2, 3):
@@ -88,10 +94,11 @@ def neighbourhood_coherence(g: torch.Tensor) -> torch.Tensor:
         if n < 2:
             continue
         dot = (u.narrow(axis + 1, 0, n - 1) * u.narrow(axis + 1, 1, n - 1)).sum(1)
-        for start in (0, 1):
-            total.narrow(axis, start, n - 1).add_(dot)
-            count.narrow(axis, start, n - 1).add_(1.0)
-    return total / count.clamp_min(1.0)
+        for start, other in ((0, 1), (1, 0)):  # the voxel at start, its neighbour at other
+            weight = w.narrow(axis, other, n - 1)
+            total.narrow(axis, start, n - 1).add_(weight * dot)
+            count.narrow(axis, start, n - 1).add_(weight)
+    return total / count.clamp_min(1e-12) if weighted else total / count.clamp_min(1.0)
 
 
 def _linear_iso_logit(fractions: torch.Tensor) -> torch.Tensor:
@@ -118,6 +125,7 @@ class NetworkConfig(ValidatedConfig):
     coherence: bool = False
     gate: bool = False
     coherence_lmax: int = 2
+    coherence_weighted: bool = True
 
     def __post_init__(self):
         if self.variant not in VARIANTS:
@@ -175,13 +183,15 @@ class NetworkConfig(ValidatedConfig):
     def from_dict(cls, d: dict) -> NetworkConfig:
         """Inverse of :meth:`to_dict`; a dict without ``head`` is a model saved before the
         Softplus head existed: linear head, response at the output's ``lmax``; one without
-        ``coherence_lmax`` measured coherence over every order of the linear fODF."""
+        ``coherence_lmax`` measured coherence over every order of the linear fODF, one without
+        ``coherence_weighted`` weighted every neighbour alike."""
         d = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
         if "head" not in d:
             d = {"nside": 4, "lmax": 8, **d, "head": "linear"}
             d.setdefault("response_lmax", d["lmax"])
         if "coherence_lmax" not in d:
             d["coherence_lmax"] = d.get("response_lmax", cls.response_lmax)
+        d.setdefault("coherence_weighted", False)
         return cls(**d)
 
     @classmethod
@@ -237,7 +247,9 @@ class DeconvNet(nn.Module):
     :func:`neighbourhood_coherence` of the linear fODF's orders up to ``config.coherence_lmax``,
     constant over the grid: it tells a voxel inside a bundle from one among unrelated
     neighbours, where pooling them would blur (order 2, the voxel's tensor shape, keeps that
-    contrast at low SNR, where the noise of the higher orders decorrelates neighbours).
+    contrast at low SNR, where the noise of the higher orders decorrelates neighbours), each
+    neighbour weighted by its anisotropy with ``config.coherence_weighted`` (so that a bundle's
+    edge, beside grey matter, still reads as coherent).
     With ``config.gate`` a second U-Net with 1x1x1 kernels (``voxel_unet``, the voxel-wise path)
     is blended into the last layer's output per voxel: ``y = g y_spatial + (1 - g) y_voxel``,
     ``g = sigmoid(a (c - b))`` with ``c`` that coherence and ``(a, b)`` = :data:`GATE` (the
@@ -345,7 +357,7 @@ class DeconvNet(nn.Module):
                 k = n_coeffs(self.config.coherence_lmax)
                 low = x[:, 0] if k == self.n_input_coeffs else torch.einsum(
                     "vs,bsxyz->bvxyz", self.to_grid[:, :k], linear[:, :k])
-                coherence = neighbourhood_coherence(low)
+                coherence = neighbourhood_coherence(low, weighted=self.config.coherence_weighted)
             if self.config.coherence:
                 x = torch.cat([x, coherence[:, None, None].expand_as(x)], 1)
         else:
@@ -384,5 +396,5 @@ class DeconvNet(nn.Module):
         c = self.config
         return (f"variant={c.variant}, inputs={c.inputs}, head={c.head}, nside={c.nside}, lmax={c.lmax}, "
                 f"response_lmax={c.response_lmax}, skip={c.skip}, coherence={c.coherence}, gate={c.gate}, "
-                f"coherence_lmax={c.coherence_lmax}, "
+                f"coherence_lmax={c.coherence_lmax}, coherence_weighted={c.coherence_weighted}, "
                 f"n_iso={self.n_iso}")
