@@ -11,7 +11,9 @@ with a JSON record of this command, the data and the seed.
 
 reproduces the shipped model (linear head, lmax 8); ``--head softplus`` trains the Softplus head
 (lmax 10, the linear skip, the published TV weight) that was measured against it and not shipped
-(docs/benchmarks.md).
+(docs/benchmarks.md). ``--gate --init MODEL --freeze-spatial`` trains a voxel-wise path beside a
+trained model's spatial path, blended per voxel by the neighbourhood's coherence (measured, not
+shipped, in the same place).
 
 Resumable: rerunning the same command continues from ``OUTDIR/checkpoint.pt`` (and only
 installs when the model of that many iterations is already there).
