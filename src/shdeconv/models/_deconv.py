@@ -98,7 +98,7 @@ def neighbourhood_coherence(g: torch.Tensor, weighted: bool = False) -> torch.Te
             weight = w.narrow(axis, other, n - 1)
             total.narrow(axis, start, n - 1).add_(weight * dot)
             count.narrow(axis, start, n - 1).add_(weight)
-    return total / count.clamp_min(1e-12) if weighted else total / count.clamp_min(1.0)
+    return total / count.clamp_min(1e-12)  # no neighbour (or none with a shape): total is 0
 
 
 def _linear_iso_logit(fractions: torch.Tensor) -> torch.Tensor:
