@@ -55,6 +55,11 @@ def test_spatial_pool_unpool():
     assert z.shape == x.shape
     torch.testing.assert_close(z[..., 3, 5, 1], y[..., 1, 2, 0])
     torch.testing.assert_close(SpatialPool()(z), y)
+    nearest = y.repeat_interleave(2, -3).repeat_interleave(2, -2).repeat_interleave(2, -1)
+    torch.testing.assert_close(z, nearest, rtol=0, atol=0)
+    # any strides in, the same values out
+    yt = y.transpose(-1, -3).contiguous().transpose(-1, -3)
+    torch.testing.assert_close(SpatialUnpool()(yt), nearest, rtol=0, atol=0)
 
 
 def test_errors():

@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import math
 import warnings
+from functools import lru_cache
 
 import numpy as np
 import scipy.sparse as sp
@@ -30,6 +31,7 @@ from torch import nn
 
 from ..sphere import check_nside
 from ._chebyshev import chebyshev_projector, n_pixels, sparse_rescaled_laplacian
+from ._pool import upsample_nearest2
 
 __all__ = ["SphericalChebConv", "SpatioSphericalConv", "separable_class_stencil"]
 
@@ -114,32 +116,71 @@ def _chebyshev_recursion(lap: torch.Tensor, lap_t: torch.Tensor, x: torch.Tensor
     return out
 
 
-def _axis_sum(a: torch.Tensor, b: torch.Tensor, dim: int, out: torch.Tensor | None = None) -> torch.Tensor:
-    """``a + e(b)``, ``e`` = sum of the two neighbours along ``dim`` with zero padding.
+def _flat(t: torch.Tensor) -> torch.Tensor | None:
+    """``t`` with its last three (spatial) dims flattened into one, as a view; None when they
+    are not laid out contiguously among themselves."""
+    nx, ny, nz = t.shape[-3:]
+    if (nx == 1 or t.stride(-3) == ny * nz) and (ny == 1 or t.stride(-2) == nz) and (nz == 1 or t.stride(-1) == 1):
+        return t.flatten(-3)
+    return None
 
-    Two passes over memory; writes into ``out`` when given. Not for autograd (see
-    :class:`_ClassStencil`).
+
+@lru_cache(maxsize=64)
+def _valid_neighbour(shape: tuple, dim: int, step: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """``(X Y Z,)`` 0/1 mask, 1 where a voxel has a neighbour at ``step`` (+-1) along spatial
+    axis ``dim`` (0, 1, 2) of a volume of ``shape``."""
+    coord = torch.arange(shape[dim], device=device).view([-1 if a == dim else 1 for a in range(3)])
+    ok = (coord < shape[dim] - 1) if step > 0 else (coord > 0)
+    return ok.expand(shape).reshape(-1).to(dtype)
+
+
+def _neighbour_sum(a: torch.Tensor | None, b: torch.Tensor, dim: int, out: torch.Tensor) -> torch.Tensor:
+    """``out = a + e(b)`` (``a`` None: ``out = e(b)``), ``e`` = sum of the two neighbours along
+    ``dim`` (one of the last three) with zero padding; two passes over memory.
+
+    Where the spatial dims are laid out contiguously, the shifts run over the flattened
+    ``X Y Z`` axis as long contiguous runs, with the neighbours that the flattening wraps
+    around an edge masked out: about 3x faster on a CPU than shifting short rows (``z`` is 8
+    long on a tile). Otherwise the shifted views are strided.
     """
     n = b.shape[dim]
-    out = torch.empty_like(a) if out is None else out
     if n == 1:
-        return out.copy_(a)
-    torch.add(a.narrow(dim, 0, n - 1), b.narrow(dim, 1, n - 1), out=out.narrow(dim, 0, n - 1))
-    out.narrow(dim, n - 1, 1).copy_(a.narrow(dim, n - 1, 1))
+        return out.copy_(a) if a is not None else out.zero_()
+    fa, fb, fo = (None if a is None else _flat(a)), _flat(b), _flat(out)
+    if fb is not None and fo is not None and (a is None or fa is not None):
+        axis = dim % b.dim() - (b.dim() - 3)
+        plus, minus = (_valid_neighbour(tuple(b.shape[-3:]), axis, step, b.dtype, b.device) for step in (1, -1))
+        d, s = b.stride(dim), fb.shape[-1]
+        head, tail = fo.narrow(-1, 0, s - d), fo.narrow(-1, s - d, d)
+        if fa is None:
+            torch.mul(fb.narrow(-1, d, s - d), plus.narrow(0, 0, s - d), out=head)
+            tail.zero_()
+        else:
+            torch.addcmul(fa.narrow(-1, 0, s - d), fb.narrow(-1, d, s - d), plus.narrow(0, 0, s - d), out=head)
+            tail.copy_(fa.narrow(-1, s - d, d))
+        fo.narrow(-1, d, s - d).addcmul_(fb.narrow(-1, 0, s - d), minus.narrow(0, d, s - d))
+        return out
+    if a is None:
+        out.narrow(dim, 0, n - 1).copy_(b.narrow(dim, 1, n - 1))
+        out.narrow(dim, n - 1, 1).zero_()
+    else:
+        torch.add(a.narrow(dim, 0, n - 1), b.narrow(dim, 1, n - 1), out=out.narrow(dim, 0, n - 1))
+        out.narrow(dim, n - 1, 1).copy_(a.narrow(dim, n - 1, 1))
     out.narrow(dim, 1, n - 1).add_(b.narrow(dim, 0, n - 1))
     return out
 
 
+def _axis_sum(a: torch.Tensor, b: torch.Tensor, dim: int, out: torch.Tensor | None = None) -> torch.Tensor:
+    """``a + e(b)``, ``e`` = sum of the two neighbours along ``dim`` with zero padding.
+
+    Writes into ``out`` when given. Not for autograd (see :class:`_ClassStencil`).
+    """
+    return _neighbour_sum(a, b, dim, torch.empty_like(a) if out is None else out)
+
+
 def _edge(t: torch.Tensor, dim: int, out: torch.Tensor | None = None) -> torch.Tensor:
-    """``e(t)``: sum of the two neighbours along ``dim`` (zero padding), two passes."""
-    n = t.shape[dim]
-    out = torch.empty_like(t) if out is None else out
-    if n == 1:
-        return out.zero_()
-    out.narrow(dim, 0, n - 1).copy_(t.narrow(dim, 1, n - 1))
-    out.narrow(dim, n - 1, 1).zero_()
-    out.narrow(dim, 1, n - 1).add_(t.narrow(dim, 0, n - 1))
-    return out
+    """``e(t)``: sum of the two neighbours along ``dim`` (zero padding)."""
+    return _neighbour_sum(None, t, dim, torch.empty_like(t) if out is None else out)
 
 
 def _stencil_forward(y: torch.Tensor, dim: int) -> torch.Tensor:
@@ -482,7 +523,7 @@ class SpatioSphericalConv(nn.Module):
         zc = torch.matmul(q, coarse.reshape(b, c1, vc, cx * cy * cz))  # [B, C1, K V, s]
         yc = torch.matmul(w[:, :c1].reshape(ro, c1 * self.K), zc.view(b, c1 * self.K, v * cx * cy * cz))
         if spatial:
-            y.view(b, ro, v, cx, 2, cy, 2, cz, 2).add_(yc.view(b, ro, v, cx, 1, cy, 1, cz, 1))
+            y.view(b, ro, v, nx, ny, nz).add_(upsample_nearest2(yc.view(b, ro, v, cx, cy, cz)))
         else:
             y.add_(yc)
         y = self._apply_stencil(y.view(b, self.R, self.out_channels, v, nx, ny, nz))

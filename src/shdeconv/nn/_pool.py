@@ -18,7 +18,7 @@ from torch import nn
 from ..sphere import check_nside, pooling_children
 from ._chebyshev import n_pixels
 
-__all__ = ["SpherePool", "SphereUnpool", "SpatialPool", "SpatialUnpool"]
+__all__ = ["SpherePool", "SphereUnpool", "SpatialPool", "SpatialUnpool", "upsample_nearest2"]
 
 POOL_MODES = ("mean", "max")
 
@@ -129,6 +129,18 @@ class SpatialUnpool(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         _check_spatial_input(x, type(self).__name__, even=False)
-        lead, (nx, ny, nz) = x.shape[:-3], x.shape[-3:]
-        y = x[..., :, None, :, None, :, None].expand(*lead, nx, 2, ny, 2, nz, 2)
-        return y.reshape(*lead, 2 * nx, 2 * ny, 2 * nz)
+        return upsample_nearest2(x)
+
+
+def upsample_nearest2(x: torch.Tensor) -> torch.Tensor:
+    """Nearest 2x upsampling of the last three dims: ``[..., X, Y, Z]`` -> ``[..., 2X, 2Y, 2Z]``.
+
+    One axis at a time, innermost first, so that the copies along ``y`` and ``x`` move whole
+    contiguous rows and planes (one copy interleaving all three axes moves pairs of floats
+    and is about 5x slower on a CPU).
+    """
+    lead, (nx, ny, nz) = x.shape[:-3], x.shape[-3:]
+    y = x.reshape(-1, nx, ny, nz, 1).expand(-1, nx, ny, nz, 2).reshape(-1, nx, ny, 1, 2 * nz)
+    y = y.expand(-1, nx, ny, 2, 2 * nz).reshape(-1, nx, 1, 4 * ny * nz)
+    y = y.expand(-1, nx, 2, 4 * ny * nz)
+    return y.reshape(*lead, 2 * nx, 2 * ny, 2 * nz)
