@@ -479,13 +479,19 @@ class SpatioSphericalConv(nn.Module):
     def _dense_classes(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         r"""Class outputs :math:`\sum_{ik} W_{(r,o),i,k} T_k x_i`: ``x`` ``[B, C, V, S]``, ``w`` ``(R O, C, K)`` -> ``[B, R O, V S]``.
 
-        Two GEMMs: the stacked projector (``(K V, V)``, all ``K`` terms at once) and the class
-        mixing. (Skipping the identity block ``T_0`` saves a third of the first GEMM's
-        multiply-adds but needs a second pass over the large class output: slower on CPU.)
+        :math:`T_0 = I`, so the class mixing starts from ``x`` itself (one GEMM) and adds the
+        mixing of the other terms, ``(K - 1) V`` rows of the stacked projector at once, into
+        the same output (a GEMM that accumulates): a third fewer projector multiply-adds than
+        projecting all ``K`` terms, about 1.2x faster per layer on a CPU.
         """
         b, c, v, s = x.shape
-        z = torch.matmul(self.projector, x)  # [B, C, K V, S] = [B, C K, V S]
-        return torch.matmul(w.reshape(w.shape[0], c * self.K), z.view(b, c * self.K, v * s))
+        ro = w.shape[0]
+        y = torch.matmul(w[:, :, 0], x.reshape(b, c, v * s))  # [B, R O, V S]
+        if self.K > 1:
+            z = torch.matmul(self.projector[v:], x)  # [B, C, (K - 1) V, S] = [B, C (K - 1), V S]
+            rest = w[:, :, 1:].reshape(ro, c * (self.K - 1))
+            y.baddbmm_(rest.expand(b, -1, -1), z.view(b, c * (self.K - 1), v * s))
+        return y
 
     def _apply_stencil(self, y: torch.Tensor) -> torch.Tensor:
         """``[B, R, O, V, X, Y, Z]`` class outputs -> ``[B, O, V, X, Y, Z]``."""
