@@ -188,3 +188,44 @@ def test_train_cli_builds_the_requested_head(subjects, tmp_path):
     assert (net.config.nside, net.config.lmax, net.config.skip, net.config.head) == (4, 10, True, "softplus")
     assert (net.config.width, net.config.depth, net.config.K) == (4, 2, 3)  # the laptop scale, width given
     assert net.n_coeffs == 66
+
+
+def test_train_cli_starts_from_a_model(subjects, tmp_path, capsys):
+    """``--init``: the architecture and loss weights come from the file (the weights can be
+    overridden), the start is recorded; architecture options beside it, a missing file and
+    ``--freeze-spatial`` without a gated model are refused with exit 2 and nothing written."""
+    from dataclasses import asdict, replace
+
+    from shdeconv.cli import main
+    from shdeconv.models import pretrained_path
+
+    torch.manual_seed(0)
+    gated = DeconvNet(replace(SMALL, head="linear", gate=True), n_iso=2)
+    save_model(tmp_path / "gated.pt", gated, {"loss_weights": asdict(LossWeights(tv=0.07, supervised=0.5))})
+    save_model(tmp_path / "plain.pt", DeconvNet(replace(SMALL, head="linear"), n_iso=2))
+    base = [str(subjects[0]), "--iterations", "2", "--batch-size", "1", "--no-progress", "-q"]
+
+    assert main(["train", *base, "-o", str(tmp_path / "a"), "--init", str(tmp_path / "gated.pt"),
+                 "--freeze-spatial", "--tv-weight", "0.2"]) == 0
+    net, meta = load_model(tmp_path / "a" / "model.pt")
+    assert net.config == gated.config
+    assert (meta["loss_weights"]["tv"], meta["loss_weights"]["supervised"]) == (0.2, 0.5)  # given, recorded
+    assert meta["init"]["path"] == str(tmp_path / "gated.pt") and meta["frozen"] == ["unet"]
+    for k, v in gated.state_dict().items():
+        if k.startswith("unet."):
+            torch.testing.assert_close(net.state_dict()[k], v)
+
+    refused = [(["--init", str(tmp_path / "plain.pt"), "--width", "8"], "--width"),
+               (["--init", str(tmp_path / "nothing.pt")], "nothing.pt"),
+               (["--freeze-spatial"], "--init"),
+               (["--init", str(tmp_path / "plain.pt"), "--freeze-spatial"], "voxel-wise")]
+    for extra, message in refused:
+        capsys.readouterr()
+        assert main(["train", *base, "-o", str(tmp_path / "b"), *extra]) == 2
+        assert message in capsys.readouterr().err
+        assert not (tmp_path / "b" / "model.pt").exists()
+
+    assert main(["train", *base, "-o", str(tmp_path / "c"), "--init", "shipped"]) == 0
+    net, meta = load_model(tmp_path / "c" / "model.pt")
+    shipped, shipped_meta = load_model(pretrained_path())
+    assert net.config == shipped.config and meta["loss_weights"] == shipped_meta["loss_weights"]

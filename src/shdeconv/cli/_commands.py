@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from pathlib import Path
 
 from .._options import OptionError
 
@@ -114,20 +115,40 @@ def cmd_predict(args) -> int:
 
 def cmd_train(args) -> int:
     from ..fitting import default_loss_weights
-    from ..models import NetworkConfig
+    from ..losses import LossWeights
+    from ..models import NetworkConfig, load_model, pretrained_path
     from ..training import TrainConfig, train
 
-    weights = default_loss_weights(args.variant, tv=args.tv_weight, supervised=args.supervised_weight)
     config = TrainConfig(iterations=args.iterations, batch_size=args.batch_size, patch_size=args.patch_size,
                          lr=args.lr, seed=args.seed, checkpoint_every=args.checkpoint_every,
                          log_every=args.log_every, amp=args.amp)
-    net_config = NetworkConfig.at_scale(args.scale, variant=args.variant, lmax=args.lmax, skip=args.skip,
-                                        inputs="linear", **_given(args, "width", "depth", "nside"))
+    architecture = _given(args, "variant", "scale", "width", "depth", "nside", "lmax")
+    init = None
+    if args.init is not None:
+        if architecture or args.skip:
+            given = ", ".join("--" + k for k in [*architecture, *(["skip"] if args.skip else [])])
+            raise OptionError(f"--init takes the network's architecture from {args.init}; drop {given}")
+        init = pretrained_path() if args.init == "shipped" else Path(args.init)
+        net, meta = load_model(init)  # a missing or foreign file: InputError naming it
+        net_config = net.config
+        recorded = {k: v for k, v in (meta.get("loss_weights") or {}).items() if k in LossWeights.__dataclass_fields__}
+        given = {k: v for k, v in (("tv", args.tv_weight), ("supervised", args.supervised_weight)) if v is not None}
+        weights = (LossWeights(**{**recorded, **given}) if recorded
+                   else default_loss_weights(net_config.variant, tv=args.tv_weight, supervised=args.supervised_weight))
+    else:
+        net_config = NetworkConfig.at_scale(args.scale or "laptop", variant=args.variant or "shd-tv",
+                                            lmax=16 if args.lmax is None else args.lmax, skip=args.skip,
+                                            inputs="linear", **_given(args, "width", "depth", "nside"))
+        weights = default_loss_weights(net_config.variant, tv=args.tv_weight, supervised=args.supervised_weight)
+    if args.freeze_spatial and (init is None or not net_config.gate):
+        raise OptionError("--freeze-spatial needs --init of a gated model (a voxel-wise path beside the spatial "
+                          "one); " + ("no --init was given" if init is None else f"{args.init} has no voxel-wise path"))
     summary = train(args.subjects, args.output, net_config=net_config, weights=weights, config=config,
                     device=args.device, resume=args.resume, progress=_progress(args), cache_dir=args.cache,
-                    force=args.force)
+                    force=args.force, init=init, frozen=("unet",) if args.freeze_spatial else ())
     if int(os.environ.get("RANK", "0")) == 0:
-        _done(args, f"trained {summary['iterations']} steps on {len(args.subjects)} subjects "
+        start = f" from {init}" if init is not None else ""
+        _done(args, f"trained {summary['iterations']} steps{start} on {len(args.subjects)} subjects "
                     f"(loss {summary['first_loss']:.4g} -> {summary['last_loss']:.4g}); "
                     f"wrote {args.output / 'model.pt'}")
     return 0

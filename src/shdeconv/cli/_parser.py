@@ -188,26 +188,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("subjects", type=Path, nargs="+",
                    help="subject folders: dwi.nii.gz, bvals, bvecs [, mask.nii.gz, response_*.txt, truth/]")
     p.add_argument("-o", "--output", type=Path, required=True, help="output directory (model.pt, logs)")
-    p.add_argument("--variant", default="shd-tv", choices=["shd-tv", "shd", "rtesd", "esd"], help="network variant")
+    p.add_argument("--variant", default=None, choices=["shd-tv", "shd", "rtesd", "esd"],
+                   help="network variant (default: shd-tv)")
     p.add_argument("--model", action=_Refused, message="renamed to --variant (the network variant to train)")
+    p.add_argument("--init", default=None, metavar="MODEL",
+                   help="start from this model.pt ('shipped': the shipped model): its architecture and, unless "
+                        "--tv-weight/--supervised-weight are given, its loss weights")
+    p.add_argument("--freeze-spatial", action="store_true",
+                   help="with --init of a gated model: keep its spatial path as it is, train its voxel-wise path")
     p.add_argument("--iterations", type=int, default=2000, help="optimisation steps")
     p.add_argument("--batch-size", type=int, default=4, help="patches per step and process")
     p.add_argument("--patch-size", type=int, default=8, help="side of the training patches")
     p.add_argument("--lr", type=float, default=1.7e-3, help="Adam learning rate")
-    p.add_argument("--scale", default="laptop", choices=["laptop", "published"],
-                   help="network size: laptop (nside 8, depth 2, width 8, K 3) or published (nside 8, depth 4, "
-                        "width 32, K 5)")
+    p.add_argument("--scale", default=None, choices=["laptop", "published"],
+                   help="network size: laptop (the default: nside 8, depth 2, width 8, K 3) or published (nside 8, "
+                        "depth 4, width 32, K 5)")
     p.add_argument("--width", type=int, default=None, help="channels at the top level (default: the scale's)")
     p.add_argument("--depth", type=int, default=None, help="U-Net levels (default: the scale's)")
     p.add_argument("--nside", type=int, default=None,
                    help="HEALPix resolution of the sphere grid (default: the scale's; 4 for speed)")
-    p.add_argument("--lmax", type=int, default=16,
-                   help="SH order of the output fODF (the responses stop at 8; at most 12 with --nside 4)")
+    p.add_argument("--lmax", type=int, default=None,
+                   help="SH order of the output fODF (default 16; the responses stop at 8; at most 12 with --nside 4)")
     p.add_argument("--skip", action="store_true",
                    help="add the linear deconvolution before the Softplus head (the network learns a "
                         "correction to it)")
-    p.add_argument("--supervised-weight", type=float, default=0.0,
-                   help="weight of the ground-truth term for subjects with truth/ (phantoms)")
+    p.add_argument("--supervised-weight", type=float, default=None,
+                   help="weight of the ground-truth term for subjects with truth/ (phantoms; default 0)")
     p.add_argument("--tv-weight", type=float, default=None,
                    help="spatial TV weight (default: 0.5 for shd-tv, 0 for the other variants)")
     p.add_argument("--checkpoint-every", type=int, default=100, help="steps between checkpoints")
