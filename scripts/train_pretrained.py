@@ -7,13 +7,18 @@ geometry in the sparse (15 directions), clinical (30) and multi-shell (3 x 90) s
 subject plus the supervised term against the phantoms' true fODFs, then copied into the package
 with a JSON record of this command, the data and the seed.
 
-    python scripts/train_pretrained.py --iterations 3000 -o train_out/pretrained
+The shipped model is made in two steps:
 
-reproduces the shipped model (linear head, lmax 8); ``--head softplus`` trains the Softplus head
-(lmax 10, the linear skip, the published TV weight) that was measured against it and not shipped
-(docs/benchmarks.md). ``--gate --init MODEL --freeze-spatial`` trains a voxel-wise path beside a
-trained model's spatial path, blended per voxel by the neighbourhood's coherence (measured, not
-shipped, in the same place).
+    python scripts/train_pretrained.py --iterations 3000 -o train_out/pretrained
+    python scripts/train_pretrained.py --iterations 3000 --spatial 15 --voxelwise 15 --gate \
+        --init train_out/pretrained/model.pt --freeze-spatial -o train_out/gated --install
+
+The first trains the spatial network (linear head, lmax 8; the model shipped before the gate,
+SHA-256 e1feb186...); the second keeps it as the spatial path and trains a voxel-wise path
+beside it on as many voxel-wise as spatial phantoms, blended per voxel by the neighbourhood's
+coherence and the voxel's own anisotropy (``NetworkConfig.gate``; docs/benchmarks.md).
+``--head softplus`` trains the Softplus head (lmax 10, the linear skip, the published TV weight)
+that was measured against the spatial network and not shipped (same place).
 
 Resumable: rerunning the same command continues from ``OUTDIR/checkpoint.pt`` (and only
 installs when the model of that many iterations is already there).

@@ -289,3 +289,46 @@ def test_gated_network_starts_at_the_linear_solution_and_stays_equivariant(rng):
         torch.testing.assert_close(net(linear=shifted)[0][..., 2:, 2:, 2:], alone[..., 2:, 2:, 2:])
     with pytest.raises(ValueError, match="gate"):
         NetworkConfig(gate=True, inputs="linear", variant="esd")
+
+
+def test_gate_keeps_isotropic_voxels_on_the_spatial_path_and_runs_the_voxel_path_only_where_it_counts(rng):
+    """The voxel-wise share is scaled by the voxel's own order-2 anisotropy (a ramp over
+    GATE_ANISOTROPY): a voxel without an orientation (grey matter) keeps the spatial output
+    whatever its neighbours. Without gradients the voxel-wise path runs only where its share
+    exceeds VOXEL_PATH_MIN, within that fraction of the dense blend. Files saved before the
+    ramp existed gate by the coherence alone."""
+    from shdeconv.models import grid_anisotropy
+    from shdeconv.models._deconv import GATE_ANISOTROPY, VOXEL_PATH_MIN
+
+    g = torch.as_tensor(rng.normal(size=(2, 40, 3, 3, 3)))
+    torch.testing.assert_close(grid_anisotropy(torch.full((1, 40, 2, 2, 2), 3.0)), torch.zeros(1, 2, 2, 2))
+    torch.testing.assert_close(grid_anisotropy(2.0 * g + 7.0), 2.0 * grid_anisotropy(g))
+    torch.testing.assert_close(grid_anisotropy(g[:, torch.randperm(40)]), grid_anisotropy(g))
+
+    cfg = NetworkConfig(depth=2, width=4, K=2, inputs="linear", gate=True, **LINEAR_HEAD)
+    assert cfg.gate_anisotropy
+    net = DeconvNet(cfg, n_iso=2).double().eval()
+    torch.testing.assert_close(net.gate_anisotropy, torch.tensor(GATE_ANISOTROPY, dtype=torch.float64))
+    assert "gate_anisotropy" in net.state_dict()
+    for head in (net.unet.head, net.voxel_unet.head):
+        torch.nn.init.normal_(head.theta)
+    lin = torch.as_tensor(rng.normal(size=(1, 47, 4, 4, 4)))  # unrelated neighbours: an incoherent field
+    lin[:, 1:6, :2] = 0.0  # the half x < 2 has no order-2 shape: isotropic for the gate
+    with torch.no_grad():
+        out = net(linear=lin)[0]
+        net.gate.copy_(torch.tensor([8.0, -10.0]))  # the spatial path alone
+        spatial = net(linear=lin)[0]
+        net.gate.copy_(torch.tensor(GATE))
+    torch.testing.assert_close(out[..., :2, :, :], spatial[..., :2, :, :], rtol=0, atol=0)
+    assert (out[..., 2:, :, :] - spatial[..., 2:, :, :]).abs().amax() > 0.1
+    with torch.enable_grad():  # the dense blend, every voxel through both paths
+        dense = net(linear=lin)[0]
+    torch.testing.assert_close(out, dense.detach(), rtol=0,
+                               atol=VOXEL_PATH_MIN * float((dense.detach() - spatial).abs().max()))
+
+    older = NetworkConfig.from_dict({k: v for k, v in cfg.to_dict().items() if k != "gate_anisotropy"})
+    assert not older.gate_anisotropy
+    plain = DeconvNet(older, n_iso=2).double().eval()
+    plain.load_state_dict({k: v for k, v in net.state_dict().items() if k != "gate_anisotropy"})
+    with torch.no_grad():
+        assert (plain(linear=lin)[0][..., :2, :, :] - spatial[..., :2, :, :]).abs().amax() > 0.1
