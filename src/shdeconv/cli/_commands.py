@@ -201,11 +201,13 @@ def cmd_track(args) -> int:
 
 def cmd_simulate(args) -> int:
     from ..io import refuse_earlier_outputs
-    from ..sim import PHANTOM_FILES, simulate_to_dir
+    from ..sim import PHANTOM_FILES, PhantomVariation, simulate_to_dir
 
+    variation = PhantomVariation(dispersion_deg=args.dispersion, diffusivity_jitter=args.diffusivity_jitter,
+                                 noise_fwhm=args.noise_fwhm, bias_field=args.bias_field)
     refuse_earlier_outputs(args.output, PHANTOM_FILES, force=args.force)
     out = simulate_to_dir(args.output, kind=args.kind, scheme=args.scheme, snr=args.snr, seed=args.seed,
-                          size="quick" if args.quick else "default")
+                          size="quick" if args.quick else "default", variation=variation)
     _done(args, f"wrote phantom to {out}")
     return 0
 

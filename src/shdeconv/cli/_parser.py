@@ -279,6 +279,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--snr", type=float, default=20.0, help="b=0 SNR of pure white matter")
     p.add_argument("--seed", type=int, default=0, help="seed of the geometry, directions and noise")
     p.add_argument("--quick", action="store_true", help="a small phantom")
+    g = p.add_argument_group("departures from the clean phantom (all off by default; same truth)")
+    g.add_argument("--dispersion", type=float, default=0.0, metavar="DEG",
+                   help="fibre dispersion: each fibre a fan of sticks, Rayleigh angle of this scale")
+    g.add_argument("--diffusivity-jitter", type=float, default=0.0, metavar="SD",
+                   help="per-voxel log-normal spread of the diffusivities (0.15: about 15%%)")
+    g.add_argument("--noise-fwhm", type=float, default=0.0, metavar="VOXELS",
+                   help="spatially correlated noise: Gaussian smoothing of this FWHM, same SD")
+    g.add_argument("--bias-field", type=float, default=0.0, metavar="A",
+                   help="smooth receive bias field 1 + A g(x), max |g| = 1 (signal only, not noise)")
     _common(p, threads=False)
     p.set_defaults(func=cmd_simulate)
 

@@ -1,5 +1,6 @@
 """Synthetic phantoms: acquisition schemes, a multi-compartment tensor forward model,
-spatial and voxel-wise phantoms with known fibres, and their files on disk."""
+spatial and voxel-wise phantoms with known fibres (optionally with dispersion, diffusivity
+jitter, correlated noise and a bias field), and their files on disk."""
 
 from ._io import (
     PHANTOM_FILES,
@@ -19,6 +20,7 @@ from ._phantom import (
 )
 from ._schemes import SCHEMES, acquisition_scheme, repulsion_directions
 from ._signal import add_rician_noise, tensor_signal
+from ._variation import PhantomVariation
 
 __all__ = [
     "GENERATOR_VERSION",
@@ -26,6 +28,7 @@ __all__ = [
     "SCHEMES",
     "SIZES",
     "Phantom",
+    "PhantomVariation",
     "Truth",
     "acquisition_scheme",
     "add_rician_noise",

@@ -34,6 +34,7 @@ from ..io._atomic import atomic_save_nifti, atomic_write_text
 from ..io._gradients import world_to_fsl_bvecs
 from ..io._peaks_file import read_peaks, write_peaks
 from ._phantom import SIZES, Phantom, spatial_phantom, voxelwise_phantom
+from ._variation import PhantomVariation
 
 __all__ = ["PHANTOM_FILES", "Truth", "load_truth", "simulate_to_dir", "truth_fodf_sh", "write_phantom"]
 
@@ -176,7 +177,8 @@ def load_truth(truth_dir: str | os.PathLike) -> Truth:
 
 
 def simulate_to_dir(outdir: str | os.PathLike, kind: str = "spatial", scheme: str = "clinical",
-                    snr: float | None = 20.0, seed: int = 0, size: str = "default") -> Path:
+                    snr: float | None = 20.0, seed: int = 0, size: str = "default",
+                    variation: PhantomVariation | None = None) -> Path:
     """Simulate a phantom and write it to ``outdir`` (the CLI's ``shdeconv simulate``).
 
     Parameters
@@ -189,6 +191,9 @@ def simulate_to_dir(outdir: str | os.PathLike, kind: str = "spatial", scheme: st
         b=0 SNR of pure white matter; ``None`` for noise-free.
     seed : int
     size : {"default", "quick"}
+    variation : PhantomVariation, optional
+        Departures from the clean phantom (dispersion, diffusivity jitter, correlated noise,
+        bias field); recorded in ``truth/truth.json``.
 
     Returns
     -------
@@ -198,9 +203,9 @@ def simulate_to_dir(outdir: str | os.PathLike, kind: str = "spatial", scheme: st
     if size not in SIZES:
         raise ValueError(f"size must be one of {sorted(SIZES)}, got {size!r}")
     if kind == "spatial":
-        ph = spatial_phantom(scheme=scheme, snr=snr, seed=seed, size=size)
+        ph = spatial_phantom(scheme=scheme, snr=snr, seed=seed, size=size, variation=variation)
     elif kind == "voxelwise":
-        ph = voxelwise_phantom(scheme=scheme, snr=snr, seed=seed, size=size)
+        ph = voxelwise_phantom(scheme=scheme, snr=snr, seed=seed, size=size, variation=variation)
     else:
         raise ValueError(f"kind must be 'spatial' or 'voxelwise', got {kind!r}")
     return write_phantom(ph, outdir)

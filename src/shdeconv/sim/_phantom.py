@@ -61,6 +61,13 @@ from scipy.spatial import cKDTree
 
 from ._schemes import acquisition_scheme
 from ._signal import TISSUE_S0, add_rician_noise, tensor_signal
+from ._variation import (
+    PhantomVariation,
+    bias_field,
+    disperse,
+    jitter_diffusivities,
+    smooth_noise,
+)
 
 __all__ = [
     "BUNDLE_MIN_WEIGHT",
@@ -196,19 +203,34 @@ def _vox_to_world_dirs(t_vox: np.ndarray, affine: np.ndarray) -> np.ndarray:
 
 
 def _finish(kind, shape, scheme, snr, seed, affine, mask, dirs_w, fracs, lpar, lperp, gm, csf,
-            d_gm, rng, extra_meta=None) -> Phantom:
+            d_gm, rng, extra_meta=None, variation: PhantomVariation | None = None) -> Phantom:
     """Signal from the truth arrays (flattened over voxels) and assemble the Phantom."""
     bvals, gdirs = acquisition_scheme(scheme, seed=seed)
     nvox = int(np.prod(shape))
     n_fib = (fracs > 0).sum(axis=1)
-    sig = tensor_signal(bvals, gdirs, dirs_w, fracs, lpar, lperp, gm, csf, d_gm, s0=_S0)
+    variation = variation or PhantomVariation()
+    vrng = PhantomVariation.rng(seed)
+    s_dirs, s_fracs, s_lpar, s_lperp, s_dgm = dirs_w, fracs, lpar, lperp, d_gm
+    if variation.diffusivity_jitter > 0:
+        s_lpar, s_lperp, s_dgm = jitter_diffusivities(lpar, lperp, d_gm, variation.diffusivity_jitter, vrng)
+    if variation.dispersion_deg > 0:
+        s_dirs, s_fracs, s_lpar, s_lperp = disperse(s_dirs, s_fracs, s_lpar, s_lperp, variation.dispersion_deg, vrng)
+    sig = tensor_signal(bvals, gdirs, s_dirs, s_fracs, s_lpar, s_lperp, gm, csf, s_dgm, s0=_S0)
+    if variation.bias_field > 0:
+        sig *= bias_field(shape, variation.bias_field, vrng)[:, None]
     sig[~mask.reshape(-1)] = 0.0
     sigma = 0.0 if snr is None else _S0 / float(snr)
-    sig = add_rician_noise(sig, sigma, rng)
+    correlate = None
+    if variation.noise_fwhm > 0:
+        def correlate(noise):
+            return smooth_noise(noise, shape, variation.noise_fwhm)
+    sig = add_rician_noise(sig, sigma, rng, correlate)
     wm = fracs.sum(axis=1)
     meta = {"kind": kind, "scheme": scheme, "snr": snr, "seed": int(seed), "shape": list(shape),
             "generator_version": GENERATOR_VERSION, "s0": _S0, "sigma": sigma,
             "tissue_s0": dict(TISSUE_S0)}
+    if variation.active:
+        meta["variation"] = variation.to_dict()
     meta.update(extra_meta or {})
     ph = Phantom(
         dwi=sig.reshape(*shape, -1).astype(np.float32),
@@ -451,7 +473,8 @@ def _merge_voxel(w, d, lp, lq, merge_cos):
 def spatial_phantom(shape: tuple[int, int, int] | None = None, scheme: str = "clinical",
                     snr: float | None = 20.0, seed: int = 0, *, size: str = "default",
                     affine: np.ndarray | None = None, merge_deg: float = 15.0,
-                    min_fraction: float = 0.1, min_relative: float = 0.2) -> Phantom:
+                    min_fraction: float = 0.1, min_relative: float = 0.2,
+                    variation: PhantomVariation | None = None) -> Phantom:
     """Curved, crossing, kissing and fanning bundles in GM/CSF-like tissue.
 
     Parameters
@@ -474,6 +497,9 @@ def spatial_phantom(shape: tuple[int, int, int] | None = None, scheme: str = "cl
     min_fraction, min_relative : float
         Fibres whose fraction is below ``min_fraction`` of the voxel or below ``min_relative``
         times the voxel's largest fibre become GM-like tissue.
+    variation : PhantomVariation, optional
+        Dispersion, diffusivity jitter, correlated noise, bias field (:mod:`shdeconv.sim._variation`);
+        none by default. The truth is the same with or without.
 
     Returns
     -------
@@ -548,7 +574,7 @@ def spatial_phantom(shape: tuple[int, int, int] | None = None, scheme: str = "cl
     d_gm = rng.uniform(0.7e-3, 0.9e-3, n)
     mask3 = mask.reshape(shape)
     ph = _finish("spatial", shape, scheme, snr, seed, affine, mask3, dirs, fracs, lpar, lperp,
-                 gm, csf, d_gm, rng, {"n_bundles": nb})
+                 gm, csf, d_gm, rng, {"n_bundles": nb}, variation)
     pieces = [p for r in regions for p in r]
     ph.bundle_masks = np.zeros((n, len(pieces)), dtype=bool)
     ph.bundle_ends = np.zeros((n, len(pieces)), dtype=np.int8)
@@ -582,14 +608,14 @@ def voxelwise_phantom(n_voxels: int | None = None, scheme: str = "clinical",
                       snr: float | None = 20.0, seed: int = 0, *, size: str = "default",
                       layout: str = "block", affine: np.ndarray | None = None,
                       min_angle: float = 30.0, max_angle: float = 90.0,
-                      min_fraction: float = 0.2) -> Phantom:
+                      min_fraction: float = 0.2, variation: PhantomVariation | None = None) -> Phantom:
     """Independent voxels with 1, 2 or 3 fibres in equal numbers.
 
     Parameters
     ----------
     n_voxels : int, optional
         Number of simulated voxels; default from ``size`` (3000, quick 300).
-    scheme, snr, seed, size, affine
+    scheme, snr, seed, size, affine, variation
         As in :func:`spatial_phantom`.
     layout : {"block", "line"}
         ``"line"``: shape ``(n, 1, 1)``; ``"block"``: the smallest ``(k, k, m)`` block holding
@@ -666,4 +692,4 @@ def voxelwise_phantom(n_voxels: int | None = None, scheme: str = "clinical",
     return _finish("voxelwise", shape, scheme, snr, seed, affine, mask.reshape(shape),
                    padded(dirs), padded(fracs), padded(lpar, 1.7e-3), padded(lperp, 0.3e-3),
                    padded(gm), padded(csf), padded(d_gm, 0.8e-3), rng,
-                   {"n_voxels": n, "layout": layout})
+                   {"n_voxels": n, "layout": layout}, variation)

@@ -16,6 +16,8 @@ then Rician noise :math:`|S + \sigma (n_1 + i n_2)|` with :math:`\sigma = S_0 / 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 __all__ = ["TISSUE_S0", "D_CSF", "tensor_signal", "add_rician_noise"]
@@ -24,6 +26,7 @@ __all__ = ["TISSUE_S0", "D_CSF", "tensor_signal", "add_rician_noise"]
 TISSUE_S0 = {"wm": 1.0, "gm": 1.15, "csf": 1.35}
 #: free-water diffusivity at body temperature, mm^2/s
 D_CSF = 3.0e-3
+_CHUNK_ELEMENTS = 1 << 22
 
 
 def tensor_signal(bvals: np.ndarray, directions: np.ndarray, fibre_dirs: np.ndarray,
@@ -52,20 +55,32 @@ def tensor_signal(bvals: np.ndarray, directions: np.ndarray, fibre_dirs: np.ndar
     """
     b = np.asarray(bvals, dtype=np.float64)
     g = np.asarray(directions, dtype=np.float64)
-    cos2 = np.einsum("nkc,gc->nkg", fibre_dirs, g) ** 2
     lpar = np.asarray(lambda_par, dtype=np.float64)[..., None]
     lperp = np.asarray(lambda_perp, dtype=np.float64)[..., None]
-    att = np.exp(-b * (lperp + (lpar - lperp) * cos2))  # (N, K, G)
-    wm = TISSUE_S0["wm"] * np.einsum("nk,nkg->ng", fibre_fractions, att)
+    n, k = np.shape(fibre_fractions)
+    wm = np.empty((n, b.size))
+    step = max(1, _CHUNK_ELEMENTS // max(k * b.size, 1))  # bounded (N, K, G) temporaries
+    for i in range(0, n, step):
+        s = slice(i, i + step)
+        cos2 = np.einsum("nkc,gc->nkg", fibre_dirs[s], g) ** 2
+        att = np.exp(-b * (lperp[s] + (lpar[s] - lperp[s]) * cos2))
+        wm[s] = TISSUE_S0["wm"] * np.einsum("nk,nkg->ng", fibre_fractions[s], att)
     iso = (TISSUE_S0["gm"] * gm[:, None] * np.exp(-b[None, :] * d_gm[:, None])
            + TISSUE_S0["csf"] * csf[:, None] * np.exp(-b * D_CSF)[None, :])
     return s0 * (wm + iso)
 
 
-def add_rician_noise(signal: np.ndarray, sigma: float, rng: np.random.Generator) -> np.ndarray:
-    """Rician magnitude :math:`|S + \\sigma(n_1 + i n_2)|` of a noise-free signal (same shape)."""
+def add_rician_noise(signal: np.ndarray, sigma: float, rng: np.random.Generator,
+                     correlate: Callable[[np.ndarray], np.ndarray] | None = None) -> np.ndarray:
+    """Rician magnitude :math:`|S + \\sigma(n_1 + i n_2)|` of a noise-free signal (same shape).
+
+    ``correlate``, if given, maps each Gaussian channel (same shape, standard deviation
+    ``sigma``) to a correlated one of the same standard deviation before the magnitude is taken.
+    """
     if sigma <= 0:
         return np.asarray(signal, dtype=np.float64).copy()
     n1 = rng.normal(scale=sigma, size=signal.shape)
     n2 = rng.normal(scale=sigma, size=signal.shape)
+    if correlate is not None:
+        n1, n2 = correlate(n1), correlate(n2)
     return np.sqrt((signal + n1) ** 2 + n2 ** 2)
