@@ -36,28 +36,45 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict
 from pathlib import Path
 
+import numpy as np
+
 from shdeconv.io import InputError
 from shdeconv.losses import TV_WEIGHT, LossWeights
 from shdeconv.models import NetworkConfig
 from shdeconv.models._store import PRETRAINED, load_model
-from shdeconv.sim import simulate_to_dir
+from shdeconv.sim import PhantomVariation, simulate_to_dir
 from shdeconv.training import TrainConfig, train
 
 SCHEMES = ("sparse", "clinical", "multishell")
 SNRS = (10, 15, 20, 30, 40)
 #: TV weight of the shipped (linear-head) model
 SHIPPED_TV = 0.01
+#: ``--vary``: uniform ranges of the departures from the clean phantom (PhantomVariation fields)
+VARY_RANGES = {"dispersion_deg": (0.0, 20.0), "diffusivity_jitter": (0.0, 0.2), "noise_fwhm": (0.0, 2.0),
+               "bias_field": (0.0, 0.3)}
 
 
-def training_set(root: Path, n_spatial: int, n_voxelwise: int, jobs: int = 1) -> list[Path]:
-    """Simulate (or reuse) the training phantoms; seeds 1000 + i, ``jobs`` processes at a time."""
+def variation(seed: int) -> PhantomVariation:
+    """The departures from the clean phantom given to a varied training phantom, drawn from its seed."""
+    rng = np.random.default_rng([seed, 53])
+    lo, hi = zip(*VARY_RANGES.values())
+    return PhantomVariation(**dict(zip(VARY_RANGES, (float(v) for v in rng.uniform(lo, hi)))))
+
+
+def training_set(root: Path, n_spatial: int, n_voxelwise: int, jobs: int = 1, vary: bool = False) -> list[Path]:
+    """Simulate (or reuse) the training phantoms; seeds 1000 + i, ``jobs`` processes at a time.
+
+    With ``vary`` every second phantom (odd ``i``) gets :func:`variation` of its seed.
+    """
     todo, dirs = [], []
     for i in range(n_spatial + n_voxelwise):
         kind = "spatial" if i < n_spatial else "voxelwise"
         scheme, snr, seed = SCHEMES[i % 3], SNRS[i % len(SNRS)], 1000 + i
-        d = root / f"{kind}-{scheme}-snr{snr}-seed{seed}"
+        varied = vary and i % 2 == 1
+        d = root / f"{kind}-{scheme}-snr{snr}-seed{seed}{'-varied' if varied else ''}"
         if not (d / "truth" / "truth.json").exists():
-            todo.append({"outdir": d, "kind": kind, "scheme": scheme, "snr": snr, "seed": seed})
+            todo.append({"outdir": d, "kind": kind, "scheme": scheme, "snr": snr, "seed": seed,
+                         "variation": variation(seed) if varied else None})
         dirs.append(d)
     if jobs > 1 and len(todo) > 1:  # each phantom depends on its seed only, so the order does not matter
         with ProcessPoolExecutor(min(jobs, len(todo))) as pool:
@@ -104,11 +121,14 @@ def main(argv=None) -> int:
                         "path for --gate)")
     p.add_argument("--freeze-spatial", action="store_true",
                    help="with --init and --gate: keep the spatial path as --init gave it, train the voxel-wise path")
+    p.add_argument("--vary", action="store_true",
+                   help="every second phantom with random dispersion, diffusivity jitter, correlated noise and "
+                        "bias field (VARY_RANGES)")
     p.add_argument("--device", default="auto")
     p.add_argument("--install", action="store_true", help="copy the result into the package")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    subjects = training_set(args.output / "data", args.spatial, args.voxelwise, args.jobs)
+    subjects = training_set(args.output / "data", args.spatial, args.voxelwise, args.jobs, args.vary)
     softplus = args.head == "softplus"
     tv = args.tv if args.tv is not None else (TV_WEIGHT if softplus else SHIPPED_TV)
     weights = LossWeights(tv=tv, supervised=1.0)
@@ -119,7 +139,8 @@ def main(argv=None) -> int:
                                coherence_lmax=args.coherence_lmax)
     record = {"command": "python " + " ".join([sys.argv[0]] + (argv if argv is not None else sys.argv[1:])),
               "data": {"generator": "shdeconv.sim", "spatial": args.spatial, "voxelwise": args.voxelwise,
-                       "schemes": SCHEMES, "snrs": SNRS, "seeds": f"1000..{999 + len(subjects)}"},
+                       "schemes": SCHEMES, "snrs": SNRS, "seeds": f"1000..{999 + len(subjects)}",
+                       **({"varied": "odd seeds", "vary_ranges": VARY_RANGES} if args.vary else {})},
               "seed": args.seed, "loss_weights": asdict(weights), "train_config": asdict(config),
               "net_config": net_config.to_dict()}
     if args.freeze_spatial:

@@ -16,6 +16,13 @@ class OptionError(ValueError):
     """A setting or command-line option has a value the tool cannot use."""
 
 
+#: ``--denoise`` choices: none, DIPY MP-PCA, DIPY local PCA with a PCA noise map
+#: (:func:`shdeconv.fitting.denoise_pca`)
+DENOISERS = ("none", "mppca", "localpca")
+#: ``shdeconv fit``'s default denoising
+FIT_DENOISE = "mppca"
+
+
 class ValidatedConfig:
     """Mixin for frozen dataclasses of settings: checks that name the setting and its value.
 

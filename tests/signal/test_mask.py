@@ -78,15 +78,16 @@ def test_zero_filled_border_counts_as_background():
     assert has_background(ph.dwi, ph.bvals)  # noise-free: the border is exactly 0
 
 
-def test_small_101d_is_fitted_with_its_default_denoising(tmp_path):
+@pytest.mark.parametrize("denoise", ["mppca", "localpca"])
+def test_small_101d_is_fitted_with_either_denoising(tmp_path, denoise):
     # DIPY's small_101D (b=0 stored as b=15, 6 x 10 x 10): it used to be refused ("no voxel with a
     # positive b=0 signal") because MP-PCA returned NaN on the few voxels the old mask kept
     from shdeconv.fitting import DirectConfig, run_fit
 
     files = get_fnames(name="small_101D")
-    report = run_fit(*files, tmp_path / "out", direct_config=DirectConfig(iterations=2), denoise="mppca",
+    report = run_fit(*files, tmp_path / "out", direct_config=DirectConfig(iterations=2), denoise=denoise,
                      progress=False)
-    assert report["voxels_in_mask"] == 600
+    assert report["voxels_in_mask"] == 600 and report["denoise"] == denoise
     assert np.isfinite(nib.load(tmp_path / "out" / "fodf.nii.gz").get_fdata()).all()
 
 

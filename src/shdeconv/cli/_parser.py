@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from .._options import DENOISERS, FIT_DENOISE
 from ._commands import (
     cmd_benchmark,
     cmd_csd,
@@ -141,8 +142,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default: 0)")
     p.add_argument("--resume", action="store_true",
                    help="continue OUTDIR/checkpoint.pt (refused if it belongs to another run)")
-    p.add_argument("--denoise", default="mppca", choices=["none", "mppca"],
-                   help="DIPY MP-PCA first (the accuracy benchmark found it helps the fit; none to skip)")
+    p.add_argument("--denoise", default=FIT_DENOISE, choices=DENOISERS,
+                   help="DIPY PCA denoising first: MP-PCA, or local PCA with a PCA noise map (better where the "
+                        "noise is correlated in space); none to skip")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     _common(p)
     p.set_defaults(func=cmd_fit)
@@ -152,7 +154,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_inputs(p, lmax="maximum SH order of the CSD fODF (default: 8)")
     p.add_argument("--algorithm", default="auto", choices=["auto", "ssst", "msmt"],
                    help="single-shell CSD or multi-shell multi-tissue CSD (auto: by the number of shells)")
-    p.add_argument("--denoise", default="none", choices=["none", "mppca"], help="denoise with DIPY MP-PCA first")
+    p.add_argument("--denoise", default="none", choices=DENOISERS,
+                   help="denoise first with DIPY MP-PCA or local PCA (as in fit)")
     _common(p, threads_help="CSD worker processes (volumes of 20,000 voxels or more) and peak-extraction threads "
                             "(default: every core)")
     p.set_defaults(func=cmd_csd)
@@ -167,8 +170,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--patch-size", type=int, default=None,
                    help="inference tile side (default: the model's training patch size)")
     p.add_argument("--tile", action=_Refused, message="renamed to --patch-size")
-    p.add_argument("--denoise", default="none", choices=["none", "mppca"],
-                   help="DIPY MP-PCA first (the shipped model was trained on raw signals)")
+    p.add_argument("--denoise", default="none", choices=DENOISERS,
+                   help="DIPY MP-PCA or local PCA first (as in fit; the shipped model was trained on raw signals)")
     p.add_argument("--overlap", type=float, default=None,
                    help="tile overlap fraction (default: 0.25; 0.125 is faster on whole brains)")
     p.add_argument("--batch-size", type=int, default=None,

@@ -18,9 +18,19 @@ from ._pipeline import (
     run_predict,
     write_outputs,
 )
-from ._subject import Subject, build_network, denoise_mppca, load_subject
+from ._subject import (
+    DENOISERS,
+    FIT_DENOISE,
+    Subject,
+    build_network,
+    denoise_mppca,
+    denoise_pca,
+    load_subject,
+)
 
 __all__ = [
+    "DENOISERS",
+    "FIT_DENOISE",
     "FIT_MODELS",
     "NETWORK_INITS",
     "OUTPUT_FILES",
@@ -31,6 +41,7 @@ __all__ = [
     "build_network",
     "default_loss_weights",
     "denoise_mppca",
+    "denoise_pca",
     "direct_solution",
     "fit_direct",
     "fit_network",

@@ -9,7 +9,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from .._options import OptionError
+from .._options import DENOISERS, FIT_DENOISE, OptionError
 from ..direction import GradientCheck, check_gradients
 from ..io import B0_THRESHOLD, DWIData, load_dwi
 from ..io._gradients import voxel_axes_rotation
@@ -24,6 +24,8 @@ from ..signal import (
 from ..signal._forward import ForwardModel, linear_deconvolution
 
 __all__ = [
+    "DENOISERS",
+    "FIT_DENOISE",
     "ISO_MD",
     "SINGLE_SHELL_TISSUES",
     "Subject",
@@ -31,6 +33,7 @@ __all__ = [
     "attach_subject",
     "build_network",
     "denoise_mppca",
+    "denoise_pca",
     "isotropic_responses",
     "load_subject",
     "prepare_subject",
@@ -131,6 +134,7 @@ def acquisition_model(bvals, directions, responses: Responses, lmax: int | None 
     return fm, rows, input_rows
 
 
+
 def mppca_radius(n_volumes: int) -> int:
     """The smallest patch radius (at least 2) whose patch holds at least ``n_volumes`` voxels."""
     radius = 2
@@ -139,30 +143,60 @@ def mppca_radius(n_volumes: int) -> int:
     return radius
 
 
-def denoise_mppca(data: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """DIPY's MP-PCA denoising (Veraart 2016) inside the mask.
+def denoise_pca(data: np.ndarray, mask: np.ndarray, method: str = "mppca", *, bvals: np.ndarray | None = None,
+                directions: np.ndarray | None = None) -> np.ndarray:
+    """DIPY's patch-wise PCA denoising inside the mask.
+
+    ``method``:
+
+    * ``"mppca"``: MP-PCA (Veraart 2016); the noise level is read from the Marchenko-Pastur
+      law of each patch's eigenvalues, which holds for noise that is white in space.
+    * ``"localpca"``: local PCA with a threshold of 2.3 times a noise map estimated first
+      (DIPY's ``pca_noise_estimate``, Manjon 2013, Rician-bias corrected, smoothed); needs
+      ``bvals`` and ``directions`` (``(G, 3)``, zeros for b=0). It keeps MP-PCA's accuracy on
+      white noise and is far better where the noise is correlated in space (partial Fourier,
+      parallel imaging, interpolation): docs/benchmarks.md, "Phantom kinds not seen in training".
 
     The patch radius is the smallest (at least 2) whose patch holds at least as many voxels as
-    there are volumes, as MP-PCA needs (2 for 33 volumes, 3 for 276), within the volume's
-    thinnest dimension. Voxels MP-PCA leaves non-finite (patches with too few mask voxels,
-    e.g. a small mask on a thin volume: DIPY divides by a zero weight there) keep their raw
-    signal, with a warning.
+    there are volumes (2 for 33 volumes, 3 for 276), within the volume's thinnest dimension.
+    Voxels left non-finite (patches with too few mask voxels, e.g. a small mask on a thin
+    volume: DIPY divides by a zero weight there) keep their raw signal, with a warning.
     """
-    from dipy.denoise.localpca import mppca
+    from dipy.denoise.localpca import localpca, mppca
 
+    if method not in DENOISERS[1:]:
+        raise OptionError(f"denoise method must be one of {DENOISERS[1:]}, got {method!r}")
+    name = {"mppca": "MP-PCA", "localpca": "local PCA"}[method]
     if min(data.shape[:3]) < 3:
-        log.warning("MP-PCA skipped: the volume %s is too thin for a 3x3x3 patch", data.shape[:3])
+        log.warning("%s skipped: the volume %s is too thin for a 3x3x3 patch", name, data.shape[:3])
         return np.asarray(data, dtype=np.float32)
     radius = max(1, min(mppca_radius(data.shape[-1]), (min(data.shape[:3]) - 1) // 2))
     with np.errstate(divide="ignore", invalid="ignore"):
-        out = mppca(data, mask=mask, patch_radius=radius).astype(np.float32)
+        if method == "mppca":
+            out = mppca(data, mask=mask, patch_radius=radius)
+        else:
+            from dipy.core.gradients import gradient_table
+            from dipy.denoise.pca_noise_estimate import pca_noise_estimate
+
+            if bvals is None or directions is None:
+                raise ValueError("local PCA needs bvals and directions for its noise map")
+            gtab = gradient_table(np.asarray(bvals, dtype=float), bvecs=np.asarray(directions, dtype=float),
+                                  b0_threshold=B0_THRESHOLD)
+            sigma = pca_noise_estimate(np.asarray(data, dtype=np.float32), gtab, correct_bias=True, smooth=2)
+            out = localpca(data, sigma=sigma, mask=mask, patch_radius=radius, suppress_warning=True)
+    out = np.asarray(out, dtype=np.float32)
     failed = mask & ~np.isfinite(out).all(axis=-1)
     if failed.any():
         out[failed] = data[failed]
-        warnings.warn(f"MP-PCA left {int(failed.sum())} of {int(mask.sum())} mask voxels undefined (too few "
+        warnings.warn(f"{name} left {int(failed.sum())} of {int(mask.sum())} mask voxels undefined (too few "
                       f"mask voxels in their {2 * radius + 1}^3 patch); they keep their raw signal",
                       UserWarning, stacklevel=2)
     return out
+
+
+def denoise_mppca(data: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """DIPY's MP-PCA inside the mask: :func:`denoise_pca` with ``method="mppca"``."""
+    return denoise_pca(data, mask, "mppca")
 
 
 def prepare_subject(data, bvals, directions, mask, *, rotation=None, responses: Responses | None = None,
@@ -214,11 +248,11 @@ def load_subject(dwi_path, bvals, bvecs, mask_path=None, *, response_files: dict
     for per-voxel work (``subject.uncrop`` puts them on the image's grid); not with MP-PCA,
     whose patches need the neighbours.
     """
-    if denoise not in ("none", "mppca"):
-        raise OptionError(f"denoise must be 'none' or 'mppca', got {denoise!r}")
+    if denoise not in DENOISERS:
+        raise OptionError(f"denoise must be one of {DENOISERS}, got {denoise!r}")
     if voxels_only and denoise != "none":
-        raise ValueError("MP-PCA needs each voxel's neighbours: it cannot run on the mask's voxels alone")
-    crop = "voxels" if voxels_only else mppca_radius if denoise == "mppca" else 0
+        raise ValueError("PCA denoising needs each voxel's neighbours: it cannot run on the mask's voxels alone")
+    crop = "voxels" if voxels_only else mppca_radius if denoise != "none" else 0
     dwi = load_dwi(dwi_path, bvals, bvecs, mask_path, crop=crop)
     mask, mask_record = brain_mask(dwi.data, dwi.bvals, dwi.directions_world, dwi.mask,
                                    source=None if mask_path is None else str(mask_path), beyond=dwi.beyond)
@@ -230,8 +264,8 @@ def load_subject(dwi_path, bvals, bvecs, mask_path=None, *, response_files: dict
     # the check follows fibres from voxel to voxel: with the mask's voxels alone, by their coordinates
     image, image_mask = (dwi.data, mask) if dwi.voxels is None else (dwi.image(), dwi.uncrop(mask))
     gradients = gradient_record(check_gradients(image, dwi.bvals, dwi.bvecs, dwi.affine, image_mask), bvecs)
-    if denoise == "mppca":
-        dwi.data = denoise_mppca(dwi.data, mask.astype(bool))
+    if denoise != "none":
+        dwi.data = denoise_pca(dwi.data, mask.astype(bool), denoise, bvals=dwi.bvals, directions=dwi.directions_world)
     rot = voxel_axes_rotation(dwi.affine)
     subject = prepare_subject(dwi.data, dwi.bvals, dwi.directions_world @ rot, mask, rotation=rot,
                               response_files=response_files, lmax=lmax, dwi=dwi, keep_raw=keep_raw)
