@@ -151,6 +151,32 @@ def test_a_bug_in_one_series_is_reported_with_its_type_and_isolated(bids_dir, tm
     assert _files(tmp_path / "out" / "shdeconv" / "sub-02" / "ses-1" / "dwi") == []
 
 
+def test_each_method_denoises_as_its_own_command_does_unless_told(bids_dir, tmp_path, monkeypatch):
+    """``bids --method fit`` is ``shdeconv fit``: MP-PCA first by default (predict and csd: none)."""
+    import shdeconv.fitting
+    from shdeconv._options import OptionError
+
+    seen = []
+
+    def job(dwi, *args, denoise, **kwargs):
+        seen.append(denoise)
+        raise InputError(dwi, "stopped by the test")
+
+    for name in ("run_fit", "run_csd"):
+        monkeypatch.setattr(shdeconv.fitting, name, job)
+    for method, denoise, expected in (("fit", None, "mppca"), ("csd", None, "none"), ("fit", "localpca", "localpca"),
+                                      ("csd", "mppca", "mppca")):
+        seen.clear()
+        summary = run_bids(bids_dir, tmp_path / f"{method}-{denoise}", method=method, denoise=denoise,
+                           progress=False, quiet=True)
+        assert summary["failed"] == 2 and seen == [expected, expected], (method, denoise)
+    with pytest.raises(OptionError, match="denoise"):
+        run_bids(bids_dir, tmp_path / "bad", method="fit", denoise="nlmeans")
+    p = argparse.ArgumentParser()
+    add_parser(p.add_subparsers(), argparse.HelpFormatter, lambda q: None)
+    assert p.parse_args(["bids", "in", "out", "participant"]).denoise is None
+
+
 def test_missing_or_non_bids_dir_is_an_input_error_and_writes_nothing(tmp_path):
     out = tmp_path / "out"
     with pytest.raises(InputError, match="BIDS directory not found") as e:

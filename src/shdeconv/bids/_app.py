@@ -19,7 +19,7 @@ import sys
 from os import PathLike
 from pathlib import Path
 
-from .._options import OptionError, check_device
+from .._options import DENOISERS, FIT_DENOISE, OptionError, check_device
 from ..io import InputError, atomic_write_text, check_output_dir
 from ._layout import DwiSeries, find_dwi
 
@@ -90,7 +90,7 @@ def _dataset_description(root: Path, bids_dir: Path) -> None:
 
 
 def _run_job(series: DwiSeries, work: Path, method: str, *, model, device: str, progress: bool,
-             n_jobs: int) -> dict:
+             n_jobs: int, denoise: str) -> dict:
     from ..fitting import run_csd, run_fit, run_predict
 
     if series.bval is None or series.bvec is None:
@@ -98,10 +98,11 @@ def _run_job(series: DwiSeries, work: Path, method: str, *, model, device: str, 
         raise InputError(series.dwi, f"no {missing} file found for it")
     inputs = (series.dwi, series.bval, series.bvec, work)
     if method == "predict":
-        return run_predict(*inputs, mask=series.mask, model=model, device=device, progress=progress, force=True)
+        return run_predict(*inputs, mask=series.mask, model=model, device=device, progress=progress,
+                           denoise=denoise, force=True)
     if method == "fit":
-        return run_fit(*inputs, mask=series.mask, device=device, progress=progress, force=True)
-    return run_csd(*inputs, mask=series.mask, n_jobs=n_jobs, force=True)
+        return run_fit(*inputs, mask=series.mask, device=device, progress=progress, denoise=denoise, force=True)
+    return run_csd(*inputs, mask=series.mask, n_jobs=n_jobs, denoise=denoise, force=True)
 
 
 def _store(work: Path, folder: Path, names: dict[str, str], report: dict) -> dict[str, str]:
@@ -135,7 +136,7 @@ def _say(quiet: bool, text: str) -> None:
 
 def run_bids(bids_dir: str | PathLike, output_dir: str | PathLike, *, participant_label=None, session_label=None,
              method: str = "predict", model=None, device: str = "auto", force: bool = False, progress: bool = True,
-             quiet: bool = False, n_jobs: int = 1) -> dict:
+             quiet: bool = False, n_jobs: int = 1, denoise: str | None = None) -> dict:
     """Run ``method`` on every diffusion series of a BIDS dataset (the participant level of a BIDS App).
 
     Parameters
@@ -160,6 +161,9 @@ def run_bids(bids_dir: str | PathLike, output_dir: str | PathLike, *, participan
         No line per series on stdout (failures are still reported on stderr).
     n_jobs : int
         Worker processes of ``csd`` (-1: every core).
+    denoise : {"none", "mppca", "localpca"}, optional
+        Denoising before the job; default: the command's own (``fit``: MP-PCA, as ``shdeconv
+        fit``; ``predict`` and ``csd``: none).
 
     Returns
     -------
@@ -178,6 +182,10 @@ def run_bids(bids_dir: str | PathLike, output_dir: str | PathLike, *, participan
     """
     if method not in METHODS:
         raise OptionError(f"method must be one of {METHODS}, got {method!r}")
+    if denoise is None:
+        denoise = FIT_DENOISE if method == "fit" else "none"
+    if denoise not in DENOISERS:
+        raise OptionError(f"denoise must be one of {DENOISERS}, got {denoise!r}")
     check_device(device)
     if model is not None and method != "predict":
         raise OptionError(f"--model is an option of --method predict, not {method}")
@@ -214,7 +222,8 @@ def run_bids(bids_dir: str | PathLike, output_dir: str | PathLike, *, participan
         shutil.rmtree(work, ignore_errors=True)
         storing = False
         try:
-            report = _run_job(s, work, method, model=loaded, device=device, progress=progress, n_jobs=n_jobs)
+            report = _run_job(s, work, method, model=loaded, device=device, progress=progress, n_jobs=n_jobs,
+                              denoise=denoise)
             storing = True
             stored = _store(work, folder, names, report)
         except Exception as e:

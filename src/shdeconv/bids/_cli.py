@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from .._options import DENOISERS, FIT_DENOISE
+
 __all__ = ["add_parser", "cmd_bids"]
 
 _HELP = "run predict, fit or csd on every participant of a BIDS dataset (BIDS-App convention)"
@@ -53,6 +55,9 @@ def add_parser(subparsers, formatter_class, common) -> argparse.ArgumentParser:
     p.add_argument("--model", type=Path, default=None,
                    help="model file for --method predict (default: the shipped one)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (predict and fit)")
+    p.add_argument("--denoise", default=None, choices=DENOISERS,
+                   help=f"denoising before the job (default: the command's own: {FIT_DENOISE} for fit, none "
+                        "for predict and csd; QSIPrep's output is usually denoised already)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     common(p)
     p.set_defaults(func=cmd_bids)
@@ -66,6 +71,7 @@ def cmd_bids(args) -> int:
     quiet = getattr(args, "quiet", False)
     summary = run_bids(args.bids_dir, args.output_dir, participant_label=args.participant_label,
                        session_label=args.session_label, method=args.method, model=args.model, device=args.device,
+                       denoise=args.denoise,
                        force=getattr(args, "force", False),
                        progress=not (getattr(args, "no_progress", False) or quiet), quiet=quiet,
                        n_jobs=getattr(args, "nthreads", None) or -1)
