@@ -79,7 +79,7 @@ def main(argv=None) -> int:
     batches = [int(b) for b in args.batches.split(",")]
     rows = {}
     for mode in ("sparse", "dense"):
-        net.unet.chebyshev = mode
+        net.chebyshev = mode
         rows[mode] = [throughput(net, b, args.repeats, device=args.device) for b in batches]
     workers = tile_workers(torch.device(args.device))
     if workers > 1:  # what predict runs on a CPU

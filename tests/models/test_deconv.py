@@ -326,6 +326,14 @@ def test_gate_keeps_isotropic_voxels_on_the_spatial_path_and_runs_the_voxel_path
     torch.testing.assert_close(out, dense.detach(), rtol=0,
                                atol=VOXEL_PATH_MIN * float((dense.detach() - spatial).abs().max()))
 
+    # predict's setting: the dense Chebyshev projector on both paths, the same outputs
+    assert net.chebyshev == "sparse" and net.voxel_unet.chebyshev == "sparse"
+    net.chebyshev = "dense"
+    assert net.unet.chebyshev == net.voxel_unet.chebyshev == "dense"
+    with torch.no_grad():
+        torch.testing.assert_close(net(linear=lin)[0], out)
+    net.chebyshev = "sparse"
+
     older = NetworkConfig.from_dict({k: v for k, v in cfg.to_dict().items() if k != "gate_anisotropy"})
     assert not older.gate_anisotropy
     plain = DeconvNet(older, n_iso=2).double().eval()

@@ -249,12 +249,15 @@ def predict_volume(net: DeconvNet, signal: np.ndarray | VolumeInput | None, mask
                                    workers=tile_workers(device) if workers is None else workers)
     # without gradients the dense Chebyshev projector (one GEMM) beats the sparse recursion at
     # every batch size measured on CPU (benchmarks/predict_batch.py); training keeps its setting
-    previous, net.unet.chebyshev = net.unet.chebyshev, "dense"
+    # (both paths of a gated model: 1.15x on a tile whose every voxel takes the voxel-wise path)
+    previous = [(u, u.chebyshev) for u in (net.unet, net.voxel_unet) if u is not None]
+    net.chebyshev = "dense"
     try:
         with threads_per_worker(inferer.workers, device):
             inner = inferer(x, predictor, progress=progress, roi_mask=torch.from_numpy(mask[box])).numpy()
     finally:
-        net.unet.chebyshev = previous
+        for u, mode in previous:
+            u.chebyshev = mode
     del x  # the tiled input: not needed to place the result (HCP-sized: 0.6 GB)
     out = np.zeros(mask.shape + (inner.shape[0],), np.float32)
     out[box] = np.moveaxis(inner, 0, -1)

@@ -351,6 +351,19 @@ class DeconvNet(nn.Module):
                     head.bias[1:] = softplus_inverse(torch.tensor(_START_ISO))
 
     @property
+    def chebyshev(self) -> str:
+        """How every path's convolutions apply the Chebyshev polynomials (``"sparse"``: the
+        recursion, training's setting; ``"dense"``: the projector, faster without gradients);
+        see :attr:`SphericalUNet.chebyshev`."""
+        return self.unet.chebyshev
+
+    @chebyshev.setter
+    def chebyshev(self, value: str) -> None:
+        for net in (self.unet, self.voxel_unet):
+            if net is not None:
+                net.chebyshev = value
+
+    @property
     def n_coeffs(self) -> int:
         """SH coefficients of the output fODF (up to ``config.lmax``)."""
         return self.to_sh.shape[0]
