@@ -54,27 +54,31 @@ VARY_RANGES = {"dispersion_deg": (0.0, 20.0), "diffusivity_jitter": (0.0, 0.2), 
                "bias_field": (0.0, 0.3)}
 
 
-def variation(seed: int) -> PhantomVariation:
-    """The departures from the clean phantom given to a varied training phantom, drawn from its seed."""
+def variation(seed: int, names=tuple(VARY_RANGES)) -> PhantomVariation:
+    """The departures ``names`` (of :data:`VARY_RANGES`) given to a varied training phantom, drawn
+    from its seed; every departure is drawn, so each one's value does not depend on ``names``."""
     rng = np.random.default_rng([seed, 53])
     lo, hi = zip(*VARY_RANGES.values())
-    return PhantomVariation(**dict(zip(VARY_RANGES, (float(v) for v in rng.uniform(lo, hi)))))
+    drawn = dict(zip(VARY_RANGES, (float(v) for v in rng.uniform(lo, hi))))
+    return PhantomVariation(**{k: v for k, v in drawn.items() if k in names})
 
 
-def training_set(root: Path, n_spatial: int, n_voxelwise: int, jobs: int = 1, vary: bool = False) -> list[Path]:
+def training_set(root: Path, n_spatial: int, n_voxelwise: int, jobs: int = 1, vary=()) -> list[Path]:
     """Simulate (or reuse) the training phantoms; seeds 1000 + i, ``jobs`` processes at a time.
 
-    With ``vary`` every second phantom (odd ``i``) gets :func:`variation` of its seed.
+    With ``vary`` (names of :data:`VARY_RANGES`) every second phantom (odd ``i``) gets those
+    departures (:func:`variation`).
     """
     todo, dirs = [], []
+    tag = "-varied" if set(vary) == set(VARY_RANGES) else "-varied-" + "+".join(sorted(vary))
     for i in range(n_spatial + n_voxelwise):
         kind = "spatial" if i < n_spatial else "voxelwise"
         scheme, snr, seed = SCHEMES[i % 3], SNRS[i % len(SNRS)], 1000 + i
-        varied = vary and i % 2 == 1
-        d = root / f"{kind}-{scheme}-snr{snr}-seed{seed}{'-varied' if varied else ''}"
+        varied = bool(vary) and i % 2 == 1
+        d = root / f"{kind}-{scheme}-snr{snr}-seed{seed}{tag if varied else ''}"
         if not (d / "truth" / "truth.json").exists():
             todo.append({"outdir": d, "kind": kind, "scheme": scheme, "snr": snr, "seed": seed,
-                         "variation": variation(seed) if varied else None})
+                         "variation": variation(seed, vary) if varied else None})
         dirs.append(d)
     if jobs > 1 and len(todo) > 1:  # each phantom depends on its seed only, so the order does not matter
         with ProcessPoolExecutor(min(jobs, len(todo))) as pool:
@@ -121,14 +125,18 @@ def main(argv=None) -> int:
                         "path for --gate)")
     p.add_argument("--freeze-spatial", action="store_true",
                    help="with --init and --gate: keep the spatial path as --init gave it, train the voxel-wise path")
-    p.add_argument("--vary", action="store_true",
-                   help="every second phantom with random dispersion, diffusivity jitter, correlated noise and "
-                        "bias field (VARY_RANGES)")
+    p.add_argument("--vary", nargs="?", const=",".join(VARY_RANGES), default="",
+                   help="every second phantom with random departures from the clean one: these (comma-separated "
+                        f"names of VARY_RANGES; alone: all of {', '.join(VARY_RANGES)})")
     p.add_argument("--device", default="auto")
     p.add_argument("--install", action="store_true", help="copy the result into the package")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    subjects = training_set(args.output / "data", args.spatial, args.voxelwise, args.jobs, args.vary)
+    vary = tuple(v for v in args.vary.split(",") if v)
+    if any(v not in VARY_RANGES for v in vary):
+        print(f"train_pretrained.py: error: --vary takes names of {', '.join(VARY_RANGES)}", file=sys.stderr)
+        return 2
+    subjects = training_set(args.output / "data", args.spatial, args.voxelwise, args.jobs, vary)
     softplus = args.head == "softplus"
     tv = args.tv if args.tv is not None else (TV_WEIGHT if softplus else SHIPPED_TV)
     weights = LossWeights(tv=tv, supervised=1.0)
@@ -140,7 +148,8 @@ def main(argv=None) -> int:
     record = {"command": "python " + " ".join([sys.argv[0]] + (argv if argv is not None else sys.argv[1:])),
               "data": {"generator": "shdeconv.sim", "spatial": args.spatial, "voxelwise": args.voxelwise,
                        "schemes": SCHEMES, "snrs": SNRS, "seeds": f"1000..{999 + len(subjects)}",
-                       **({"varied": "odd seeds", "vary_ranges": VARY_RANGES} if args.vary else {})},
+                       **({"varied": "odd seeds", "vary_ranges": {k: VARY_RANGES[k] for k in vary}}
+                          if vary else {})},
               "seed": args.seed, "loss_weights": asdict(weights), "train_config": asdict(config),
               "net_config": net_config.to_dict()}
     if args.freeze_spatial:
