@@ -106,10 +106,13 @@ def test_bias_field_scales_the_signal_not_the_noise():
     assert 0.69 < ratio.min() and ratio.max() < 1.31 and ratio.max() - ratio.min() > 0.2
 
 
-def test_simulate_cli_records_the_variation_and_refuses_bad_values(tmp_path):
+def test_simulate_cli_records_the_variation_and_refuses_bad_values(tmp_path, capsys):
     bad = tmp_path / "bad"
     assert main(["simulate", str(bad), "--quick", "--dispersion", "60", "-q"]) == 2
     assert not bad.exists()
+    assert "--dispersion must be at most 45" in capsys.readouterr().err
+    assert main(["simulate", str(bad), "--quick", "--noise-fwhm", "-1", "-q"]) == 2
+    assert "--noise-fwhm must be >= 0" in capsys.readouterr().err and not bad.exists()
     good = tmp_path / "good"
     assert main(["simulate", str(good), "--quick", "--dispersion", "12", "--noise-fwhm", "1.5", "-q"]) == 0
     meta = json.loads((good / "truth" / "truth.json").read_text())

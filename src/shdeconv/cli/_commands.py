@@ -203,8 +203,16 @@ def cmd_simulate(args) -> int:
     from ..io import refuse_earlier_outputs
     from ..sim import PHANTOM_FILES, PhantomVariation, simulate_to_dir
 
-    variation = PhantomVariation(dispersion_deg=args.dispersion, diffusivity_jitter=args.diffusivity_jitter,
-                                 noise_fwhm=args.noise_fwhm, bias_field=args.bias_field)
+    flags = {"dispersion_deg": "--dispersion", "diffusivity_jitter": "--diffusivity-jitter",
+             "noise_fwhm": "--noise-fwhm", "bias_field": "--bias-field"}
+    try:
+        variation = PhantomVariation(**{field: getattr(args, flag[2:].replace("-", "_"))
+                                        for field, flag in flags.items()})
+    except OptionError as e:  # name the option the user typed, not the field
+        message = str(e)
+        for field, flag in flags.items():
+            message = message.replace(field, flag)
+        raise OptionError(message) from None
     refuse_earlier_outputs(args.output, PHANTOM_FILES, force=args.force)
     out = simulate_to_dir(args.output, kind=args.kind, scheme=args.scheme, snr=args.snr, seed=args.seed,
                           size="quick" if args.quick else "default", variation=variation)
