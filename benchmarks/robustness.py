@@ -47,6 +47,7 @@ KINDS = {
     "voxelwise-all": ("voxel-wise phantom, all four", "voxelwise", ALL),
 }
 METHODS = ("predict", "fit", "fit+none", "fit+mppca", "fit+localpca", "csd", "csd+mppca", "csd+localpca")
+DEFAULT_METHODS = ("predict", "fit", "csd", "csd+mppca")
 DENOISE_LABELS = {"none": "raw ", "mppca": "MP-PCA + ", "localpca": "local PCA + "}
 LABELS = {"predict": "predict (shipped model)", "fit": "fit (its defaults)",
           **{f"fit+{d}": f"{DENOISE_LABELS[d]}fit" for d in DENOISE_LABELS},
@@ -125,7 +126,9 @@ def run(out: Path, snrs: list[float], seed: int, size: str, device: str, scheme:
         (f"Machine: {m['cpu']}, {m['cpu_count']} CPUs ({m['torch_threads']} torch threads); device {m['device']}; "
          f"torch {m['torch']}, DIPY {m['dipy']}, shdeconv {m['shdeconv']}. Scheme {scheme}, phantom seed {seed}, "
          f"size {size}. Command: `python benchmarks/robustness.py --seed {seed} --scheme {scheme} "
-         f"--snrs {','.join(f'{s:g}' for s in snrs)}{' --track' if tracking else ''}`"
+         f"--snrs {','.join(f'{s:g}' for s in snrs)}{' --track' if tracking else ''}"
+         + (f" --methods {','.join(methods)}" if tuple(methods) != DEFAULT_METHODS else "")
+         + (f" --kinds {','.join(kinds)}" if tuple(kinds) != tuple(KINDS) else "") + "`"
          + (f" (predict: `--model {model}`)" if model else "") + ".\n"),
         "Each cell: overall / 1-fibre / 2-fibre success, then the crossing error (degrees).\n",
         "| SNR | phantom | " + " | ".join(labels[mm] for mm in methods) + " |",
@@ -169,7 +172,7 @@ def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_phantom_options(p, output="bench_out/robustness", snrs="20")
     p.add_argument("--scheme", default="clinical")
-    p.add_argument("--methods", default=",".join(METHODS))
+    p.add_argument("--methods", default=",".join(DEFAULT_METHODS), help=f"comma-separated subset of {', '.join(METHODS)}")
     p.add_argument("--model", type=Path, default=None, help="predict with this model file (default: the shipped one)")
     p.add_argument("--track", action="store_true",
                    help="also track every method on the spatial phantoms (DIPY; MRtrix3 tckgen where installed)")
