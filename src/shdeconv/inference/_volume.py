@@ -250,7 +250,7 @@ def predict_volume(net: DeconvNet, signal: np.ndarray | VolumeInput | None, mask
     # without gradients the dense Chebyshev projector (one GEMM) beats the sparse recursion at
     # every batch size measured on CPU (benchmarks/predict_batch.py); training keeps its setting
     # (both paths of a gated model: 1.15x on a tile whose every voxel takes the voxel-wise path)
-    previous = [(u, u.chebyshev) for u in (net.unet, net.voxel_unet) if u is not None]
+    previous = [(u, u.chebyshev) for u in net.paths]
     net.chebyshev = "dense"
     try:
         with threads_per_worker(inferer.workers, device):

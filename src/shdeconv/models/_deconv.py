@@ -324,9 +324,8 @@ class DeconvNet(nn.Module):
         self.register_buffer("gate_anisotropy", torch.tensor(GATE_ANISOTROPY)
                              if config.gate and config.gate_anisotropy else None)
         self.register_buffer("init_matrix", None, persistent=False)
-        for net in (self.unet, self.voxel_unet):
-            if net is not None:
-                self._start(net.head)
+        for net in self.paths:
+            self._start(net.head)
         if init_matrix is not None:
             self.set_init_matrix(init_matrix)
 
@@ -351,6 +350,11 @@ class DeconvNet(nn.Module):
                     head.bias[1:] = softplus_inverse(torch.tensor(_START_ISO))
 
     @property
+    def paths(self) -> tuple[SphericalUNet, ...]:
+        """The networks whose outputs are blended: the spatial one, and the voxel-wise one when gated."""
+        return (self.unet,) if self.voxel_unet is None else (self.unet, self.voxel_unet)
+
+    @property
     def chebyshev(self) -> str:
         """How every path's convolutions apply the Chebyshev polynomials (``"sparse"``: the
         recursion, training's setting; ``"dense"``: the projector, faster without gradients);
@@ -359,9 +363,8 @@ class DeconvNet(nn.Module):
 
     @chebyshev.setter
     def chebyshev(self, value: str) -> None:
-        for net in (self.unet, self.voxel_unet):
-            if net is not None:
-                net.chebyshev = value
+        for net in self.paths:
+            net.chebyshev = value
 
     @property
     def n_coeffs(self) -> int:
