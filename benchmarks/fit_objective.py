@@ -4,8 +4,9 @@ Spatial bundle phantoms (``shdeconv.sim``) per seed, scheme and SNR; every metho
 same mask and scorer (``shdeconv evaluate``). Methods are named ``NAME[:key=value,...]``:
 
 * ``csd``, ``mppca-csd``: DIPY CSD on the raw and on the MP-PCA-denoised data (lmax 8);
-* ``direct``: ``fit --variant direct`` (keys: ``iterations``, ``lr``, ``lmax``, ``init``,
-  ``schedule``);
+* ``direct``: ``fit --variant direct`` from the linear start, the objective without any trained
+  model (keys: ``iterations``, ``lr``, ``lmax``, ``schedule``, ``init`` = ``linear``, ``csd`` or
+  ``predict``, the start ``fit`` uses by default);
 * ``shd-tv``, ``shd``, ``rtesd``, ``esd``: ``fit --variant ...`` (keys: ``iterations``, ``lr``,
   ``scale`` = ``laptop`` or ``published``, ``width``, ``depth``, ``K``, ``nside``, ``lmax``,
   ``batch``, ``patch``, ``init`` = ``random`` or ``direct``, the warm start);
@@ -67,6 +68,7 @@ def run_method(spec: str, ph: Path, out: Path, device: str) -> tuple[float, Path
     lmax = int(o.pop("lmax")) if "lmax" in o else None
     tissues = tuple(o.pop("tissues").split("+")) if "tissues" in o else None
     if name == "direct":
+        o.setdefault("init", "linear")
         cfg = DirectConfig(**{k: {"lr": float, "init": str, "schedule": str}.get(k, int)(v) for k, v in o.items()},
                            **({} if lmax is None else {"lmax": lmax}))
         rep = run_fit(*inputs, out, mask=mask, variant="direct", lmax=lmax, device=device, loss_weights=weights,

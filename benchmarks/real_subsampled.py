@@ -28,7 +28,7 @@ from _report import publish
 
 DIRECTIONS = (64, 30, 15)
 FA_THRESHOLDS = (0.2, 0.5)
-METHODS = ("predict", "fit", "fit+localpca", "csd", "csd+mppca", "csd+localpca")
+METHODS = ("predict", "fit", "fit+localpca", "csd", "csd+mppca", "csd+localpca")  # fit@I: fit --init I
 
 
 def subset(bvecs: np.ndarray, candidates: np.ndarray, n: int, seed: int) -> np.ndarray:
@@ -66,14 +66,24 @@ def write_subsets(out: Path, seed: int) -> dict[int, Path]:
 
 
 def run_method(method: str, data: Path, out: Path) -> None:
-    from shdeconv.fitting import FIT_DENOISE, run_csd, run_fit, run_predict
+    from shdeconv.fitting import (
+        FIT_DENOISE,
+        DirectConfig,
+        run_csd,
+        run_fit,
+        run_predict,
+    )
 
     inputs = (data / "dwi.nii.gz", data / "bvals", data / "bvecs", out)
+    method, _, init = method.partition("@")
     base, _, denoise = method.partition("+")
+    if init and base != "fit":
+        raise ValueError(f"only fit takes a start (@{init})")
     if base == "predict":
         run_predict(*inputs, denoise=denoise or "none", progress=False, force=True)
     elif base == "fit":
-        run_fit(*inputs, denoise=denoise or FIT_DENOISE, progress=False, force=True)
+        run_fit(*inputs, denoise=denoise or FIT_DENOISE, progress=False, force=True,
+                **({"direct_config": DirectConfig(init=init)} if init else {}))
     elif base == "csd":
         run_csd(*inputs, denoise=denoise or "none", force=True)
     else:
@@ -151,7 +161,7 @@ def main(argv=None) -> None:
     warnings.simplefilter("ignore")  # DIPY's lmax-vs-directions warnings at 15 directions
     methods = args.methods.split(",")
     for m in methods:
-        if m.partition("+")[0] not in ("predict", "fit", "csd"):
+        if m.partition("@")[0].partition("+")[0] not in ("predict", "fit", "csd"):
             p.error(f"unknown method {m!r}")
     publish(run(args.output, methods, args.seed), args.markdown)
 

@@ -9,7 +9,8 @@ all of them, and every method runs on each with its defaults and the same mask:
 
 * ``predict`` (the shipped model), ``fit`` (its defaults: PCA denoising, then ``direct``),
 * DIPY CSD raw and after MP-PCA (the stronger baseline), same responses estimated from the data;
-* on request ``fit+D`` and ``csd+D``: with denoising ``D`` (``none``, ``mppca``, ``localpca``).
+* on request ``fit+D`` and ``csd+D``: with denoising ``D`` (``none``, ``mppca``, ``localpca``);
+  ``fit@I``: ``fit`` started from ``I`` (``--init linear``, ``csd`` or ``predict``).
 
 The departures' sizes are set once below from the literature, not tuned: dispersion 15 degrees
 (Rayleigh scale, about a Watson concentration of 15), diffusivities +-15% voxel to voxel,
@@ -46,11 +47,13 @@ KINDS = {
     "all": ("all four", "spatial", ALL),
     "voxelwise-all": ("voxel-wise phantom, all four", "voxelwise", ALL),
 }
-METHODS = ("predict", "fit", "fit+none", "fit+mppca", "fit+localpca", "csd", "csd+mppca", "csd+localpca")
+METHODS = ("predict", "fit", "fit+none", "fit+mppca", "fit+localpca", "fit@linear", "fit@csd", "fit@predict",
+           "csd", "csd+mppca", "csd+localpca")
 DEFAULT_METHODS = ("predict", "fit", "csd", "csd+mppca")
 DENOISE_LABELS = {"none": "raw ", "mppca": "MP-PCA + ", "localpca": "local PCA + "}
 LABELS = {"predict": "predict (shipped model)", "fit": "fit (its defaults)",
           **{f"fit+{d}": f"{DENOISE_LABELS[d]}fit" for d in DENOISE_LABELS},
+          **{f"fit@{i}": f"fit --init {i}" for i in ("linear", "csd", "predict")},
           "csd": "DIPY CSD", **{f"csd+{d}": f"{DENOISE_LABELS[d]}DIPY CSD" for d in ("mppca", "localpca")}}
 #: tracking (``--track``): seed voxels shared by every method, and the MRtrix3 algorithms
 SEED_VOXELS = 1000
@@ -59,11 +62,23 @@ MRTRIX_TRACKERS = ("SD_Stream", "iFOD2")
 
 def run_method(method: str, ph: Path, out: Path, device: str, model: Path | None = None) -> tuple[float, dict]:
     from shdeconv.evaluation import evaluate_dirs
-    from shdeconv.fitting import DENOISERS, FIT_DENOISE, run_csd, run_fit, run_predict
+    from shdeconv.fitting import (
+        DENOISERS,
+        FIT_DENOISE,
+        DirectConfig,
+        run_csd,
+        run_fit,
+        run_predict,
+    )
 
     inputs = (ph / "dwi.nii.gz", ph / "bvals", ph / "bvecs", out)
     common = {"mask": ph / "mask.nii.gz", "force": True}
+    method, _, init = method.partition("@")
     base, _, denoise = method.partition("+")
+    if init and base != "fit":
+        raise ValueError(f"only fit takes a start (@{init})")
+    if init:
+        common["direct_config"] = DirectConfig(init=init)
     if method == "predict":
         seconds = run_predict(*inputs, model=model, device=device, progress=False, **common)["timings_s"]["predict"]
     elif base == "fit" and denoise in ("",) + DENOISERS:

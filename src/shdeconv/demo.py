@@ -52,7 +52,7 @@ def run_demo(outdir="demo_out", *, quick: bool = False, seed: int = 0, device: s
     run_fit(*inputs, outdir / "direct", mask=mask, variant="direct", device=device, denoise="mppca",
             direct_config=DirectConfig(iterations=30 if quick else DirectConfig().iterations), progress=progress,
             force=force)
-    rows.append(("shdeconv fit (defaults: direct after MP-PCA)", time.perf_counter() - t,
+    rows.append(("shdeconv fit (defaults: MP-PCA, then direct from the predict start)", time.perf_counter() - t,
                  evaluate_dirs(outdir / "direct", phantom)))
     t = time.perf_counter()
     run_fit(*inputs, outdir / "shd-tv", mask=mask, variant="shd-tv", device=device, fit_config=fit_config,

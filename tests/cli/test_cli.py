@@ -72,7 +72,7 @@ def test_train_rejects_missing_subject_folders(tmp_path, capsys):
 def test_quick_demo_runs_every_method(tmp_path, capsys):
     assert main(["demo", "-o", str(tmp_path / "demo"), "--quick"]) == 0
     table = capsys.readouterr().out
-    for name in ("shdeconv predict", "shdeconv fit (defaults: direct after MP-PCA)",
+    for name in ("shdeconv predict", "shdeconv fit (defaults: MP-PCA, then direct from the predict start)",
                  "shdeconv fit --variant shd-tv", "DIPY CSD", "MP-PCA + DIPY CSD"):
         assert name in table
     assert (tmp_path / "demo" / "results.md").read_text().strip() in table

@@ -7,12 +7,20 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
+from scipy.spatial.transform import Rotation
 
 from shdeconv._options import OptionError
-from shdeconv.fitting import DirectConfig, FitConfig, default_loss_weights, run_csd, run_fit
+from shdeconv.fitting import (
+    DirectConfig,
+    FitConfig,
+    default_loss_weights,
+    run_csd,
+    run_fit,
+    run_predict,
+)
 from shdeconv.io import InputError
 from shdeconv.models import NetworkConfig
-from shdeconv.sim import simulate_to_dir
+from shdeconv.sim import simulate_to_dir, spatial_phantom, write_phantom
 
 TINY_FIT = FitConfig(iterations=4, batch_size=2, patch_size=8, checkpoint_every=2, seed=0)
 
@@ -117,12 +125,34 @@ def test_direct_starts_from_csd(phantom, tmp_path):
     """init="csd": the start is DIPY CSD's fODF (lmax 8, rotated to the voxel frame), so the
     first iteration's loss is that of CSD's answer, not of the smoother linear solution."""
     kw = dict(mask=phantom / "mask.nii.gz", variant="direct", progress=False)
-    lin = run_fit(*_inputs(phantom), tmp_path / "lin", direct_config=DirectConfig(iterations=1), **kw)
+    lin = run_fit(*_inputs(phantom), tmp_path / "lin", direct_config=DirectConfig(iterations=1, init="linear"), **kw)
     csd = run_fit(*_inputs(phantom), tmp_path / "csd", direct_config=DirectConfig(iterations=1, init="csd"), **kw)
     assert csd["direct"]["init"] == "csd"
     assert csd["loss_curve"][0]["sparsity"] < lin["loss_curve"][0]["sparsity"]  # CSD's fODF is sparser
     with pytest.raises(ValueError, match="init"):
         DirectConfig(init="mrtrix")
+
+
+def test_direct_starts_from_the_shipped_prediction_in_the_right_frame(tmp_path):
+    """init="predict": the start is the shipped model's prediction in the fit's voxel frame. With no
+    iteration the fit writes its start: on an oblique grid with a reversed axis (where a frame slip shows)
+    its lmax-8 part is the written `predict` output, scaled to leave the isotropic tissues their
+    start and raised where it was negative."""
+    rot = Rotation.from_rotvec(np.radians(25.0) * np.array([1.0, 1.0, 0.3]) / np.linalg.norm([1.0, 1.0, 0.3]))
+    affine = np.eye(4)
+    affine[:3, :3] = rot.as_matrix() @ np.diag([-2.0, 2.0, 2.0])
+    ph = write_phantom(spatial_phantom(scheme="clinical", snr=30, seed=2, size="quick", affine=affine),
+                       tmp_path / "ph")
+    kw = dict(mask=ph / "mask.nii.gz", progress=False)
+    rep = run_fit(*_inputs(ph), tmp_path / "fit", variant="direct", direct_config=DirectConfig(iterations=0,
+                                                                                                init="predict"), **kw)
+    assert rep["direct"]["init"] == "predict"
+    run_predict(*_inputs(ph), tmp_path / "predict", **kw)
+    mask = nib.load(ph / "mask.nii.gz").get_fdata() > 0
+    start = nib.load(tmp_path / "fit" / "fodf.nii.gz").get_fdata()[mask][:, :45]
+    pred = nib.load(tmp_path / "predict" / "fodf.nii.gz").get_fdata()[mask]
+    assert np.corrcoef(start[:, 1:].ravel(), pred[:, 1:].ravel())[0, 1] > 0.95  # the orientations
+    assert 0.85 < np.median(start[:, 0] / pred[:, 0]) < 1.05
 
 
 def test_a_config_of_the_other_kind_of_fit_is_refused_not_ignored(phantom, tmp_path):

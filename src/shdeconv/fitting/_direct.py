@@ -5,8 +5,10 @@ and ``T`` isotropic logits :math:`v_x`; its fODF is :math:`c_x = P\, \mathrm{sof
 (``P`` the grid's SH pseudo-inverse up to ``lmax``, non-negative at every grid point) and its
 isotropic fractions :math:`\mathrm{softplus}(v_x)`. The loss is :class:`~shdeconv.losses.DeconvLoss`
 (reconstruction, dense non-negativity, Cauchy sparsity, TV on the fODF's shape), minimised by
-full-batch Adam over the whole mask. It is the objective's own ceiling, without a network's
-spatial prior, and the bar the network variants are compared with.
+full-batch Adam over the whole mask. From the linear start it is the objective's own ceiling,
+without a network's spatial prior, and the bar the network variants are compared with. ``fit``
+starts it from the shipped model's prediction by default (``init="predict"``): a start nearer a
+lower minimum of the same objective, which it then refines voxel by voxel.
 
 Large volumes are cut into slabs along ``x`` (one-voxel halo for the TV pairs): every
 iteration adds the exact per-term sums of all slabs before the step, so the result does not
@@ -43,7 +45,7 @@ log = logging.getLogger(__name__)
 
 #: Share of the b=0 signal the isotropic tissues start with (the WM start takes the rest).
 ISO_START = 0.1
-INITS = ("linear", "csd")
+INITS = ("predict", "linear", "csd")
 
 
 @dataclass(frozen=True)
@@ -56,7 +58,7 @@ class DirectConfig(ValidatedConfig):
     lmax: int = 16
     checkpoint_every: int = 50
     chunk_voxels: int = 1 << 18  # bounding-box voxels per slab
-    init: str = "linear"  # the start: "linear" (regularised least squares) or "csd" (DIPY CSD)
+    init: str = "predict"  # the start: the shipped model's prediction, "linear" (least squares) or "csd" (DIPY CSD)
     schedule: str = "constant"  # learning rate: "constant" or "cosine" (from lr down to 0)
 
     def __post_init__(self):
@@ -94,11 +96,12 @@ def linear_start(forward_model: ForwardModel, signal: np.ndarray) -> np.ndarray:
 
 def direct_solution(forward_model: ForwardModel, signal: np.ndarray, mask: np.ndarray, lmax: int, *,
                     device: torch.device, progress: bool = False) -> np.ndarray:
-    """WM SH ``[X, Y, Z, S]`` of ``fit --variant direct`` at its defaults (published loss weights
-    with TV :data:`~shdeconv.losses.TV_WEIGHT`, :class:`DirectConfig` at ``lmax``, started from
-    the linear deconvolution), in the signal's frame: the warm start of a network fit."""
+    """WM SH ``[X, Y, Z, S]`` of ``fit --variant direct`` with the published loss weights (TV
+    :data:`~shdeconv.losses.TV_WEIGHT`) and :class:`DirectConfig` at ``lmax``, started from the
+    linear deconvolution (no trained model), in the signal's frame: the warm start of a network fit."""
     loss_fn = DeconvLoss(forward_model, LossWeights(tv=TV_WEIGHT), lmax=lmax)
-    wm, _, _ = fit_direct(loss_fn, signal, mask, DirectConfig(lmax=lmax), start_sh=linear_start(forward_model, signal),
+    wm, _, _ = fit_direct(loss_fn, signal, mask, DirectConfig(lmax=lmax, init="linear"),
+                          start_sh=linear_start(forward_model, signal),
                           device=device, progress=progress)
     return wm
 

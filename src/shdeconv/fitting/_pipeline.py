@@ -24,7 +24,13 @@ import torch
 from .. import __version__
 from .._options import OptionError, resolve_device
 from ..direction import sh_peaks
-from ..inference import DEFAULT_TILE_OVERLAP, auto_batch, predict_volume, tile_workers, volume_input
+from ..inference import (
+    DEFAULT_TILE_OVERLAP,
+    auto_batch,
+    predict_volume,
+    tile_workers,
+    volume_input,
+)
 from ..io import (
     atomic_save_nifti,
     atomic_write_text,
@@ -47,6 +53,7 @@ from ._subject import (
     build_network,
     isotropic_responses,
     load_subject,
+    predicted_start,
     subject_arrays,
 )
 
@@ -249,6 +256,8 @@ def run_fit(dwi, bvals, bvecs, outdir, *, mask=None, response_files=None, varian
             start = csd_fit(subject.dwi, subject.mask, subject.responses, lmax=net_config.response_lmax)["fodf"]
             start = rotate_sh(start, subject.rotation.T)  # world -> the fit's voxel frame
             subject.dwi = replace(subject.dwi, data=None)
+        elif direct_config.init == "predict":
+            start = predicted_start(subject, dev, progress=progress)
         else:
             start = linear_start(fm, subject.signal)
         fodf, iso, result = fit_direct(loss_fn, subject.signal, subject.mask, direct_config, start_sh=start,

@@ -11,9 +11,11 @@ import numpy as np
 
 from .._options import DENOISERS, FIT_DENOISE, OptionError
 from ..direction import GradientCheck, check_gradients
+from ..inference import DEFAULT_TILE_OVERLAP, auto_batch, predict_volume
 from ..io import B0_THRESHOLD, DWIData, load_dwi
 from ..io._gradients import voxel_axes_rotation
 from ..models._deconv import DeconvNet, NetworkConfig
+from ..models._store import LoadedModel
 from ..signal import (
     Responses,
     b0_mean,
@@ -300,6 +302,18 @@ def attach_subject(net: DeconvNet, subject: Subject) -> ForwardModel:
                                  single_shell=head_tissues(net.config))
     net.set_init_matrix(linear_deconvolution(fm))
     return fm
+
+
+def predicted_start(subject: Subject, device, *, progress: bool = False) -> np.ndarray:
+    """The shipped model's WM fODF ``[X, Y, Z, S]`` of ``subject`` (its signal as loaded, denoised or
+    not), in the subject's voxel frame: ``fit --variant direct --init predict`` starts from it."""
+    loaded = LoadedModel.load(None)
+    net = loaded.fresh()
+    attach_subject(net, subject)
+    tile = int(loaded.meta.get("train_config", {}).get("patch_size", 8))
+    fodf, _ = predict_volume(net, subject.signal, subject.mask, tile=tile, overlap=DEFAULT_TILE_OVERLAP,
+                             device=device, progress=progress, sw_batch_size=auto_batch(net, device, tile))
+    return fodf
 
 
 def build_network(subject: Subject, config: NetworkConfig,

@@ -21,7 +21,12 @@ from .._options import OptionError, resolve_device
 from ..fitting._direct import DirectConfig, fit_direct, linear_start
 from ..fitting._fit import FitConfig, fit_network
 from ..fitting._pipeline import FIT_MODELS, default_loss_weights
-from ..fitting._subject import acquisition_model, build_network, prepare_subject
+from ..fitting._subject import (
+    acquisition_model,
+    build_network,
+    predicted_start,
+    prepare_subject,
+)
 from ..inference import predict_volume
 from ..io import B0_THRESHOLD
 from ..losses import DeconvLoss, LossWeights
@@ -75,7 +80,7 @@ class SHDModel:
             if self.direct_config.lmax != self.sh_order_max:
                 raise OptionError(f"direct_config.lmax {self.direct_config.lmax} differs from sh_order_max "
                                   f"{self.sh_order_max}")
-            if self.direct_config.init != "linear":
+            if self.direct_config.init == "csd":
                 raise OptionError(f"init {self.direct_config.init!r} needs the raw data files: use "
                                   f"`shdeconv fit --init {self.direct_config.init}`")
             self.response_lmax = NetworkConfig().response_lmax
@@ -105,7 +110,9 @@ class SHDModel:
             fm, _, _ = acquisition_model(subject.bvals, subject.directions, subject.responses, self.response_lmax)
             wm, iso_maps, result = fit_direct(DeconvLoss(fm, self.loss_weights, lmax=self.sh_order_max),
                                               subject.signal, subject.mask, self.direct_config,
-                                              start_sh=linear_start(fm, subject.signal), device=self.device,
+                                              start_sh=(predicted_start(subject, self.device)
+                                                        if self.direct_config.init == "predict"
+                                                        else linear_start(fm, subject.signal)), device=self.device,
                                               progress=self.progress)
         else:
             torch.manual_seed(self.fit_config.seed)
