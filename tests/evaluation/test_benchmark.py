@@ -18,7 +18,7 @@ from shdeconv.evaluation import (
 from shdeconv.evaluation import benchmark as bm
 
 HAVE_MRTRIX = mrtrix_version() is not None
-E2E_METHODS = ["csd", "csd+mppca", "direct", "shd-tv", "predict"] + (["mrtrix-csd"] if HAVE_MRTRIX else [])
+E2E_METHODS = ["csd", "csd+mppca", "direct", "fit", "shd-tv", "predict"] + (["mrtrix-csd"] if HAVE_MRTRIX else [])
 E2E_CELLS = [bm.BAR_CELL, "spatial-multishell-snr20"]
 FIGURES = ("accuracy_success_vs_angle.png", "accuracy_error_vs_snr.png", "accuracy_glyphs.png")
 
@@ -40,8 +40,8 @@ def test_quick_suite_writes_report_json_and_figures(quick_run):
     out, res = quick_run
     assert res["failures"] == []
     assert set(res["cells"]) == set(E2E_CELLS)
-    # the networks run in the bar case only; direct (fit's default) everywhere
-    expected = {bm.BAR_CELL: set(E2E_METHODS), "spatial-multishell-snr20": set(E2E_METHODS) - {"shd-tv"}}
+    # the networks and direct from the linear start run in the bar case only; fit's defaults everywhere
+    expected = {bm.BAR_CELL: set(E2E_METHODS), "spatial-multishell-snr20": set(E2E_METHODS) - {"shd-tv", "direct"}}
     for cell in E2E_CELLS:
         assert set(res["cells"][cell]["methods"]) == expected[cell]
         for m in expected[cell]:
@@ -52,6 +52,8 @@ def test_quick_suite_writes_report_json_and_figures(quick_run):
     assert region["voxels"] > 0
     assert res["cells"]["spatial-multishell-snr20"]["methods"]["csd"]["scores"]["region_voxels"] == region["voxels"]
     assert res["cells"][bm.BAR_CELL]["methods"]["shd-tv"]["iterations"] == 2
+    starts = {m: json.loads((out / bm.BAR_CELL / m / "report.json").read_text())["start"] for m in ("direct", "fit")}
+    assert starts == {"direct": "linear", "fit": "predict"}
     md = (out / "results.md").read_text()
     assert "## Bars" in md and "## Cells" in md and "Machine:" in md and "MRtrix3" in md
     assert md.count("| method | seconds |") == len(E2E_CELLS)
@@ -150,8 +152,8 @@ def test_suite_plan_and_budget():
     assert set(cells[bm.BAR_CELL].methods) == {m for m, s in METHODS.items() if not s.multishell_only}
     assert {"msmt", "msmt+mppca"} <= set(cells["spatial-multishell-snr10"].methods)
     assert "msmt" not in cells["spatial-sparse-snr30"].methods
-    assert set(cells["voxelwise-clinical-snr20"].methods) == {"csd", "csd+mppca", "direct", "shd-tv", "predict"}
-    assert "direct" in cells["spatial-sparse-snr30"].methods and "shd-tv" not in cells["spatial-sparse-snr30"].methods
+    assert set(cells["voxelwise-clinical-snr20"].methods) == {"csd", "csd+mppca", "direct", "fit", "shd-tv", "predict"}
+    assert "fit" in cells["spatial-sparse-snr30"].methods and "shd-tv" not in cells["spatial-sparse-snr30"].methods
     no_mrtrix = bm.plan_cells(BenchmarkConfig(), mrtrix=False)
     assert not any(METHODS[m].engine == "mrtrix" for c in no_mrtrix for m in c.methods)
     assert estimate_seconds(BenchmarkConfig(), mrtrix=True)["total"] <= 70 * 60

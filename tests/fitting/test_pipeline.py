@@ -17,6 +17,7 @@ from shdeconv.fitting import (
     run_csd,
     run_fit,
     run_predict,
+    start_for,
 )
 from shdeconv.io import InputError
 from shdeconv.models import NetworkConfig
@@ -153,6 +154,17 @@ def test_direct_starts_from_the_shipped_prediction_in_the_right_frame(tmp_path):
     pred = nib.load(tmp_path / "predict" / "fodf.nii.gz").get_fdata()[mask]
     assert np.corrcoef(start[:, 1:].ravel(), pred[:, 1:].ravel())[0, 1] > 0.95  # the orientations
     assert 0.85 < np.median(start[:, 0] / pred[:, 0]) < 1.05
+
+
+def test_the_default_start_is_predict_on_one_shell_and_linear_on_several(phantom, tmp_path):
+    assert [start_for("auto", s) for s in ([0, 1000], [1000], [0, 1000, 2000, 3000])] == ["predict", "predict",
+                                                                                          "linear"]
+    assert start_for("csd", [0, 1000, 2000]) == "csd" and start_for("predict", [0, 1000, 3000]) == "predict"
+    multi = simulate_to_dir(tmp_path / "ms", kind="spatial", scheme="multishell", snr=20, seed=1, size="quick")
+    for ph, expected in ((phantom, "predict"), (multi, "linear")):
+        rep = run_fit(*_inputs(ph), tmp_path / expected, mask=ph / "mask.nii.gz", variant="direct",
+                      direct_config=DirectConfig(iterations=0), progress=False)
+        assert rep["direct"]["init"] == "auto" and rep["start"] == expected
 
 
 def test_a_config_of_the_other_kind_of_fit_is_refused_not_ignored(phantom, tmp_path):

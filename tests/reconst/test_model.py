@@ -67,7 +67,7 @@ def test_model_default_is_direct_as_on_the_command_line():
     ph = spatial_phantom(scheme="clinical", snr=30, seed=2, size="quick")
     gtab = gradient_table(ph.bvals, bvecs=ph.directions_world, b0_threshold=50)
     model = SHDModel(gtab, sh_order_max=12, direct_config=DirectConfig(iterations=20, lmax=12))
-    assert model.variant == "direct" and model.loss_weights.tv == 0.5 and model.direct_config.init == "predict"
+    assert model.variant == "direct" and model.loss_weights.tv == 0.5 and model.direct_config.init == "auto"
     fit = model.fit(ph.dwi, ph.mask)
     assert fit.shm_coeff.shape == ph.dwi.shape[:3] + (91,) and fit.iso_names == ("gm",)
     assert len(fit.history) == 20 and fit.history[-1]["loss"] < fit.history[0]["loss"]

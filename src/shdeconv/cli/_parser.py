@@ -134,10 +134,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--width", type=int, default=None, help="networks: channels at the top level (default: the "
                                                            "scale's)")
     p.add_argument("--depth", type=int, default=None, help="networks: U-Net levels (default: the scale's)")
-    p.add_argument("--init", default=None, choices=["predict", "linear", "csd", "random", "direct"],
-                   help="the start. direct: predict (the shipped model's prediction; default), linear "
-                        "(linear deconvolution: no trained model) or csd (DIPY CSD); networks: random "
-                        "(default) or direct (fit --variant direct first; the network learns its solution)")
+    p.add_argument("--init", default=None, choices=["auto", "predict", "linear", "csd", "random", "direct"],
+                   help="the start. direct: predict (the shipped model's prediction), linear (linear "
+                        "deconvolution: no trained model), csd (DIPY CSD) or auto (default: predict on "
+                        "single-shell data, linear with several shells); networks: random (default) or "
+                        "direct (fit --variant direct first; the network learns its solution)")
     p.add_argument("--seed", type=int, default=None,
                    help="networks: seed of the weights and the patch sampling; direct has nothing random "
                         "(default: 0)")

@@ -1,6 +1,6 @@
 """Per-subject fitting (networks and ``direct``) and the end-to-end jobs (fit, predict, csd)."""
 
-from ._direct import DirectConfig, direct_solution, fit_direct, linear_start
+from ._direct import DirectConfig, direct_solution, fit_direct, linear_start, start_for
 from ._fit import (
     NETWORK_INITS,
     FitConfig,
@@ -52,5 +52,6 @@ __all__ = [
     "run_fit",
     "run_predict",
     "sample_patches",
+    "start_for",
     "write_outputs",
 ]

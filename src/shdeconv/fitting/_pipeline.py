@@ -44,7 +44,7 @@ from ..losses import TV_WEIGHT, DeconvLoss, LossWeights
 from ..models._deconv import VARIANTS, NetworkConfig
 from ..sphere import lmax_from_ncoeffs, rotate_sh
 from ..viz._qc import save_qc_figure
-from ._direct import DirectConfig, fit_direct, linear_start
+from ._direct import DirectConfig, fit_direct, linear_start, start_for
 from ._fit import FitConfig, fit_network
 from ._subject import (
     Subject,
@@ -240,9 +240,10 @@ def run_fit(dwi, bvals, bvecs, outdir, *, mask=None, response_files=None, varian
     outdir = check_output_dir(outdir)
     fit_config = fit_config or FitConfig()
     weights = loss_weights or default_loss_weights(variant, init=fit_config.init)
+    start = start_for(direct_config.init, subject.responses.bvals) if variant == "direct" else None
     settings = {"variant": variant, "loss_weights": asdict(weights), "denoise": denoise,
                 "single_shell_tissues": single_shell_tissues,
-                **({"direct": asdict(direct_config)} if variant == "direct"
+                **({"direct": asdict(direct_config), "start": start} if variant == "direct"
                    else {"network": net_config.with_variant(variant).to_dict(), "fit": asdict(fit_config)})}
     run_id = fingerprint(subject_arrays(subject), settings)
     if variant == "direct":
@@ -253,14 +254,15 @@ def run_fit(dwi, bvals, bvecs, outdir, *, mask=None, response_files=None, varian
         if csd_start:
             from ..baselines import csd_fit
 
-            start = csd_fit(subject.dwi, subject.mask, subject.responses, lmax=net_config.response_lmax)["fodf"]
-            start = rotate_sh(start, subject.rotation.T)  # world -> the fit's voxel frame
+            start_sh = csd_fit(subject.dwi, subject.mask, subject.responses, lmax=net_config.response_lmax)["fodf"]
+            start_sh = rotate_sh(start_sh, subject.rotation.T)  # world -> the fit's voxel frame
             subject.dwi = replace(subject.dwi, data=None)
-        elif direct_config.init == "predict":
-            start = predicted_start(subject, dev, progress=progress)
+        elif start == "predict":
+            start_sh = predicted_start(subject, dev, progress=progress)
         else:
-            start = linear_start(fm, subject.signal)
-        fodf, iso, result = fit_direct(loss_fn, subject.signal, subject.mask, direct_config, start_sh=start,
+            start_sh = linear_start(fm, subject.signal)
+        log.info("direct fit from the %s start", start)
+        fodf, iso, result = fit_direct(loss_fn, subject.signal, subject.mask, direct_config, start_sh=start_sh,
                                        device=dev, checkpoint=outdir / "checkpoint.pt", resume=resume,
                                        progress=progress, fingerprint=run_id)
         t_pred = time.perf_counter()  # its output is the fit itself: no prediction pass

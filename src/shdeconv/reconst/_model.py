@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from .._options import OptionError, resolve_device
-from ..fitting._direct import DirectConfig, fit_direct, linear_start
+from ..fitting._direct import DirectConfig, fit_direct, linear_start, start_for
 from ..fitting._fit import FitConfig, fit_network
 from ..fitting._pipeline import FIT_MODELS, default_loss_weights
 from ..fitting._subject import (
@@ -108,11 +108,12 @@ class SHDModel:
                                   lmax=self.response_lmax)
         if self.variant == "direct":
             fm, _, _ = acquisition_model(subject.bvals, subject.directions, subject.responses, self.response_lmax)
+            start = (predicted_start(subject, self.device)
+                     if start_for(self.direct_config.init, subject.responses.bvals) == "predict"
+                     else linear_start(fm, subject.signal))
             wm, iso_maps, result = fit_direct(DeconvLoss(fm, self.loss_weights, lmax=self.sh_order_max),
                                               subject.signal, subject.mask, self.direct_config,
-                                              start_sh=(predicted_start(subject, self.device)
-                                                        if self.direct_config.init == "predict"
-                                                        else linear_start(fm, subject.signal)), device=self.device,
+                                              start_sh=start, device=self.device,
                                               progress=self.progress)
         else:
             torch.manual_seed(self.fit_config.seed)

@@ -82,6 +82,8 @@ def estimate_seconds(config: BenchmarkConfig, *, mrtrix: bool | None = None) -> 
         for s in specs:
             if s.engine == "net":
                 cost = c["net_per_iteration"][s.variant] * it + c["net_per_voxel"] * vox
+                if s.init == "predict" or (s.init == "auto" and not cell.multishell):  # the predict start
+                    cost += c["pretrained_per_voxel"] * vox
                 nets += cost
                 t += cost
             elif s.engine == "pretrained":

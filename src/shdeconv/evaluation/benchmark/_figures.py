@@ -20,10 +20,10 @@ def make_figures(results: dict, outdir: Path) -> list[str]:
     )
 
     # colours: tab20's dark/light pairs, a method next to its denoised twin
-    order = ["csd", "csd+mppca", "msmt", "msmt+mppca", "mrtrix-csd", "mrtrix-csd+dwidenoise", "direct", "shd-tv",
+    order = ["csd", "csd+mppca", "msmt", "msmt+mppca", "mrtrix-csd", "mrtrix-csd+dwidenoise", "direct", "fit", "shd-tv",
              "shd-tv+mppca", "predict", "predict+finetune", "esd", "rtesd", "shd"]
     style = {"labels": {n: s.label for n, s in METHODS.items()}, "order": order,
-             "emphasis": ("direct", "predict")}
+             "emphasis": ("fit", "predict")}
     labels = style["labels"]
     cells = results["cells"].values()
     names = []
@@ -50,7 +50,7 @@ def make_figures(results: dict, outdir: Path) -> list[str]:
     if bar is not None:
         fodfs = {f"{labels[m]} (2-fibre success {_fmt(bar['methods'][m]['scores']['groups']['2']['success_rate'])})":
                  outdir / BAR_CELL / m / "fodf.nii.gz"
-                 for m in ("csd", "csd+mppca", "direct", "shd-tv", "predict") if m in bar["methods"]}
+                 for m in ("csd", "csd+mppca", "direct", "fit", "shd-tv", "predict") if m in bar["methods"]}
         if fodfs:
             crop = 12 if results["config"]["size"] == "default" else 8
             plot_glyph_panel(outdir / BAR_CELL / "phantom", fodfs, outdir / "accuracy_glyphs.png", crop=crop,

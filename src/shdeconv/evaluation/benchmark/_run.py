@@ -66,7 +66,7 @@ def _run_method(name: str, cell: Cell, cell_dir: Path, phantom_dir: Path,
     (out / TRACTOMETRY_FILE).unlink(missing_ok=True)  # tracked from the fODF this run replaces
     t = time.perf_counter()
     if spec.engine == "net":
-        budget = ({"direct_config": DirectConfig(iterations=config.fit_iterations, init="linear")}
+        budget = ({"direct_config": DirectConfig(iterations=config.fit_iterations, init=spec.init)}
                   if spec.variant == "direct"
                   else {"fit_config": FitConfig(iterations=config.fit_iterations, seed=config.seed)})
         report = run_fit(dwi, *inputs, out, mask=mask, variant=spec.variant, device=config.device, **budget,
