@@ -68,7 +68,8 @@ def cmd_fit(args) -> int:
         if args.width is not None or args.depth is not None or args.scale is not None:
             raise OptionError("--scale, --width and --depth are network settings; direct has no network")
         if args.init in NETWORK_INITS:
-            raise OptionError(f"--init {args.init} starts a network; --variant direct starts from auto, predict, linear or csd")
+            raise OptionError(f"--init {args.init} starts a network; --variant direct starts from auto, predict, "
+                              "linear or csd")
         if args.seed is not None:
             raise OptionError("--seed seeds a network's weights and patches; --variant direct has nothing random")
         direct_config = DirectConfig(**over, **_given(args, "lmax", "init"))
