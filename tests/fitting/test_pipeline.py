@@ -156,9 +156,9 @@ def test_direct_starts_from_the_shipped_prediction_in_the_right_frame(tmp_path):
     assert 0.85 < np.median(start[:, 0] / pred[:, 0]) < 1.05
 
 
-def test_the_default_start_is_predict_on_one_shell_and_linear_on_several(phantom, tmp_path):
-    assert [start_for("auto", s) for s in ([0, 1000], [1000], [0, 1000, 2000, 3000])] == ["predict", "predict",
-                                                                                          "linear"]
+def test_the_default_start_is_predict_on_one_low_b_shell_and_linear_otherwise(phantom, tmp_path):
+    shells = ([0, 1000], [1000], [0, 700], [0, 1000, 2000, 3000], [0, 3000], [0, 2000])
+    assert [start_for("auto", s) for s in shells] == ["predict"] * 3 + ["linear"] * 3
     assert start_for("csd", [0, 1000, 2000]) == "csd" and start_for("predict", [0, 1000, 3000]) == "predict"
     multi = simulate_to_dir(tmp_path / "ms", kind="spatial", scheme="multishell", snr=20, seed=1, size="quick")
     for ph, expected in ((phantom, "predict"), (multi, "linear")):

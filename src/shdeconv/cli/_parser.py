@@ -137,7 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--init", default=None, choices=["auto", "predict", "linear", "csd", "random", "direct"],
                    help="the start. direct: predict (the shipped model's prediction), linear (linear "
                         "deconvolution: no trained model), csd (DIPY CSD) or auto (default: predict on "
-                        "single-shell data, linear with several shells); networks: random (default) or "
+                        "single-shell data up to b=1500, else linear); networks: random (default) or "
                         "direct (fit --variant direct first; the network learns its solution)")
     p.add_argument("--seed", type=int, default=None,
                    help="networks: seed of the weights and the patch sampling; direct has nothing random "

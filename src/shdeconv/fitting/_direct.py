@@ -7,7 +7,7 @@ isotropic fractions :math:`\mathrm{softplus}(v_x)`. The loss is :class:`~shdecon
 (reconstruction, dense non-negativity, Cauchy sparsity, TV on the fODF's shape), minimised by
 full-batch Adam over the whole mask. From the linear start it is the objective's own ceiling,
 without a network's spatial prior, and the bar the network variants are compared with. ``fit``
-starts it from the shipped model's prediction on single-shell data (``init="auto"``,
+starts it from the shipped model's prediction on single-shell data at b ~1000 (``init="auto"``,
 :func:`start_for`): a start nearer a lower minimum of the same objective, which it then refines
 voxel by voxel.
 
@@ -47,6 +47,10 @@ log = logging.getLogger(__name__)
 #: Share of the b=0 signal the isotropic tissues start with (the WM start takes the rest).
 ISO_START = 0.1
 INITS = ("auto", "predict", "linear", "csd")
+#: ``init="auto"`` starts from ``predict``'s answer only on one shell at most this b (s/mm^2): the
+#: predict start won at b=1000 (15 and 30 directions) and lost at b=2000 and 3000 (60 and 64
+#: directions; held-out phantoms, docs/benchmarks.md); 1500 lies between, where nothing was measured
+PREDICT_START_MAX_B = 1500.0
 
 
 @dataclass(frozen=True)
@@ -77,15 +81,17 @@ def start_for(init: str, shells) -> str:
     """The start ``init`` stands for on an acquisition with these ``shells`` (b-values, e.g.
     :attr:`~shdeconv.signal.Responses.bvals`; b=0 may be among them).
 
-    ``"auto"`` is ``"predict"`` (the shipped model's answer) on single-shell data and
-    ``"linear"`` (the multi-tissue linear deconvolution) with several shells: measured on
-    held-out phantoms, each is the start from which the same steps end best on its kind of data
-    (the linear deconvolution of hundreds of directions over three shells is already close;
-    from ``predict``'s answer multi-shell crossings come out worse). Other values are returned as given.
+    ``"auto"`` is ``"predict"`` (the shipped model's answer) on single-shell data at b up to
+    :data:`PREDICT_START_MAX_B` (clinical b=1000 scans, where that answer is strong) and
+    ``"linear"`` (the linear deconvolution) otherwise: several shells or a high b. Measured on
+    held-out phantoms, each is the start from which the same steps end best on its kind of
+    data. Other values are returned as given.
     """
     if init != "auto":
         return init
-    return "predict" if int((np.asarray(shells) > B0_THRESHOLD).sum()) <= 1 else "linear"
+    b = np.asarray(shells, dtype=float)
+    b = b[b > B0_THRESHOLD]
+    return "predict" if b.size == 1 and b[0] <= PREDICT_START_MAX_B else "linear"
 
 
 def _start(start_sh: np.ndarray, grid_sh: np.ndarray, n_iso: int):

@@ -21,7 +21,7 @@ class MethodSpec:
     (``variant`` the network variant, fitted per subject) or ``"pretrained"`` (the shipped
     amortized model, ``shdeconv predict``, one pass); ``denoise`` runs MP-PCA (DIPY) or ``dwidenoise``
     (MRtrix3) first; ``init`` is where ``direct`` starts (``"linear"``: no trained model; ``"auto"``: as
-    ``shdeconv fit`` by default, the shipped model's answer on single-shell data).
+    ``shdeconv fit`` by default, the shipped model's answer on single-shell data up to b=1500).
     """
 
     name: str
