@@ -1,4 +1,4 @@
-"""What the phantom benchmark scripts share: their common options and how they publish a report."""
+"""What the benchmark scripts share: their common options, the jobs they name, how they publish a report."""
 
 from __future__ import annotations
 
@@ -14,6 +14,41 @@ def add_phantom_options(p: argparse.ArgumentParser, *, output: str, snrs: str) -
     p.add_argument("--size", default="default", choices=["default", "quick"])
     p.add_argument("--device", default="cpu")
     p.add_argument("--markdown", type=Path, default=None, help="also write the report here")
+
+
+def run_job(spec: str, data: Path, out: Path, *, mask: Path | None = None, device: str = "auto",
+            model: Path | None = None) -> tuple[float, dict]:
+    """Run the command-line job ``spec`` on ``data`` (``dwi.nii.gz``, ``bvals``, ``bvecs``) into ``out``.
+
+    ``spec``: ``predict``, ``fit`` or ``csd`` at its defaults; ``+D`` denoises with ``D``
+    (``none``, ``mppca``, ``localpca``), ``@I`` starts ``fit`` from ``I`` (``--init I``).
+    ``model``: ``predict``'s model file. Returns the estimator's seconds and the job's report.
+    """
+    from shdeconv.fitting import (
+        FIT_DENOISE,
+        DirectConfig,
+        run_csd,
+        run_fit,
+        run_predict,
+    )
+
+    name, _, init = spec.partition("@")
+    base, _, denoise = name.partition("+")
+    if init and base != "fit":
+        raise ValueError(f"only fit takes a start (@{init})")
+    inputs = (data / "dwi.nii.gz", data / "bvals", data / "bvecs", out)
+    common = {"mask": mask, "force": True}
+    if base == "predict":
+        report = run_predict(*inputs, model=model, device=device, denoise=denoise or "none", progress=False, **common)
+        return report["timings_s"]["predict"], report
+    if base == "fit":
+        report = run_fit(*inputs, device=device, denoise=denoise or FIT_DENOISE, progress=False, **common,
+                         **({"direct_config": DirectConfig(init=init)} if init else {}))
+    elif base == "csd":
+        report = run_csd(*inputs, denoise=denoise or "none", **common)
+    else:
+        raise ValueError(f"unknown method {spec!r}")
+    return report["timings_s"]["fit"], report
 
 
 def publish(text: str, markdown: Path | None) -> None:

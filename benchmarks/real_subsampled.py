@@ -24,7 +24,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-from _report import publish
+from _report import publish, run_job
 
 DIRECTIONS = (64, 30, 15)
 FA_THRESHOLDS = (0.2, 0.5)
@@ -65,31 +65,6 @@ def write_subsets(out: Path, seed: int) -> dict[int, Path]:
     return dirs
 
 
-def run_method(method: str, data: Path, out: Path) -> None:
-    from shdeconv.fitting import (
-        FIT_DENOISE,
-        DirectConfig,
-        run_csd,
-        run_fit,
-        run_predict,
-    )
-
-    inputs = (data / "dwi.nii.gz", data / "bvals", data / "bvecs", out)
-    method, _, init = method.partition("@")
-    base, _, denoise = method.partition("+")
-    if init and base != "fit":
-        raise ValueError(f"only fit takes a start (@{init})")
-    if base == "predict":
-        run_predict(*inputs, denoise=denoise or "none", progress=False, force=True)
-    elif base == "fit":
-        run_fit(*inputs, denoise=denoise or FIT_DENOISE, progress=False, force=True,
-                **({"direct_config": DirectConfig(init=init)} if init else {}))
-    elif base == "csd":
-        run_csd(*inputs, denoise=denoise or "none", force=True)
-    else:
-        raise ValueError(f"unknown method {method!r}")
-
-
 def read_peaks(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """Unit peak directions ``(X, Y, Z, P, 3)`` and whether each peak exists ``(X, Y, Z, P)``."""
     import nibabel as nib
@@ -121,7 +96,7 @@ def run(out: Path, methods: list[str], seed: int) -> str:
     dirs = write_subsets(out, seed)
     for m in dict.fromkeys(methods + ["csd"]):
         for n, d in dirs.items():
-            run_method(m, d, out / f"{m.replace('+', '-')}{n}")
+            run_job(m, d, out / f"{m.replace('+', '-')}{n}")
     fdwi, fbval, fbvec = get_fnames(name="small_64D")
     fa = TensorModel(gradient_table(np.loadtxt(fbval), bvecs=np.loadtxt(fbvec))).fit(nib.load(fdwi).get_fdata()).fa
 

@@ -34,7 +34,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from _report import add_phantom_options, publish
+from _report import add_phantom_options, publish, run_job
 
 #: name -> (label, phantom kind, PhantomVariation settings)
 ALL = {"dispersion_deg": 15.0, "diffusivity_jitter": 0.15, "noise_fwhm": 1.5, "bias_field": 0.3}
@@ -62,32 +62,8 @@ MRTRIX_TRACKERS = ("SD_Stream", "iFOD2")
 
 def run_method(method: str, ph: Path, out: Path, device: str, model: Path | None = None) -> tuple[float, dict]:
     from shdeconv.evaluation import evaluate_dirs
-    from shdeconv.fitting import (
-        DENOISERS,
-        FIT_DENOISE,
-        DirectConfig,
-        run_csd,
-        run_fit,
-        run_predict,
-    )
 
-    inputs = (ph / "dwi.nii.gz", ph / "bvals", ph / "bvecs", out)
-    common = {"mask": ph / "mask.nii.gz", "force": True}
-    method, _, init = method.partition("@")
-    base, _, denoise = method.partition("+")
-    if init and base != "fit":
-        raise ValueError(f"only fit takes a start (@{init})")
-    if init:
-        common["direct_config"] = DirectConfig(init=init)
-    if method == "predict":
-        seconds = run_predict(*inputs, model=model, device=device, progress=False, **common)["timings_s"]["predict"]
-    elif base == "fit" and denoise in ("",) + DENOISERS:
-        seconds = run_fit(*inputs, device=device, progress=False, denoise=denoise or FIT_DENOISE,
-                          **common)["timings_s"]["fit"]
-    elif base == "csd" and denoise in ("",) + DENOISERS:
-        seconds = run_csd(*inputs, denoise=denoise or "none", **common)["timings_s"]["fit"]
-    else:
-        raise ValueError(f"unknown method {method!r}")
+    seconds, _ = run_job(method, ph, out, mask=ph / "mask.nii.gz", device=device, model=model)
     return seconds, evaluate_dirs(out, ph)
 
 
