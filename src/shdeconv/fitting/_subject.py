@@ -136,7 +136,6 @@ def acquisition_model(bvals, directions, responses: Responses, lmax: int | None 
     return fm, rows, input_rows
 
 
-
 def mppca_radius(n_volumes: int) -> int:
     """The smallest patch radius (at least 2) whose patch holds at least ``n_volumes`` voxels."""
     radius = 2
