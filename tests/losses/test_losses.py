@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from shdeconv.losses import DeconvLoss, LossWeights, total_variation
+from shdeconv.losses import DeconvLoss, LossWeights, _losses, total_variation
 from shdeconv.losses._losses import supervised_sh_loss
 from shdeconv.signal._forward import ForwardModel
 from shdeconv.sphere import hemisphere_directions, n_coeffs, sh_degrees, sh_matrix
@@ -89,7 +89,10 @@ def test_total_variation_acts_on_the_shape_on_the_dense_grid():
     assert float(total_variation(c2, m)) == pytest.approx(0.0, abs=1e-7)
 
 
-def test_grid_penalty_gradient_matches_autograd(rng):
+@pytest.mark.parametrize("block_rows", [4096, 3])
+def test_grid_penalty_gradient_matches_autograd(rng, monkeypatch, block_rows):
+    """Sums and gradient as autograd's, whether the voxels fit in one block or span several."""
+    monkeypatch.setattr(_losses, "GRID_BLOCK_ROWS", block_rows)
     fm = _fm(rng)
     w = LossWeights(sparsity=1e-2)
     loss = DeconvLoss(fm, w, lmax=10)

@@ -102,21 +102,31 @@ def total_variation(wm_sh: torch.Tensor, mask: torch.Tensor, nside_dense: int = 
     return num / den.clamp_min(1.0)
 
 
+#: Rows (voxels) of ``f = c B^T`` that :class:`_GridPenalties` holds at once: 4096 x 1536 float32
+#: points are 24 MiB, small enough for the allocator to reuse from step to step rather than map
+#: and fault in fresh pages (a whole-volume ``direct`` step over 10^5 voxels otherwise allocates
+#: several GiB-sized temporaries).
+GRID_BLOCK_ROWS = 4096
+
+
 class _GridPenalties(torch.autograd.Function):
     r"""Sums over voxels of :math:`\mathrm{mean}_v \min(f_v, 0)^2` and of
     :math:`\mathrm{mean}_v 2 \log(1 + f_v^2 / (2\sigma))` with ``f = c B^T``, in one pass.
 
     The gradient is written out (:math:`2 \min(f, 0)` and :math:`4 f / (2\sigma + f^2)`) and
     ``f`` is recomputed in ``backward`` rather than kept: a few passes over the ``N x V`` values
-    instead of autograd's dozen, and no ``N x V`` tensor held between the passes.
+    instead of autograd's dozen, and no ``N x V`` tensor held between the passes. Both passes
+    run over blocks of :data:`GRID_BLOCK_ROWS` voxels.
     ``c`` ``[N, S]``, ``b`` ``[V, S]``.
     """
 
     @staticmethod
     def forward(ctx, c, b, sigma: float):
-        f = c @ b.T
-        nonneg = f.clamp(max=0.0).pow_(2).mean(-1).sum()
-        sparsity = 2.0 * f.pow_(2).div_(2.0 * sigma).log1p_().mean(-1).sum()
+        nonneg, sparsity = c.new_zeros(()), c.new_zeros(())
+        for rows in c.split(GRID_BLOCK_ROWS):
+            f = rows @ b.T
+            nonneg += f.clamp(max=0.0).pow_(2).mean(-1).sum()
+            sparsity += 2.0 * f.pow_(2).div_(2.0 * sigma).log1p_().mean(-1).sum()
         ctx.save_for_backward(c, b)
         ctx.sigma = sigma
         return nonneg, sparsity
@@ -124,11 +134,14 @@ class _GridPenalties(torch.autograd.Function):
     @staticmethod
     def backward(ctx, g_nonneg, g_sparsity):
         c, b = ctx.saved_tensors
-        f = c @ b.T
-        v = f.shape[-1]
-        grad = f.clamp(max=0.0).mul_(2.0 * g_nonneg / v)
-        grad += (4.0 * g_sparsity / v) * f / (f * f + 2.0 * ctx.sigma)
-        return grad @ b, None, None
+        v = b.shape[0]
+        out = torch.empty_like(c)
+        for rows, grad_rows in zip(c.split(GRID_BLOCK_ROWS), out.split(GRID_BLOCK_ROWS)):
+            f = rows @ b.T
+            grad = f.clamp(max=0.0).mul_(2.0 * g_nonneg / v)
+            grad += (4.0 * g_sparsity / v) * f / (f * f + 2.0 * ctx.sigma)
+            torch.matmul(grad, b, out=grad_rows)
+        return out, None, None
 
 
 def supervised_sh_loss(wm_sh: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
