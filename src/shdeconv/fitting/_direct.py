@@ -177,9 +177,11 @@ def fit_direct(loss_fn: DeconvLoss, signal: np.ndarray, mask: np.ndarray, config
 
     def fields(m3, idx):
         shape = tuple(m3.shape)
-        grid_vals = torch.zeros(shape + (u.shape[1],), device=device)
-        grid_vals[m3] = F.softplus(u[idx])
-        wm = (grid_vals @ to_sh.T).movedim(-1, 0).unsqueeze(0)
+        # SH of the mask's voxels only, then placed in the slab (the box around a brain is about
+        # half background: a grid array over the whole box doubled the largest temporaries)
+        wm = torch.zeros(shape + (to_sh.shape[0],), device=device)
+        wm[m3] = F.softplus(u[idx]) @ to_sh.T
+        wm = wm.movedim(-1, 0).unsqueeze(0)
         iso = None
         if n_iso:
             iso = torch.zeros(shape + (n_iso,), device=device)
