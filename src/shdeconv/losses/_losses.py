@@ -73,24 +73,69 @@ def _tv_sums(c: torch.Tensor, gram: torch.Tensor, n_points: int, mask: torch.Ten
     grid's) the half grid's sum of squares of :math:`\bar f` is 1/2, so a pair's mean over the
     ``V`` points is :math:`(1 - \cos_{ab}) / V`, :math:`\cos_{ab} = c_a^T G c_b /
     \sqrt{c_a^T G c_a\, c_b^T G c_b}` with ``G = B^T B`` the dense grid's Gram matrix: the same
-    number as on the grid, computed on the ``S`` coefficients instead of the ``V`` points.
+    number as on the grid, computed on the ``S`` coefficients instead of the ``V`` points
+    (:class:`_ShapeTV`).
     ``c`` ``[B, X, Y, Z, S]``; ``mask`` and ``first`` ``[B, X, Y, Z]`` (float); a pair counts
     when both voxels are in ``mask`` and its lower voxel in ``first``.
     """
-    q = c @ gram
-    norm = (c * q).sum(-1).clamp_min(1e-20).sqrt()
-    num = c.new_zeros(())
     den = c.new_zeros(())
     for axis in (1, 2, 3):
         n = c.shape[axis]
-        if n < 2:
-            continue
-        cos = (c.narrow(axis, 0, n - 1) * q.narrow(axis, 1, n - 1)).sum(-1) / (
-            norm.narrow(axis, 0, n - 1) * norm.narrow(axis, 1, n - 1))
-        pair = mask.narrow(axis, 0, n - 1) * mask.narrow(axis, 1, n - 1) * first.narrow(axis, 0, n - 1)
-        num = num + ((1.0 - cos) * pair).sum()
-        den = den + pair.sum()
-    return num / n_points, den
+        if n > 1:
+            den = den + _pairs(mask, first, axis).sum()
+    return _ShapeTV.apply(c, gram, mask, first) / n_points, den
+
+
+def _pairs(mask: torch.Tensor, first: torch.Tensor, axis: int) -> torch.Tensor:
+    """Weight of each face-neighbour pair along ``axis`` (its lower voxel's index): 1 when both
+    voxels are in ``mask`` and the lower one in ``first``."""
+    n = mask.shape[axis]
+    return mask.narrow(axis, 0, n - 1) * mask.narrow(axis, 1, n - 1) * first.narrow(axis, 0, n - 1)
+
+
+class _ShapeTV(torch.autograd.Function):
+    r""":math:`\sum_{(a, b)} w_{ab} (1 - \cos_{ab})` over face-neighbour pairs (see :func:`_tv_sums`).
+
+    The gradient is written out, :math:`\partial \cos_{ab} / \partial c_a = q_b / (n_a n_b) -
+    \cos_{ab}\, q_a / n_a^2` with :math:`q = c G` and :math:`n = \sqrt{c^T q}` (and the same with
+    ``a`` and ``b`` swapped), accumulated into one array: autograd's version of the shifted
+    products allocated a zero-filled copy of the volume for every slice it differentiated.
+    Norms below 1e-10 are clamped there, with no gradient through them (as a clamp has).
+    ``c`` ``[B, X, Y, Z, S]``, ``gram`` ``(S, S)``, ``mask`` and ``first`` ``[B, X, Y, Z]``.
+    """
+
+    @staticmethod
+    def forward(ctx, c, gram, mask, first):
+        q = c @ gram
+        sq = (c * q).sum(-1)
+        norm = sq.clamp_min(1e-20).sqrt_()
+        total = c.new_zeros(())
+        for axis in (1, 2, 3):
+            n = c.shape[axis]
+            if n < 2:
+                continue
+            cos = (c.narrow(axis, 0, n - 1) * q.narrow(axis, 1, n - 1)).sum(-1).div_(
+                norm.narrow(axis, 0, n - 1) * norm.narrow(axis, 1, n - 1))
+            total += ((1.0 - cos) * _pairs(mask, first, axis)).sum()
+        ctx.save_for_backward(c, q, norm, sq > 1e-20, mask, first)
+        return total
+
+    @staticmethod
+    def backward(ctx, g):
+        c, q, norm, free, mask, first = ctx.saved_tensors
+        acc = torch.zeros_like(c)
+        for axis in (1, 2, 3):
+            n = c.shape[axis]
+            if n < 2:
+                continue
+            lo, hi = (lambda t: t.narrow(axis, 0, n - 1)), (lambda t: t.narrow(axis, 1, n - 1))
+            alpha = _pairs(mask, first, axis) / (lo(norm) * hi(norm))  # w / (n_a n_b)
+            wcos = (lo(c) * hi(q)).sum(-1).mul_(alpha)  # w cos
+            beta_a = (wcos / lo(norm).square()).mul_(lo(free))  # w cos / n_a^2
+            beta_b = (wcos / hi(norm).square()).mul_(hi(free))  # w cos / n_b^2
+            lo(acc).addcmul_(alpha[..., None], hi(q)).addcmul_(beta_a[..., None], lo(q), value=-1.0)
+            hi(acc).addcmul_(alpha[..., None], lo(q)).addcmul_(beta_b[..., None], hi(q), value=-1.0)
+        return acc.mul_(-g), None, None, None
 
 
 def total_variation(wm_sh: torch.Tensor, mask: torch.Tensor, nside_dense: int = 16) -> torch.Tensor:
@@ -138,8 +183,9 @@ class _GridPenalties(torch.autograd.Function):
         out = torch.empty_like(c)
         for rows, grad_rows in zip(c.split(GRID_BLOCK_ROWS), out.split(GRID_BLOCK_ROWS)):
             f = rows @ b.T
-            grad = f.clamp(max=0.0).mul_(2.0 * g_nonneg / v)
-            grad += (4.0 * g_sparsity / v) * f / (f * f + 2.0 * ctx.sigma)
+            grad = (f * f).add_(2.0 * ctx.sigma)  # in place from here: one N x V temporary
+            torch.div(f, grad, out=grad).mul_(4.0 * g_sparsity / v)
+            grad += f.clamp_(max=0.0).mul_(2.0 * g_nonneg / v)
             torch.matmul(grad, b, out=grad_rows)
         return out, None, None
 
@@ -195,10 +241,11 @@ class DeconvLoss(nn.Module):
         nvox = mc.sum()
         c = wm_sh.movedim(1, -1)  # [B, X, Y, Z, S]
         phi = iso.movedim(1, -1) if iso is not None else None
-        pred = self.forward_model(c, phi)
-        out = {"reconstruction": ((((pred - signal.movedim(1, -1)) ** 2).mean(-1) * mc).sum(), nvox)}
+        counted = mc > 0
+        inside = c[counted]  # [N, S]: the per-voxel terms only where they count
+        pred = self.forward_model(inside, phi[counted] if phi is not None else None)
+        out = {"reconstruction": (((pred - signal.movedim(1, -1)[counted]) ** 2).mean(-1).sum(), nvox)}
         if w.nonnegativity > 0 or w.sparsity > 0:
-            inside = c[mc > 0]  # [N, S]: the dense grid only where the terms count
             nonneg, sparsity = _GridPenalties.apply(inside, self.b_dense, w.sparsity_sigma)
             if w.nonnegativity > 0:
                 out["nonnegativity"] = (nonneg, nvox)
