@@ -3,7 +3,7 @@
 # torch (the wheels of the other dependencies travel in .whl/, see the README's GPU section).
 #
 #   OUT=gpu_out bash benchmarks/gpu_run.sh            # every step
-#   OUT=gpu_out STEPS="wholebrain" bash benchmarks/gpu_run.sh   # some of: tests train_speed predict_batch wholebrain published_scale
+#   OUT=gpu_out STEPS="wholebrain" bash benchmarks/gpu_run.sh   # some of: tests train_speed predict_batch wholebrain fit published_scale
 #
 # Steps, each under its own time limit so that one slow step cannot eat the others:
 #   1. the CUDA tests (tests/cuda: predict GPU == CPU, fit and train --amp lower the loss,
@@ -12,7 +12,8 @@
 #   3. benchmarks/predict_batch.py --device cuda (tiles per pass on the GPU);
 #   4. benchmarks/wholebrain.py --device cuda on the clinical volume (predict at both overlaps,
 #      DIPY CSD with joblib on every core of that machine) and the HCP-like one (predict);
-#   5. benchmarks/published_scale.py --device cuda (layer and U-Net at published scale; with
+#   5. benchmarks/direct_speed.py --device cuda: a whole-brain `fit` (direct, 300 steps, 342k voxels);
+#   6. benchmarks/published_scale.py --device cuda (layer and U-Net at published scale; with
 #      REF=DIR, a copy of the authors' conv_benchmark folder, their code is timed beside ours).
 # Everything goes to $OUT/run.log; the tables to $OUT/*.md and $OUT/*.json.
 set -u
@@ -27,7 +28,7 @@ fi
 export PYTHONPATH=$PWD/src${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
 LOG=$OUT/run.log
 
-STEPS=${STEPS:-tests train_speed predict_batch wholebrain published_scale}
+STEPS=${STEPS:-tests train_speed predict_batch wholebrain fit published_scale}
 want() { [[ " $STEPS " == *" $1 "* ]]; }
 
 step() {  # step NAME LIMIT_S COMMAND...
@@ -54,6 +55,8 @@ if want wholebrain; then
     --methods predict,predict-overlap0.125 -o /tmp/wb --markdown "$OUT/wholebrain_gpu_multishell.md"
   cp /tmp/wb/results.json "$OUT/wholebrain_gpu_multishell.json" 2>/dev/null
 fi
+want fit && step fit 300 "$PY" benchmarks/direct_speed.py --device cuda --shape 90,108,90 --iterations 300 \
+  --rounds 1 --arms blocked -o /tmp/ds --markdown "$OUT/direct_speed_gpu.md"
 want published_scale && step published_scale 150 "$PY" benchmarks/published_scale.py --device cuda --reps 10 \
   ${REF:+--reference "$REF"} --markdown "$OUT/published_scale_gpu.md"
 grep -E "passed|failed|error" "$LOG" | tail -5
