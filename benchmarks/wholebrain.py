@@ -11,6 +11,9 @@ is its own:
 * ``predict-overlap0.125``: the same with ``--overlap 0.125`` (a one-voxel overlap of the 8^3
   tiles: fewer tiles, and the score shows what it costs); any ``predict-overlapX`` arm runs at
   overlap ``X`` (``predict-overlap0``: every voxel computed once);
+* ``fit`` (on request, not by default: minutes per step on a CPU): ``shdeconv fit`` at its
+  defaults (MP-PCA, then ``direct``'s 300 steps from its default start); its estimator seconds
+  are the steps alone;
 * ``csd`` and ``csd-parallel``: ``run_csd`` with DIPY's single-shell CSD (on the highest shell of
   the HCP-like data; DIPY MSMT-CSD, ~80 ms/voxel here, would take hours), serial as DIPY runs by
   default and with DIPY's joblib engine on every core (the baseline at its best).
@@ -36,6 +39,7 @@ import sys
 import time
 from pathlib import Path
 
+from _report import run_job
 from _timing import peak_rss_gib
 
 logger = logging.getLogger("wholebrain")
@@ -74,6 +78,9 @@ def _arm(method: str, data: Path, out: Path, device: str, model: Path | None) ->
 
             if torch.cuda.is_available():
                 extra["gpu_peak_gib"] = torch.cuda.max_memory_allocated() / 2**30
+    elif method == "fit":
+        core, report = run_job("fit", data, out, mask=data / "mask.nii.gz", device=device)
+        extra = {"start": report["start"], "denoise": report["denoise"]}
     else:
         n_jobs = -1 if method == "csd-parallel" else 1
         report = run_csd(*inputs, out, mask=data / "mask.nii.gz", algorithm="ssst", n_jobs=n_jobs, force=True)
@@ -105,7 +112,7 @@ def main(argv=None) -> int:
     p.add_argument("--schemes", default="clinical,multishell")
     p.add_argument("--device", default="cpu")
     p.add_argument("--methods", default=",".join(METHODS),
-                   help="comma-separated arms among " + ",".join(METHODS) + " and predict-overlapX (X in [0, 1))")
+                   help="comma-separated arms among " + ",".join(METHODS) + ",fit and predict-overlapX (X in [0, 1))")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--shape", default="90,108,90", help="volume shape (smaller for a smoke test)")
     p.add_argument("--model", type=Path, default=None, help="model for predict (default: the shipped one)")
@@ -115,8 +122,8 @@ def main(argv=None) -> int:
     p.add_argument("--data", type=Path, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     methods = [m for m in args.methods.split(",") if m]
-    if not methods or any(m not in DIPY_ARMS and predict_overlap(m) is None for m in methods):
-        p.error(f"--methods must be comma-separated arms among {','.join(METHODS)} and predict-overlapX "
+    if not methods or any(m not in DIPY_ARMS + ("fit",) and predict_overlap(m) is None for m in methods):
+        p.error(f"--methods must be comma-separated arms among {','.join(METHODS)},fit and predict-overlapX "
                 f"(X in [0, 1)), got {args.methods!r}")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if args.arm:  # child process: one method, JSON on stdout

@@ -32,14 +32,16 @@ def test_wholebrain_script_runs_every_arm(tmp_path):
     assert [r["overlap"] for r in rows[:2]] == [0.25, 0.125]
     text = (tmp_path / "wb.md").read_text()
     assert "predict throughput =" in text and "predict-overlap0.125 throughput =" in text and "voxels/s" in text
-    # a subset of the arms (the GPU run skips the serial CSD), on the simulated data already there
+    # a subset of the arms (the GPU run skips the serial CSD), on the simulated data already there,
+    # and fit at its defaults (MP-PCA, the start auto resolves to: predict on this one b=1000 shell)
     proc = subprocess.run([sys.executable, str(SCRIPT), "--schemes", "clinical", "--shape", "20,24,20",
                            "-o", str(tmp_path / "wb"), "--model", str(tmp_path / "m.pt"), "--methods",
-                           "predict-overlap0"],
+                           "predict-overlap0,fit", "--score"],
                           env=env, capture_output=True, text=True, check=False, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = json.loads((tmp_path / "wb" / "results.json").read_text())
-    assert [(r["method"], r["overlap"]) for r in rows] == [("predict-overlap0", 0.0)]
+    assert [(r["method"], r.get("overlap")) for r in rows] == [("predict-overlap0", 0.0), ("fit", None)]
+    assert rows[1]["start"] == "predict" and rows[1]["denoise"] == "mppca" and 0 <= rows[1]["success"] <= 1
     assert "throughput =" not in (tmp_path / "wb" / "results.md").read_text()
     for wrong in ("predict,fast", "predict-overlap1.5"):
         bad = subprocess.run([sys.executable, str(SCRIPT), "--methods", wrong], env=env, capture_output=True,
