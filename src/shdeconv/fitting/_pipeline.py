@@ -353,7 +353,7 @@ def run_predict(dwi, bvals, bvecs, outdir, *, mask=None, response_files=None, mo
                              teacher=teacher)
         history = result.history
     t_pred = time.perf_counter()
-    tile = tile or int(meta.get("train_config", {}).get("patch_size", 8))
+    tile = tile or loaded.patch_size
     batch = batch or auto_batch(net, dev, tile)
     workers = tile_workers(dev)
     # the network's input (D s over the mask's box) first, then the signal goes: the largest

@@ -309,7 +309,7 @@ def predicted_start(subject: Subject, device, *, progress: bool = False) -> np.n
     loaded = LoadedModel.load(None)
     net = loaded.fresh()
     attach_subject(net, subject)
-    tile = int(loaded.meta.get("train_config", {}).get("patch_size", 8))
+    tile = loaded.patch_size
     fodf, _ = predict_volume(net, subject.signal, subject.mask, tile=tile, overlap=DEFAULT_TILE_OVERLAP,
                              device=device, progress=progress, sw_batch_size=auto_batch(net, device, tile))
     return fodf

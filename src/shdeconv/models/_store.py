@@ -84,6 +84,12 @@ class LoadedModel:
         self.net.load_state_dict(self.state)
         return self.net
 
+    @property
+    def patch_size(self) -> int:
+        """Edge of the patches the network was trained on (8 where the file does not say): the
+        tile it predicts best on."""
+        return int(self.meta.get("train_config", {}).get("patch_size", 8))
+
 
 def pretrained_path(name: str = PRETRAINED) -> Path:
     """Path of a model shipped in the package (``FileNotFoundError`` if absent)."""

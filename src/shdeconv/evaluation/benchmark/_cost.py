@@ -30,6 +30,14 @@ _SPATIAL_MASK_FRACTION = 0.82
 _WM_SEED_FRACTION = 0.5  # voxels of the spatial phantom's mask with a true WM fraction above 0.25
 
 
+def _start(init: str | None, scheme: str) -> str:
+    """Where ``direct`` starts on ``scheme``: :func:`~shdeconv.fitting.start_for` of its shells."""
+    from ...fitting import start_for
+    from ...sim import SCHEMES
+
+    return start_for(init or "linear", [b for b, _ in SCHEMES[scheme][1]])
+
+
 def _scheme_volumes(scheme: str) -> int:
     from ...sim import SCHEMES
 
@@ -82,7 +90,7 @@ def estimate_seconds(config: BenchmarkConfig, *, mrtrix: bool | None = None) -> 
         for s in specs:
             if s.engine == "net":
                 cost = c["net_per_iteration"][s.variant] * it + c["net_per_voxel"] * vox
-                if s.init == "predict" or (s.init == "auto" and not cell.multishell):  # the predict start
+                if s.variant == "direct" and _start(s.init, cell.scheme) == "predict":
                     cost += c["pretrained_per_voxel"] * vox
                 nets += cost
                 t += cost
