@@ -57,9 +57,9 @@ def _arm(arm: str, data: Path, out: Path, iterations: int, device: str) -> dict:
                      direct_config=DirectConfig(iterations=iterations, init="linear", checkpoint_every=10**6))
     r1 = resource.getrusage(resource.RUSAGE_SELF)
     gpu = torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else None
-    return {"gpu_peak_gib": gpu, "arm": arm, "voxels": report["voxels_in_mask"], "fit_s": report["timings_s"]["fit"], "device": report["device"],
-            "sys_s": r1.ru_stime - r0.ru_stime, "user_s": r1.ru_utime - r0.ru_utime,
-            "peak_rss_gib": peak_rss_gib(), "loss": report["loss_curve"][-1]["loss"],
+    return {"arm": arm, "voxels": report["voxels_in_mask"], "fit_s": report["timings_s"]["fit"],
+            "device": report["device"], "sys_s": r1.ru_stime - r0.ru_stime, "user_s": r1.ru_utime - r0.ru_utime,
+            "peak_rss_gib": peak_rss_gib(), "gpu_peak_gib": gpu, "loss": report["loss_curve"][-1]["loss"],
             "threads": torch.get_num_threads(), "package": str(Path(shdeconv.__file__).parent)}
 
 

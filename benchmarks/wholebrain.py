@@ -11,7 +11,7 @@ is its own:
 * ``predict-overlap0.125``: the same with ``--overlap 0.125`` (a one-voxel overlap of the 8^3
   tiles: fewer tiles, and the score shows what it costs); any ``predict-overlapX`` arm runs at
   overlap ``X`` (``predict-overlap0``: every voxel computed once);
-* ``fit`` (on request, not by default: minutes per step on a CPU): ``shdeconv fit`` at its
+* ``fit`` (on request, not by default: 45-60 minutes for a whole brain on 2 cores): ``shdeconv fit`` at its
   defaults (MP-PCA, then ``direct``'s 300 steps from its default start); its estimator seconds
   are the steps alone;
 * ``csd`` and ``csd-parallel``: ``run_csd`` with DIPY's single-shell CSD (on the highest shell of
