@@ -126,12 +126,14 @@ def main(argv=None) -> int:
              f"--iterations {args.iterations} --rounds {args.rounds}"
              + ("" if chosen == list(ARMS) else f" --arms {args.arms}")
              + ("" if args.device == "cpu" else f" --device {args.device}")
-             + (f" --baseline {args.baseline}" if args.baseline else "") + (" --allocator" if args.allocator else "") + "`",
+             + (f" --baseline {args.baseline}" if args.baseline else "")
+             + (" --allocator" if args.allocator else "") + "`",
              "", "| round | arm | steps s | s / step | system CPU s | user CPU s | peak RSS GiB | final loss |",
              "|---:|---|---:|---:|---:|---:|---:|---:|"]
-    lines += [f"| {r['round']} | {r['arm']} | {r['fit_s']:.1f} | {r['fit_s'] / args.iterations:.2f} | {r['sys_s']:.1f} | "
-              f"{r['user_s']:.1f} | {r['peak_rss_gib']:.2f} | {r['loss']:.6g} |" for r in rows]
-    lines += [f"- round {r['round']}, {r['arm']}: GPU peak {r['gpu_peak_gib']:.2f} GiB" for r in rows if r["gpu_peak_gib"]]
+    lines += [f"| {r['round']} | {r['arm']} | {r['fit_s']:.1f} | {r['fit_s'] / args.iterations:.2f} | "
+              f"{r['sys_s']:.1f} | {r['user_s']:.1f} | {r['peak_rss_gib']:.2f} | {r['loss']:.6g} |" for r in rows]
+    lines += [f"- round {r['round']}, {r['arm']}: GPU peak {r['gpu_peak_gib']:.2f} GiB"
+              for r in rows if r["gpu_peak_gib"]]
     lines.append("")
     for r in range(1, args.rounds + 1) if "blocked" in chosen else ():
         for label, _ in envs:
