@@ -17,10 +17,11 @@ class OptionError(ValueError):
 
 
 #: ``--denoise`` choices: none, DIPY MP-PCA, DIPY local PCA with a PCA noise map
-#: (:func:`shdeconv.fitting.denoise_pca`)
-DENOISERS = ("none", "mppca", "localpca")
+#: (:func:`shdeconv.fitting.denoise_pca`), or MP-PCA where neighbouring voxels' fibres agree
+#: (:func:`shdeconv.fitting.choose_denoise`)
+DENOISERS = ("none", "mppca", "localpca", "auto")
 #: ``shdeconv fit``'s default denoising
-FIT_DENOISE = "mppca"
+FIT_DENOISE = "auto"
 
 
 class ValidatedConfig:

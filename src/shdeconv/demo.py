@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from .evaluation import evaluate_dirs, format_comparison
-from .fitting import DirectConfig, FitConfig, run_csd, run_fit, run_predict
+from .fitting import FIT_DENOISE, DirectConfig, FitConfig, run_csd, run_fit, run_predict
 from .io import refuse_earlier_outputs
 from .sim import simulate_to_dir
 
@@ -49,10 +49,11 @@ def run_demo(outdir="demo_out", *, quick: bool = False, seed: int = 0, device: s
     rows.append(("shdeconv predict (shipped model)", time.perf_counter() - t,
                  evaluate_dirs(outdir / "predict", phantom)))
     t = time.perf_counter()
-    run_fit(*inputs, outdir / "direct", mask=mask, variant="direct", device=device, denoise="mppca",
-            direct_config=DirectConfig(iterations=30 if quick else DirectConfig().iterations), progress=progress,
-            force=force)
-    rows.append(("shdeconv fit (defaults: MP-PCA, then direct from the predict start)", time.perf_counter() - t,
+    report = run_fit(*inputs, outdir / "direct", mask=mask, variant="direct", device=device, denoise=FIT_DENOISE,
+                     direct_config=DirectConfig(iterations=30 if quick else DirectConfig().iterations),
+                     progress=progress, force=force)
+    chosen = {"mppca": "MP-PCA", "none": "no denoising"}[report["denoise"]]
+    rows.append((f"shdeconv fit (defaults: {chosen}, then direct from the predict start)", time.perf_counter() - t,
                  evaluate_dirs(outdir / "direct", phantom)))
     t = time.perf_counter()
     run_fit(*inputs, outdir / "shd-tv", mask=mask, variant="shd-tv", device=device, fit_config=fit_config,

@@ -152,7 +152,7 @@ def test_a_bug_in_one_series_is_reported_with_its_type_and_isolated(bids_dir, tm
 
 
 def test_each_method_denoises_as_its_own_command_does_unless_told(bids_dir, tmp_path, monkeypatch):
-    """``bids --method fit`` is ``shdeconv fit``: MP-PCA first by default (predict and csd: none)."""
+    """``bids --method fit`` is ``shdeconv fit``: auto denoising by default (predict and csd: none)."""
     import shdeconv.fitting
     from shdeconv._options import OptionError
 
@@ -164,7 +164,7 @@ def test_each_method_denoises_as_its_own_command_does_unless_told(bids_dir, tmp_
 
     for name in ("run_fit", "run_csd"):
         monkeypatch.setattr(shdeconv.fitting, name, job)
-    for method, denoise, expected in (("fit", None, "mppca"), ("csd", None, "none"), ("fit", "localpca", "localpca"),
+    for method, denoise, expected in (("fit", None, "auto"), ("csd", None, "none"), ("fit", "localpca", "localpca"),
                                       ("csd", "mppca", "mppca")):
         seen.clear()
         summary = run_bids(bids_dir, tmp_path / f"{method}-{denoise}", method=method, denoise=denoise,

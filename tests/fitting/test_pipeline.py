@@ -237,6 +237,49 @@ def test_local_pca_denoises_white_noise_and_keeps_working_on_correlated_noise():
         denoise_pca(clean.dwi, m, "localpca")
 
 
+def test_choose_denoise_runs_mppca_only_where_neighbouring_fibres_agree():
+    from shdeconv.direction import GradientCheck
+    from shdeconv.fitting import AUTO_DENOISE_COHERENCE, choose_denoise
+    from shdeconv.fitting._subject import AUTO_DENOISE_MIN_PAIRS
+
+    def check(c, pairs):
+        return GradientCheck([], 0.0, "as given", np.eye(3), False, "", neighbour_coherence=c, neighbour_pairs=pairs)
+
+    enough = AUTO_DENOISE_MIN_PAIRS
+    assert choose_denoise(check(0.9, 5000))[0] == "mppca"
+    assert choose_denoise(check(AUTO_DENOISE_COHERENCE, enough))[0] == "mppca"
+    method, record = choose_denoise(check(0.01, 5000))
+    assert method == "none" and record["method"] == "none" and record["neighbour_coherence"] == 0.01
+    assert "unrelated" in record["reason"] and record["pairs"] == 5000
+    # too few pairs, or none, to judge: MP-PCA, the published pipeline's
+    assert choose_denoise(check(0.01, enough - 1))[0] == "mppca"
+    method, record = choose_denoise(check(float("nan"), 0))
+    assert method == "mppca" and record["neighbour_coherence"] is None
+    json.dumps(record)  # the report's record
+
+
+@pytest.mark.slow
+def test_fit_denoise_auto_skips_mppca_on_independent_voxels_and_runs_it_on_bundles(tmp_path):
+    """``fit``'s default on a phantom of independent voxels applies no denoising (its signal is the
+    raw one); on bundles it is MP-PCA, the same signal as ``denoise="mppca"``; the report says
+    which and why."""
+    from shdeconv.fitting import load_subject
+
+    for kind, expected in (("voxelwise", "none"), ("spatial", "mppca")):
+        ph = simulate_to_dir(tmp_path / kind, kind=kind, scheme="clinical", snr=20, seed=3, size="quick")
+        auto = load_subject(*_inputs(ph), ph / "mask.nii.gz", denoise="auto")
+        fixed = load_subject(*_inputs(ph), ph / "mask.nii.gz", denoise=expected)
+        assert auto.denoise == expected and auto.denoise_record["method"] == expected, kind
+        assert fixed.denoise == expected and fixed.denoise_record is None
+        np.testing.assert_array_equal(auto.signal, fixed.signal)
+    report = run_fit(*_inputs(ph), tmp_path / "fit", mask=ph / "mask.nii.gz", denoise="auto",
+                     direct_config=DirectConfig(iterations=2), progress=False)
+    saved = json.loads((tmp_path / "fit" / "report.json").read_text())
+    assert report["denoise"] == saved["denoise"] == "mppca"
+    assert saved["denoise_choice"]["requested"] == "auto" and saved["denoise_choice"]["neighbour_coherence"] > 0.5
+    assert json.loads((tmp_path / "fit" / "fodf.json").read_text())["Model"]["Parameters"]["denoise"] == "mppca"
+
+
 def test_load_subject_without_raw_normalises_in_place_with_the_same_result(phantom):
     """keep_raw=False (fit, predict, training cache): one volume-sized array, same subject."""
     from shdeconv.fitting import load_subject

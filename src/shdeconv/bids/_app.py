@@ -161,9 +161,9 @@ def run_bids(bids_dir: str | PathLike, output_dir: str | PathLike, *, participan
         No line per series on stdout (failures are still reported on stderr).
     n_jobs : int
         Worker processes of ``csd`` (-1: every core).
-    denoise : {"none", "mppca", "localpca"}, optional
-        Denoising before the job; default: the command's own (``fit``: MP-PCA, as ``shdeconv
-        fit``; ``predict`` and ``csd``: none).
+    denoise : {"none", "mppca", "localpca", "auto"}, optional
+        Denoising before the job; default: the command's own (``fit``: ``auto``, MP-PCA where
+        neighbouring voxels' fibres agree, as ``shdeconv fit``; ``predict`` and ``csd``: none).
 
     Returns
     -------

@@ -145,8 +145,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true",
                    help="continue OUTDIR/checkpoint.pt (refused if it belongs to another run)")
     p.add_argument("--denoise", default=FIT_DENOISE, choices=DENOISERS,
-                   help="DIPY PCA denoising first: MP-PCA, or local PCA with a PCA noise map (better where the "
-                        "noise is correlated in space); none to skip")
+                   help="DIPY PCA denoising first: auto (default) runs MP-PCA where neighbouring voxels' fibres "
+                        "agree, as in brains, and skips it on voxels without spatial redundancy; mppca always; "
+                        "localpca: local PCA with a PCA noise map (better where the noise is correlated in "
+                        "space); none to skip")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     _common(p)
     p.set_defaults(func=cmd_fit)

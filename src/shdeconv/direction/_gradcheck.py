@@ -109,6 +109,8 @@ _SIDE = 2 * _R + 1
 #: ``((o0 + R) * SIDE + (o1 + R)) * SIDE + (o2 + R)``.
 _OFFSETS = np.array(list(itertools.product(range(-_R, _R + 1), repeat=3)))
 _CORNERS = np.array(list(itertools.product((0, 1), repeat=3)))
+#: Columns of the 6 face neighbours in ``_OFFSETS``.
+_FACES = np.flatnonzero(np.abs(_OFFSETS).sum(axis=1) == 1)
 
 
 def _perm_label(perm: tuple[int, ...]) -> str:
@@ -171,6 +173,15 @@ class GradientCheck:
         errors (0 when the given table is the best).
     relative_gain : float
         That gain as a share of the spread (best - worst) of the 24 scores.
+    neighbour_coherence : float
+        How alike the fibres of face-neighbouring voxels are, whatever the table:
+        ``(mean (u . v)^2 - 1/3) / (2/3)`` over the pairs of a seed and a face neighbour of FA
+        above the threshold, with ``u``, ``v`` their principal directions. 0 for unrelated
+        orientations (the mean of ``(u . v)^2`` over random directions is 1/3), 1 for parallel
+        ones; NaN without pairs. No table error changes it (one rotation or reflection of every
+        direction keeps their inner products).
+    neighbour_pairs : int
+        Pairs behind ``neighbour_coherence``.
     """
 
     ranking: list[tuple[str, float]]
@@ -182,6 +193,8 @@ class GradientCheck:
     n_voxels: int = 0
     z_score: float = 0.0
     relative_gain: float = 0.0
+    neighbour_coherence: float = float("nan")
+    neighbour_pairs: int = 0
 
     @property
     def suggested_matrix(self) -> np.ndarray:
@@ -291,7 +304,8 @@ def _seeds(fitted: _Fitted, fa_threshold: float, max_voxels: int, seed: int) -> 
 
 def _coherence(seeds: np.ndarray, fitted: _Fitted, fa_threshold: float, to_world: np.ndarray):
     """``q`` ``(S, (2R+1)^3)`` float32: ``(u . e(y))^2`` for every seed and offset whose voxel is a
-    fitted high-FA voxel, else 0; and the seeds' world directions ``(S, 3)``."""
+    fitted high-FA voxel, else 0; the seeds' world directions ``(S, 3)``; and the number of
+    seed-face neighbour pairs whose neighbour is such a voxel."""
     fa, e1 = fitted.arrays()
     high = fa > fa_threshold
     e = _unit(e1 @ to_world.T)
@@ -299,6 +313,7 @@ def _coherence(seeds: np.ndarray, fitted: _Fitted, fa_threshold: float, to_world
     shape = np.asarray(rows.shape)
     coords = np.stack(np.unravel_index(seeds, rows.shape), axis=1)
     q = np.zeros((seeds.size, len(_OFFSETS)), dtype=np.float32)
+    pairs = 0
     for i in range(0, seeds.size, _SEED_CHUNK):
         c = coords[i:i + _SEED_CHUNK]
         nb = c[:, None, :] + _OFFSETS[None]
@@ -309,7 +324,8 @@ def _coherence(seeds: np.ndarray, fitted: _Fitted, fa_threshold: float, to_world
         u = e[rows[tuple(c.T)]]
         dots = np.einsum("si,ski->sk", u, e[np.where(ok, r, 0)])
         q[i:i + _SEED_CHUNK] = np.where(ok, dots * dots, 0.0)
-    return q, e[rows.ravel()[seeds]]
+        pairs += int(ok[:, _FACES].sum())
+    return q, e[rows.ravel()[seeds]], pairs
 
 
 def _candidate_values(q: np.ndarray, u: np.ndarray, m_world: np.ndarray, affine: np.ndarray) -> np.ndarray:
@@ -408,8 +424,11 @@ def check_gradients(data: np.ndarray, bvals: np.ndarray, bvecs: np.ndarray, affi
     seeds = _seeds(fitted, fa_threshold, int(max_voxels), seed)
     to_world = voxel_to_world_matrix(affine)
     from_world = np.linalg.inv(to_world)
+    pairs, neighbours = 0, float("nan")
     if seeds.size:
-        q, u = _coherence(seeds, fitted, fa_threshold, to_world)
+        q, u, pairs = _coherence(seeds, fitted, fa_threshold, to_world)
+        if pairs:
+            neighbours = (float(q[:, _FACES].astype(np.float64).sum()) / pairs - 1.0 / 3.0) * 1.5
         q -= q.mean(axis=0, keepdims=True)  # coherence above each offset's own mean
         values = np.stack([_candidate_values(q, u, to_world @ m @ from_world, affine) for _, m in candidates])
         scores = values.mean(axis=1)
@@ -446,4 +465,5 @@ def check_gradients(data: np.ndarray, bvals: np.ndarray, bvecs: np.ndarray, affi
     log.info("gradient check: %s", message)
     return GradientCheck(ranking=ranking, given_score=given, best_label=label,
                          best_matrix=candidates[best][1].copy(), clearly_better=clearly, message=message,
-                         n_voxels=int(seeds.size), z_score=z, relative_gain=rel)
+                         n_voxels=int(seeds.size), z_score=z, relative_gain=rel, neighbour_coherence=neighbours,
+                         neighbour_pairs=pairs)

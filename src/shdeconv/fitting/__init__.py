@@ -19,16 +19,19 @@ from ._pipeline import (
     write_outputs,
 )
 from ._subject import (
+    AUTO_DENOISE_COHERENCE,
     DENOISERS,
     FIT_DENOISE,
     Subject,
     build_network,
+    choose_denoise,
     denoise_mppca,
     denoise_pca,
     load_subject,
 )
 
 __all__ = [
+    "AUTO_DENOISE_COHERENCE",
     "DENOISERS",
     "FIT_DENOISE",
     "FIT_MODELS",
@@ -39,6 +42,7 @@ __all__ = [
     "FitResult",
     "Subject",
     "build_network",
+    "choose_denoise",
     "default_loss_weights",
     "denoise_mppca",
     "denoise_pca",

@@ -147,7 +147,8 @@ def write_outputs(outdir: Path, subject: Subject, fodf_world: np.ndarray, iso: n
     timings = dict(report.get("timings_s", {}))
     timings.update(write=write, total=timings.get("total", 0.0) + write)
     report = dict(report, outputs=files, timings_s=timings)
-    for key, record in (("mask", subject.mask_record), ("gradient_check", subject.gradient_check)):
+    for key, record in (("mask", subject.mask_record), ("gradient_check", subject.gradient_check),
+                        ("denoise_choice", subject.denoise_record)):
         if record is not None:
             report[key] = record
             if record.get("warning"):
@@ -241,7 +242,7 @@ def run_fit(dwi, bvals, bvecs, outdir, *, mask=None, response_files=None, varian
     fit_config = fit_config or FitConfig()
     weights = loss_weights or default_loss_weights(variant, init=fit_config.init)
     start = start_for(direct_config.init, subject.responses.bvals) if variant == "direct" else None
-    settings = {"variant": variant, "loss_weights": asdict(weights), "denoise": denoise,
+    settings = {"variant": variant, "loss_weights": asdict(weights), "denoise": subject.denoise,
                 "single_shell_tissues": single_shell_tissues,
                 **({"direct": asdict(direct_config), "start": start} if variant == "direct"
                    else {"network": net_config.with_variant(variant).to_dict(), "fit": asdict(fit_config)})}
@@ -376,7 +377,7 @@ def run_predict(dwi, bvals, bvecs, outdir, *, mask=None, response_files=None, mo
         "model_sha256": loaded.sha256,
         "model_meta": {k: meta[k] for k in ("recipe", "iterations", "world_size") if k in meta},
         "device": str(dev),
-        "denoise": denoise,
+        "denoise": subject.denoise,
         "finetune": finetune,
         "tile": tile,
         "overlap": overlap,
@@ -393,7 +394,7 @@ def run_predict(dwi, bvals, bvecs, outdir, *, mask=None, response_files=None, mo
                            + (f", fine-tuned {finetune} steps on this subject" if finetune else ""),
             "URL": SHD_URL, "Parameters": {"Model": str(model_path), "ModelSHA256": loaded.sha256,
                                            "Variant": net.config.variant, "Head": net.config.head,
-                                           "Finetune": finetune, "Denoise": denoise}}
+                                           "Finetune": finetune, "Denoise": subject.denoise}}
     # the Softplus head is non-negative on its grid; the linear head only penalises negative values
     return write_outputs(outdir, subject, rotate_sh(fodf, subject.rotation), iso, history=history, iso_names=names,
                          report=report, title="predict" + (f" + finetune {finetune}" if finetune else ""),
@@ -427,12 +428,12 @@ def run_csd(dwi, bvals, bvecs, outdir, *, mask=None, response_files=None, lmax=8
         "versions": versions(),
         "inputs": {"dwi": str(dwi), "bvals": str(bvals), "bvecs": str(bvecs), "mask": str(mask) if mask else None},
         "algorithm": algorithm,
-        "denoise": denoise,
+        "denoise": subject.denoise,
         "n_jobs": n_jobs,
         "voxels_in_mask": int(subject.mask.sum()),
         "timings_s": {"load": t_loaded - t_start, "fit": t_done - t_fit, "total": t_done - t_start},
     }
     card = {"Description": f"DIPY constrained spherical deconvolution ({out['algorithm'].upper()})",
-            "URL": DIPY_CSD_URL, "Parameters": {"Algorithm": algorithm, "lmax": lmax, "Denoise": denoise}}
+            "URL": DIPY_CSD_URL, "Parameters": {"Algorithm": algorithm, "lmax": lmax, "Denoise": subject.denoise}}
     return write_outputs(outdir, subject, out["fodf"], iso, history=[], report=report, title=f"CSD ({algorithm})",
                          model_card=card, nonnegativity="constrained")

@@ -28,12 +28,15 @@ from ..signal._forward import ForwardModel, linear_deconvolution
 __all__ = [
     "DENOISERS",
     "FIT_DENOISE",
+    "AUTO_DENOISE_COHERENCE",
+    "AUTO_DENOISE_MIN_PAIRS",
     "ISO_MD",
     "SINGLE_SHELL_TISSUES",
     "Subject",
     "acquisition_model",
     "attach_subject",
     "build_network",
+    "choose_denoise",
     "denoise_mppca",
     "denoise_pca",
     "isotropic_responses",
@@ -71,6 +74,8 @@ class Subject:
     dwi: DWIData | None = None
     mask_record: dict | None = None  # how the mask was chosen (signal.brain_mask), for the report
     gradient_check: dict | None = None  # the gradient-table check (gradient_record), for the report
+    denoise: str = "none"  # the denoising applied (``auto`` resolved)
+    denoise_record: dict | None = None  # why ``auto`` chose it (choose_denoise), for the report
 
     @property
     def affine(self) -> np.ndarray:
@@ -165,8 +170,8 @@ def denoise_pca(data: np.ndarray, mask: np.ndarray, method: str = "mppca", *, bv
     """
     from dipy.denoise.localpca import localpca, mppca
 
-    if method not in DENOISERS[1:]:
-        raise OptionError(f"denoise method must be one of {DENOISERS[1:]}, got {method!r}")
+    if method not in ("mppca", "localpca"):
+        raise OptionError(f"denoise method must be one of ('mppca', 'localpca'), got {method!r}")
     name = {"mppca": "MP-PCA", "localpca": "local PCA"}[method]
     if min(data.shape[:3]) < 3:
         log.warning("%s skipped: the volume %s is too thin for a 3x3x3 patch", name, data.shape[:3])
@@ -193,6 +198,43 @@ def denoise_pca(data: np.ndarray, mask: np.ndarray, method: str = "mppca", *, bv
                       f"mask voxels in their {2 * radius + 1}^3 patch); they keep their raw signal",
                       UserWarning, stacklevel=2)
     return out
+
+
+#: ``--denoise auto`` runs MP-PCA when the fibres of neighbouring voxels agree at least this much
+#: (:attr:`~shdeconv.direction.GradientCheck.neighbour_coherence`: 0 unrelated, 1 parallel).
+#: Measured (docs/benchmarks.md, "Denoising"): 0.01 or less on phantoms of independent voxels,
+#: 0.76-0.95 on bundle and brain phantoms at SNR 10-30, 0.30-0.77 on DIPY's real crops down
+#: to 10 directions.
+AUTO_DENOISE_COHERENCE = 0.15
+#: ... judged on at least this many voxel pairs; with fewer, MP-PCA (the published pipeline's).
+AUTO_DENOISE_MIN_PAIRS = 100
+
+
+def choose_denoise(check: GradientCheck) -> tuple[str, dict]:
+    """What ``--denoise auto`` runs on data whose gradient check is ``check``: ``(method, record)``.
+
+    MP-PCA assumes that the signals of a patch's voxels span few dimensions, which holds where
+    neighbouring voxels share their fibres (brains, bundle phantoms). Where they do not (voxels
+    simulated independently), the patch is not low-rank and MP-PCA removes the weak signal
+    components with the noise: the detail of crossings (``fit``'s 2-fibre success 0.52 -> 0.36
+    on such a phantom). The rule: ``"mppca"`` when ``check.neighbour_coherence`` is at least
+    :data:`AUTO_DENOISE_COHERENCE` or fewer than :data:`AUTO_DENOISE_MIN_PAIRS` pairs judge it,
+    else ``"none"``. ``record`` is the report's account of the choice.
+    """
+    c, pairs = float(check.neighbour_coherence), int(check.neighbour_pairs)
+    if pairs < AUTO_DENOISE_MIN_PAIRS or not np.isfinite(c):
+        method = "mppca"
+        reason = f"{pairs} neighbouring anisotropic voxel pairs, fewer than {AUTO_DENOISE_MIN_PAIRS} to judge by"
+    elif c >= AUTO_DENOISE_COHERENCE:
+        method = "mppca"
+        reason = f"neighbouring fibres agree ({c:.2f} >= {AUTO_DENOISE_COHERENCE:g}): MP-PCA's patches are redundant"
+    else:
+        method = "none"
+        reason = (f"neighbouring fibres are unrelated ({c:.2f} < {AUTO_DENOISE_COHERENCE:g}): MP-PCA would remove "
+                  "signal with the noise")
+    record = {"requested": "auto", "method": method, "neighbour_coherence": None if not np.isfinite(c) else c,
+              "pairs": pairs, "threshold": AUTO_DENOISE_COHERENCE, "reason": reason}
+    return method, record
 
 
 def denoise_mppca(data: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -264,7 +306,12 @@ def load_subject(dwi_path, bvals, bvecs, mask_path=None, *, response_files: dict
     mask &= ~dwi.bad_voxels
     # the check follows fibres from voxel to voxel: with the mask's voxels alone, by their coordinates
     image, image_mask = (dwi.data, mask) if dwi.voxels is None else (dwi.image(), dwi.uncrop(mask))
-    gradients = gradient_record(check_gradients(image, dwi.bvals, dwi.bvecs, dwi.affine, image_mask), bvecs)
+    check = check_gradients(image, dwi.bvals, dwi.bvecs, dwi.affine, image_mask)
+    gradients = gradient_record(check, bvecs)
+    choice = None
+    if denoise == "auto":
+        denoise, choice = choose_denoise(check)
+        log.info("--denoise auto: %s (%s)", denoise, choice["reason"])
     if denoise != "none":
         dwi.data = denoise_pca(dwi.data, mask.astype(bool), denoise, bvals=dwi.bvals, directions=dwi.directions_world)
     rot = voxel_axes_rotation(dwi.affine)
@@ -272,6 +319,7 @@ def load_subject(dwi_path, bvals, bvecs, mask_path=None, *, response_files: dict
                               response_files=response_files, lmax=lmax, dwi=dwi, keep_raw=keep_raw)
     subject.mask_record = dict(mask_record, voxels=int(subject.mask.sum()))
     subject.gradient_check = gradients
+    subject.denoise, subject.denoise_record = denoise, choice
     return subject
 
 

@@ -55,8 +55,9 @@ class SHDModel:
     sh_basis : {'descoteaux07', 'tournier07'}
         Basis of ``SHDFit.shm_coeff`` (both with ``legacy=False``).
 
-    The data are fitted as given: ``shdeconv fit`` denoises with MP-PCA first by default, this
-    API leaves that to the caller (``dipy.denoise.localpca.mppca``).
+    The data are fitted as given: ``shdeconv fit`` denoises with MP-PCA first by default where
+    neighbouring voxels' fibres agree (:func:`shdeconv.fitting.choose_denoise`), this API leaves
+    that to the caller (``dipy.denoise.localpca.mppca``).
     """
 
     def __init__(self, gtab, responses: Responses | None = None, *, variant: str = "direct", sh_order_max: int = 16,

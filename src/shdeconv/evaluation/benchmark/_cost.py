@@ -88,6 +88,8 @@ def estimate_seconds(config: BenchmarkConfig, *, mrtrix: bool | None = None) -> 
         if any(s.denoise and s.engine != "mrtrix" for s in specs):
             t += c["mppca_per_voxel_volume"] * vox * vols
         for s in specs:
+            if s.job_denoise != "none":  # at most one MP-PCA of its own
+                t += c["mppca_per_voxel_volume"] * vox * vols
             if s.engine == "net":
                 cost = c["net_per_iteration"][s.variant] * it + c["net_per_voxel"] * vox
                 if s.variant == "direct" and _start(s.init, cell.scheme) == "predict":

@@ -70,9 +70,10 @@ def _run_method(name: str, cell: Cell, cell_dir: Path, phantom_dir: Path,
                   if spec.variant == "direct"
                   else {"fit_config": FitConfig(iterations=config.fit_iterations, seed=config.seed)})
         report = run_fit(dwi, *inputs, out, mask=mask, variant=spec.variant, device=config.device, **budget,
-                         progress=config.progress, resume=(out / "checkpoint.pt").exists(), force=True)
+                         progress=config.progress, resume=(out / "checkpoint.pt").exists(),
+                         denoise=spec.job_denoise, force=True)
         record.update(iterations=config.fit_iterations, device=report.get("device"),
-                      resumed_from=report.get("resumed_from"))
+                      resumed_from=report.get("resumed_from"), denoise=report.get("denoise"))
     elif spec.engine == "pretrained":
         finetune = int(spec.variant or 0)
         report = run_predict(dwi, *inputs, out, mask=mask, device=config.device, progress=config.progress,

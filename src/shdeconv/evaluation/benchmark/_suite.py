@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..._options import OptionError, check_device
+from ..._options import FIT_DENOISE, OptionError, check_device
 from ...io import InputError
 
 __all__ = ["BAR_CELL", "METHODS", "SUITES", "TRACKING", "BenchmarkConfig", "Cell", "MethodSpec", "plan_cells"]
@@ -20,8 +20,10 @@ class MethodSpec:
     ``engine`` is ``"dipy"`` (``variant`` ``"ssst"`` or ``"msmt"``), ``"mrtrix"``, ``"net"``
     (``variant`` the network variant, fitted per subject) or ``"pretrained"`` (the shipped
     amortized model, ``shdeconv predict``, one pass); ``denoise`` runs MP-PCA (DIPY) or ``dwidenoise``
-    (MRtrix3) first; ``init`` is where ``direct`` starts (``"linear"``: no trained model; ``"auto"``: as
-    ``shdeconv fit`` by default, the shipped model's answer on single-shell data up to b=1500).
+    (MRtrix3) first, once per cell for every method that asks; ``job_denoise`` is the job's own
+    ``--denoise`` (``fit``'s default: ``auto``, which looks at the data first); ``init`` is where
+    ``direct`` starts (``"linear"``: no trained model; ``"auto"``: as ``shdeconv fit`` by default,
+    the shipped model's answer on single-shell data up to b=1500).
     """
 
     name: str
@@ -31,6 +33,7 @@ class MethodSpec:
     denoise: bool = False
     multishell_only: bool = False
     init: str | None = None
+    job_denoise: str = "none"
 
 
 #: unsupervised fine-tuning steps of the ``predict+finetune`` arm
@@ -50,14 +53,14 @@ METHODS: dict[str, MethodSpec] = {m.name: m for m in (
     MethodSpec("shd-tv", "SHD-TV (fit)", "net", "shd-tv"),
     MethodSpec("shd-tv+mppca", "MP-PCA + SHD-TV (fit)", "net", "shd-tv", denoise=True),
     MethodSpec("direct", "direct (the objective, no network)", "net", "direct", init="linear"),
-    MethodSpec("fit", "fit (its defaults: MP-PCA, then direct from the auto start)", "net", "direct",
-               denoise=True, init="auto"),
+    MethodSpec("fit", "fit (its defaults: auto denoising, then direct from the auto start)", "net", "direct",
+               init="auto", job_denoise=FIT_DENOISE),
     MethodSpec("predict", "SHD-TV amortized (shipped model, predict)", "pretrained"),
     MethodSpec("predict+finetune", f"predict + {FINETUNE_STEPS} fine-tuning steps (prior kept)", "pretrained",
                str(FINETUNE_STEPS)),
 )}
 
-#: the rest of the grid runs ``fit``'s defaults (``direct`` after MP-PCA, from the ``auto`` start), not
+#: the rest of the grid runs ``fit``'s defaults (``direct`` after its denoising, from the ``auto`` start), not
 #: the per-subject networks: with the published head they cost 4-15 minutes each on 2 cores and are
 #: compared in the bar case, beside ``direct`` from the linear start (the objective alone)
 _GRID_METHODS = ("csd", "csd+mppca", "msmt", "msmt+mppca", "mrtrix-csd", "fit", "predict")
