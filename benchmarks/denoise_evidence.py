@@ -17,8 +17,8 @@ and the choice, for
 The threshold (:data:`shdeconv.fitting.AUTO_DENOISE_COHERENCE`) should sit in the gap between
 the independent voxels and everything else.
 
-Usage: python benchmarks/denoise_evidence.py [--seeds 0,1] [--snrs 5,10,20]
-       [--markdown benchmarks/results/denoise_evidence_cpu.md]
+Usage: python benchmarks/denoise_evidence.py [--seeds 0,1] [--snrs 5,10,20] [--schemes clinical,sparse,multishell]
+       [--size default] [--brain-shape 60,72,60] [--markdown benchmarks/results/denoise_evidence_cpu.md]
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ def evidence(data, bvals, bvecs, affine, mask=None) -> tuple[float, int, str]:
     return check.neighbour_coherence, check.neighbour_pairs, choose_denoise(check)[0]
 
 
-def phantom_rows(seeds, snrs) -> list[tuple]:
+def phantom_rows(seeds, snrs, schemes=SCHEMES, size: str = "default", brain_shape=(60, 72, 60)) -> list[tuple]:
     from shdeconv.io import world_to_fsl_bvecs
     from shdeconv.sim import PhantomVariation, spatial_phantom, voxelwise_phantom
     from shdeconv.sim._brain import brain_phantom
@@ -53,16 +53,16 @@ def phantom_rows(seeds, snrs) -> list[tuple]:
     rows = []
     for kind, make in (("voxelwise", voxelwise_phantom), ("spatial", spatial_phantom)):
         for variation in (None, PhantomVariation(**ALL_FOUR)):
-            for scheme in SCHEMES:
+            for scheme in schemes:
                 for snr in snrs:
                     for seed in seeds:
-                        ph = make(scheme=scheme, snr=snr, seed=seed, variation=variation)
+                        ph = make(scheme=scheme, snr=snr, seed=seed, variation=variation, size=size)
                         bvecs = world_to_fsl_bvecs(ph.directions_world, ph.affine)
                         label = f"{kind}{', all four' if variation else ''}"
                         rows.append((label, scheme, f"SNR {snr:g}, seed {seed}",
                                      *evidence(ph.dwi, ph.bvals, bvecs, ph.affine, ph.mask)))
-    ph = brain_phantom((60, 72, 60), scheme="clinical", seed=0)
-    rows.append(("brain-shaped 60x72x60", "clinical", "SNR 20, seed 0",
+    ph = brain_phantom(tuple(brain_shape), scheme="clinical", seed=0)
+    rows.append((f"brain-shaped {'x'.join(map(str, brain_shape))}", "clinical", "SNR 20, seed 0",
                  *evidence(ph.dwi, ph.bvals, world_to_fsl_bvecs(ph.directions_world, ph.affine), ph.affine, ph.mask)))
     return rows
 
@@ -89,13 +89,17 @@ def real_rows(seed: int) -> list[tuple]:
     return rows
 
 
-def run(seeds, snrs, subset_seed: int) -> str:
+def run(seeds, snrs, subset_seed: int, schemes=SCHEMES, size: str = "default", brain_shape=(60, 72, 60)) -> str:
     from shdeconv.fitting import AUTO_DENOISE_COHERENCE
 
-    rows = phantom_rows(seeds, snrs) + real_rows(subset_seed)
+    rows = phantom_rows(seeds, snrs, schemes, size, brain_shape) + real_rows(subset_seed)
+    options = "".join([f" --schemes {','.join(schemes)}" if tuple(schemes) != SCHEMES else "",
+                       f" --size {size}" if size != "default" else "",
+                       f" --brain-shape {','.join(map(str, brain_shape))}" if tuple(brain_shape) != (60, 72, 60)
+                       else ""])
     lines = ["# What `--denoise auto` sees (`benchmarks/denoise_evidence.py`)", "",
              f"Command: `python benchmarks/denoise_evidence.py --seeds {','.join(map(str, seeds))} "
-             f"--snrs {','.join(f'{s:g}' for s in snrs)}`. Neighbour coherence: 0 for unrelated orientations, "
+             f"--snrs {','.join(f'{s:g}' for s in snrs)}{options}`. Neighbour coherence: 0 for unrelated orientations, "
              f"1 for parallel ones; `auto` runs MP-PCA at {AUTO_DENOISE_COHERENCE:g} or more.", "",
              "| data | scheme | setting | neighbour coherence | pairs | auto runs |",
              "|---|---|---|---:|---:|---|"]
@@ -112,12 +116,17 @@ def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--seeds", default="0,1")
     p.add_argument("--snrs", default="5,10,20")
+    p.add_argument("--schemes", default=",".join(SCHEMES))
+    p.add_argument("--size", default="default", choices=["default", "quick"],
+                   help="size of the bundle and voxel phantoms")
+    p.add_argument("--brain-shape", default="60,72,60")
     p.add_argument("--subset-seed", type=int, default=0, help="seed of small_64D's direction subsets")
     p.add_argument("--markdown", type=Path, default=None, help="also write the report here")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     warnings.simplefilter("ignore")
-    text = run([int(s) for s in args.seeds.split(",")], [float(s) for s in args.snrs.split(",")], args.subset_seed)
+    text = run([int(s) for s in args.seeds.split(",")], [float(s) for s in args.snrs.split(",")], args.subset_seed,
+               tuple(args.schemes.split(",")), args.size, tuple(int(v) for v in args.brain_shape.split(",")))
     publish(text, args.markdown)
 
 
