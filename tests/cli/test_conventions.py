@@ -145,7 +145,7 @@ def test_every_option_has_help_and_shows_its_default():
         text = " ".join(p.format_help().split())
         assert "example:" in text
     fit_help = " ".join(sub["fit"].format_help().split())
-    assert "(default: direct)" in fit_help and "(default: mppca)" in fit_help and "(default: 0)" in fit_help
+    assert "(default: direct)" in fit_help and "(default: auto)" in fit_help and "(default: 0)" in fit_help
 
 
 def test_console_script_is_installed_and_lists_every_command():

@@ -54,6 +54,9 @@ def test_quick_suite_writes_report_json_and_figures(quick_run):
     assert res["cells"][bm.BAR_CELL]["methods"]["shd-tv"]["iterations"] == 2
     starts = {m: json.loads((out / bm.BAR_CELL / m / "report.json").read_text())["start"] for m in ("direct", "fit")}
     assert starts == {"direct": "linear", "fit": "predict"}
+    # fit's own default denoising: auto sees bundles and runs MP-PCA (the cell's shared signal)
+    fit = json.loads((out / bm.BAR_CELL / "fit" / "scores.json").read_text())
+    assert fit["denoise"] == "mppca" and fit["denoise_choice"]["neighbour_coherence"] > 0.5 and fit["denoise_seconds"] > 0
     md = (out / "results.md").read_text()
     assert "## Bars" in md and "## Cells" in md and "Machine:" in md and "MRtrix3" in md
     assert md.count("| method | seconds |") == len(E2E_CELLS)
@@ -182,7 +185,7 @@ def test_fit_denoises_by_default_as_the_benchmark_found():
     args = build_parser().parse_args(["fit", "d.nii.gz", "--bvals", "b", "--bvecs", "v", "-o", "o",
                                       "--denoise", "none"])
     assert args.denoise == "none"
-    assert build_parser().parse_args(["fit", "d.nii.gz", "--bvals", "b", "--bvecs", "v", "-o", "o"]).denoise == "mppca"
+    assert build_parser().parse_args(["fit", "d.nii.gz", "--bvals", "b", "--bvecs", "v", "-o", "o"]).denoise == "auto"
     assert build_parser().parse_args(["predict", "d.nii.gz", "--bvals", "b", "--bvecs", "v", "-o", "o"]).denoise == "none"
 
 

@@ -85,11 +85,9 @@ def estimate_seconds(config: BenchmarkConfig, *, mrtrix: bool | None = None) -> 
         vols = _scheme_volumes(cell.scheme)
         t = c["simulate"]
         specs = [METHODS[m] for m in cell.methods]
-        if any(s.denoise and s.engine != "mrtrix" for s in specs):
-            t += c["mppca_per_voxel_volume"] * vox * vols
+        if any((s.denoise and s.engine != "mrtrix") or s.job_denoise != "none" for s in specs):
+            t += c["mppca_per_voxel_volume"] * vox * vols  # once per cell, shared
         for s in specs:
-            if s.job_denoise != "none":  # at most one MP-PCA of its own
-                t += c["mppca_per_voxel_volume"] * vox * vols
             if s.engine == "net":
                 cost = c["net_per_iteration"][s.variant] * it + c["net_per_voxel"] * vox
                 if s.variant == "direct" and _start(s.init, cell.scheme) == "predict":

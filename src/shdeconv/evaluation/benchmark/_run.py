@@ -41,6 +41,21 @@ def _label(name: str, cell: Cell) -> str:
     return spec.label
 
 
+def _auto_denoise(phantom_dir: Path) -> tuple[str, dict]:
+    """What ``--denoise auto`` chooses for the phantom (as ``load_subject`` does: its check of the
+    raw signal within the mask, then :func:`~shdeconv.fitting.choose_denoise`)."""
+    import nibabel as nib
+
+    from ...direction import check_gradients
+    from ...fitting import choose_denoise
+
+    img = nib.load(str(phantom_dir / "dwi.nii.gz"))
+    mask = np.asarray(nib.load(str(phantom_dir / "mask.nii.gz")).dataobj) > 0
+    check = check_gradients(img.get_fdata(dtype=np.float32), np.loadtxt(phantom_dir / "bvals").ravel(),
+                            np.loadtxt(phantom_dir / "bvecs"), img.affine, mask)
+    return choose_denoise(check)
+
+
 def _run_method(name: str, cell: Cell, cell_dir: Path, phantom_dir: Path,
                 region: tuple[np.ndarray, dict] | None, config: BenchmarkConfig) -> dict:
     """Run one method on one cell; returns its record (also written to ``scores.json``).
@@ -59,10 +74,18 @@ def _run_method(name: str, cell: Cell, cell_dir: Path, phantom_dir: Path,
     dwi = phantom_dir / "dwi.nii.gz"
     mask = phantom_dir / "mask.nii.gz"
     denoise_s = 0.0
-    if spec.denoise and spec.engine != "mrtrix":
+    record = {"method": name, "label": _label(name, cell), "cell": cell.name}
+    job_denoise = spec.job_denoise
+    if job_denoise == "auto":
+        job_denoise, record["denoise_choice"] = _auto_denoise(phantom_dir)
+    if spec.job_denoise != "none":
+        record["denoise"] = job_denoise
+    if (spec.denoise and spec.engine != "mrtrix") or job_denoise == "mppca":
+        # the cell's MP-PCA signal, shared: the same as the job's own on these phantoms, whose
+        # mask fills the volume (the job would denoise the mask's bounding box)
         denoise_s = mppca_signal(phantom_dir, cell_dir / "mppca")
         dwi = cell_dir / "mppca" / "dwi.nii.gz"
-    record = {"method": name, "label": _label(name, cell), "cell": cell.name}
+        job_denoise = "none"
     (out / TRACTOMETRY_FILE).unlink(missing_ok=True)  # tracked from the fODF this run replaces
     t = time.perf_counter()
     if spec.engine == "net":
@@ -71,9 +94,9 @@ def _run_method(name: str, cell: Cell, cell_dir: Path, phantom_dir: Path,
                   else {"fit_config": FitConfig(iterations=config.fit_iterations, seed=config.seed)})
         report = run_fit(dwi, *inputs, out, mask=mask, variant=spec.variant, device=config.device, **budget,
                          progress=config.progress, resume=(out / "checkpoint.pt").exists(),
-                         denoise=spec.job_denoise, force=True)
+                         denoise=job_denoise, force=True)
         record.update(iterations=config.fit_iterations, device=report.get("device"),
-                      resumed_from=report.get("resumed_from"), denoise=report.get("denoise"))
+                      resumed_from=report.get("resumed_from"))
     elif spec.engine == "pretrained":
         finetune = int(spec.variant or 0)
         report = run_predict(dwi, *inputs, out, mask=mask, device=config.device, progress=config.progress,
