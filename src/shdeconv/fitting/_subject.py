@@ -26,10 +26,10 @@ from ..signal import (
 from ..signal._forward import ForwardModel, linear_deconvolution
 
 __all__ = [
-    "DENOISERS",
-    "FIT_DENOISE",
     "AUTO_DENOISE_COHERENCE",
     "AUTO_DENOISE_MIN_PAIRS",
+    "DENOISERS",
+    "FIT_DENOISE",
     "ISO_MD",
     "SINGLE_SHELL_TISSUES",
     "Subject",
@@ -285,7 +285,9 @@ def load_subject(dwi_path, bvals, bvecs, mask_path=None, *, response_files: dict
     clearly more coherent a warning names it (the table is used as given); the verdict is in
     ``subject.gradient_check`` for the report. The network works in the voxel-axes frame,
     ``u_vox = R^T u_world``. ``keep_raw=False``: see :func:`prepare_subject` (the networks need
-    only the normalised signal; CSD needs the raw one).
+    only the normalised signal; CSD needs the raw one). ``denoise="auto"``: :func:`choose_denoise`
+    decides from the gradient check (of the raw signal) whether MP-PCA runs; what ran is in
+    ``subject.denoise``, why in ``subject.denoise_record``.
 
     With a mask only its bounding box is read (grown by MP-PCA's patch radius when denoising),
     or with ``voxels_only`` only its voxels: the subject's arrays are then ``(N, 1, 1, ...)``,
