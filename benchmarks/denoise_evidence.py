@@ -68,18 +68,11 @@ def phantom_rows(seeds, snrs, schemes=SCHEMES, size: str = "default", brain_shap
 
 
 def real_rows(seed: int) -> list[tuple]:
-    import nibabel as nib
-    from dipy.data import get_fnames
-    from real_subsampled import subset
+    from real_subsampled import read_dipy, subset
 
     rows = []
     for name in ("small_64D", "small_25", "small_101D"):
-        fdwi, fbval, fbvec = get_fnames(name=name)
-        img = nib.load(fdwi)
-        data = img.get_fdata(dtype=np.float32)
-        bvals = np.loadtxt(fbval).ravel()
-        bvecs = np.loadtxt(fbvec)
-        bvecs = bvecs.T if bvecs.shape[0] == 3 else bvecs
+        img, data, bvals, bvecs = read_dipy(name)
         b0, dw = np.flatnonzero(bvals <= 50), np.flatnonzero(bvals > 50)
         counts = SMALL_64D_DIRECTIONS if name == "small_64D" else (dw.size,)
         for n in counts:

@@ -42,16 +42,22 @@ def subset(bvecs: np.ndarray, candidates: np.ndarray, n: int, seed: int) -> np.n
     return np.sort(candidates[chosen])
 
 
-def write_subsets(out: Path, seed: int) -> dict[int, Path]:
+def read_dipy(name: str):
+    """One of DIPY's small volumes: its image, signal ``(X, Y, Z, G)`` float32, bvals ``(G,)`` and
+    bvecs ``(G, 3)``."""
     import nibabel as nib
     from dipy.data import get_fnames
 
-    fdwi, fbval, fbvec = get_fnames(name="small_64D")
+    fdwi, fbval, fbvec = get_fnames(name=name)
     img = nib.load(fdwi)
-    data = img.get_fdata(dtype=np.float32)
-    bvals = np.loadtxt(fbval).ravel()
     bvecs = np.loadtxt(fbvec)
-    bvecs = bvecs.T if bvecs.shape[0] == 3 else bvecs
+    return img, img.get_fdata(dtype=np.float32), np.loadtxt(fbval).ravel(), bvecs.T if bvecs.shape[0] == 3 else bvecs
+
+
+def write_subsets(out: Path, seed: int) -> dict[int, Path]:
+    import nibabel as nib
+
+    img, data, bvals, bvecs = read_dipy("small_64D")
     b0, dw = np.flatnonzero(bvals <= 50), np.flatnonzero(bvals > 50)
     dirs = {}
     for n in DIRECTIONS:
