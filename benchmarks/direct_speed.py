@@ -27,7 +27,6 @@ import argparse
 import json
 import logging
 import os
-import platform
 import resource
 import subprocess
 import sys
@@ -119,7 +118,9 @@ def main(argv=None) -> int:
                         raise RuntimeError(f"{name} failed:\n{proc.stderr[-3000:]}")
                     row = json.loads(proc.stdout.strip().splitlines()[-1])
                     rows.append({**row, "arm": name + label, "round": r + 1})
-    lines = [f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+    from shdeconv.evaluation.benchmark import cpu_model
+
+    lines = [f"Machine: {cpu_model()}, {os.cpu_count()} CPUs, "
              f"torch threads {rows[0]['threads']}, device {rows[0]['device']}; phantom {args.shape} {args.scheme}, "
              f"{rows[0]['voxels']} mask voxels, {args.iterations} steps.",
              f"Command: `python benchmarks/direct_speed.py --shape {args.shape} --scheme {args.scheme} "

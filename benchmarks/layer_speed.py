@@ -27,11 +27,11 @@ import argparse
 import json
 import logging
 import os
-import platform
 
 import torch
 from _timing import median_ms, peak_mb
 
+from shdeconv.evaluation.benchmark import cpu_model
 from shdeconv.models import SphericalUNet
 from shdeconv.nn import SpatioSphericalConv, sparse_rescaled_laplacian
 
@@ -116,7 +116,7 @@ def main(argv=None):
     reps = args.reps or (3 if args.quick else 5)
 
     peak = matmul_peak_gflops(device, reps)
-    print(f"# machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+    print(f"# machine: {cpu_model()}, {os.cpu_count()} cores, "
           f"torch {torch.__version__}, threads {torch.get_num_threads()}, device {device}")
     print(f"# float32 4096^2 matmul peak: {peak:.1f} GFLOP/s\n")
     print("| nside | variant | fwd ms | fwd+bwd ms | peak MB | fwd GFLOP/s | fwd+bwd GFLOP/s | "

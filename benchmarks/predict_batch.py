@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from shdeconv.evaluation.benchmark._machine import _cpu_model
+from shdeconv.evaluation.benchmark import cpu_model
 from shdeconv.inference import auto_batch, threads_per_worker, tile_workers
 from shdeconv.models._store import load_model, pretrained_path
 
@@ -86,7 +86,7 @@ def main(argv=None) -> int:
         rows["workers"] = [throughput(net, b, args.repeats, device=args.device, workers=workers) for b in batches]
     chosen = auto_batch(net, torch.device(args.device), TILE)
     gpu = f", GPU: {torch.cuda.get_device_name(0)}" if torch.device(args.device).type == "cuda" else ""
-    lines = [(f"Machine: {_cpu_model()}, {os.cpu_count()} cores, torch {torch.__version__} "
+    lines = [(f"Machine: {cpu_model()}, {os.cpu_count()} cores, torch {torch.__version__} "
              f"({torch.get_num_threads()} threads){gpu}; device: {args.device}."),
              f"Command: `python benchmarks/predict_batch.py --batches {args.batches} --device {args.device}`", "",
              "| Chebyshev mode | " + " | ".join(f"{b} tiles" for b in batches) + " |",

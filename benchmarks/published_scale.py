@@ -37,7 +37,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
@@ -49,6 +48,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _report import publish
 from _timing import median_ms, peak_mb
 
+from shdeconv.evaluation.benchmark import cpu_model
 from shdeconv.models import SphericalUNet
 from shdeconv.nn import SpatioSphericalConv
 
@@ -225,7 +225,7 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     gpu = torch.cuda.get_device_name() if device.type == "cuda" else "none"
     lines = ["# The paper's efficiency comparison at published scale (`benchmarks/published_scale.py`)", "",
-             (f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch "
+             (f"Machine: {cpu_model()}, {os.cpu_count()} cores, torch "
              f"{torch.__version__} ({torch.get_num_threads()} threads), GPU: {gpu}; device {device}."),
              f"Command: `python benchmarks/published_scale.py {' '.join(argv if argv is not None else sys.argv[1:])}`",
              "", ("nside 8, K 5, 3x3x3 kernel, batch 1, float32; median of "

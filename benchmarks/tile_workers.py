@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from _report import publish
 
-from shdeconv.evaluation.benchmark._machine import _cpu_model
+from shdeconv.evaluation.benchmark import cpu_model
 from shdeconv.fitting import load_subject
 from shdeconv.fitting._subject import attach_subject
 from shdeconv.inference import auto_batch, predict_volume, tile_workers
@@ -69,7 +69,7 @@ def main(argv=None) -> int:
         rows.append((r + 1, seconds[a], seconds[b], seconds[a] / seconds[b],
                      float(np.abs(outs[a] - outs[b]).max() / np.abs(outs[a]).max())))
     names = list(arms)
-    lines = [(f"Machine: {_cpu_model()}, torch {torch.__version__} ({torch.get_num_threads()} threads); "
+    lines = [(f"Machine: {cpu_model()}, torch {torch.__version__} ({torch.get_num_threads()} threads); "
              f"{args.scheme} brain phantom {args.shape}, {int(subject.mask.sum())} brain voxels, 8^3 tiles, 25% overlap."),
              (f"Command: `python benchmarks/tile_workers.py --scheme {args.scheme} --shape {args.shape} "
              f"--repeats {args.repeats}`"), "",

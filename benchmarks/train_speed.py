@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 from _report import publish
 
-from shdeconv.evaluation.benchmark._machine import _cpu_model
+from shdeconv.evaluation.benchmark import cpu_model
 from shdeconv.losses import LossWeights
 from shdeconv.models import NetworkConfig
 from shdeconv.models._store import pretrained_path
@@ -61,7 +61,7 @@ def run_arm(subjects, out: Path, cache: Path, *, batch: int, amp: bool, warmup: 
 
 def report(rows: list[dict], command: str, device: str) -> str:
     gpu = f", GPU: {torch.cuda.get_device_name(0)}" if device.startswith("cuda") else ""
-    machine = (f"Machine: {_cpu_model()}, {os.cpu_count()} cores, torch {torch.__version__} "
+    machine = (f"Machine: {cpu_model()}, {os.cpu_count()} cores, torch {torch.__version__} "
                f"({torch.get_num_threads()} threads){gpu}; device: {device}.")
     header = "| patches per step | precision | s per step | brain voxels/s | x float32 | loss first -> last | GPU peak GiB |"
     lines = [machine, f"Command: `{command}`", "", header, "|---:|---|---:|---:|---:|---|---:|"]

@@ -33,7 +33,6 @@ import argparse
 import json
 import logging
 import os
-import platform
 import subprocess
 import sys
 import time
@@ -94,16 +93,10 @@ def _arm(method: str, data: Path, out: Path, device: str, model: Path | None) ->
 def _machine() -> str:
     import torch
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    from shdeconv.evaluation.benchmark import cpu_model
+
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
-    return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads), GPU: {gpu}"
+    return f"{cpu_model()}, {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads), GPU: {gpu}"
 
 
 def main(argv=None) -> int:

@@ -25,6 +25,9 @@ def test_direct_speed_script_times_every_arm_to_the_same_loss(tmp_path):
     losses = {float(r[-1]) for r in rows}
     assert len(losses) == 1  # the blocks change a sum's order, not the objective
     assert "blocked = " in (tmp_path / "ds.md").read_text()
+    from shdeconv.evaluation.benchmark import cpu_model
+
+    assert (tmp_path / "ds.md").read_text().startswith(f"Machine: {cpu_model()}, ")  # the CPU's model name
 
 
 def test_direct_speed_script_refuses_unknown_arms(tmp_path):

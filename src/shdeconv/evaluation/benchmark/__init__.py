@@ -45,7 +45,7 @@ resuming the suite), ``_tractography`` (the bar case's tracking), ``_bars``, ``_
 
 from ._bars import bar_checks, format_bars
 from ._cost import estimate_seconds
-from ._machine import machine_info
+from ._machine import cpu_model, machine_info
 from ._report import format_results
 from ._run import run_benchmark
 from ._suite import (
@@ -71,6 +71,7 @@ __all__ = [
     "estimate_seconds",
     "format_bars",
     "format_results",
+    "cpu_model",
     "machine_info",
     "plan_cells",
     "run_benchmark",

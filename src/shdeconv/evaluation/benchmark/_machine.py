@@ -6,17 +6,18 @@ import os
 import platform
 from pathlib import Path
 
-__all__ = ["machine_info"]
+__all__ = ["cpu_model", "machine_info"]
 
 
-def _cpu_model() -> str:
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``), else what ``platform`` knows."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
                 return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return platform.processor() or "unknown"
+    return platform.processor() or platform.machine() or "unknown"
 
 
 def machine_info(device: str = "auto") -> dict:
@@ -30,7 +31,7 @@ def machine_info(device: str = "auto") -> dict:
 
     dev = resolve_device(device)
     return {
-        "cpu": _cpu_model(),
+        "cpu": cpu_model(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "platform": platform.platform(),
