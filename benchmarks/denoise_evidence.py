@@ -30,9 +30,9 @@ from pathlib import Path
 
 import numpy as np
 from _report import publish
+from robustness import ALL as ALL_FOUR
 
 SCHEMES = ("clinical", "sparse", "multishell")
-ALL_FOUR = {"dispersion_deg": 15.0, "diffusivity_jitter": 0.15, "noise_fwhm": 1.5, "bias_field": 0.3}
 SMALL_64D_DIRECTIONS = (64, 30, 15, 10)
 
 
