@@ -12,8 +12,8 @@ is its own:
   tiles: fewer tiles, and the score shows what it costs); any ``predict-overlapX`` arm runs at
   overlap ``X`` (``predict-overlap0``: every voxel computed once);
 * ``fit`` (on request, not by default: 45-60 minutes for a whole brain on 2 cores): ``shdeconv fit`` at its
-  defaults (MP-PCA, then ``direct``'s 300 steps from its default start); its estimator seconds
-  are the steps alone;
+  defaults (its denoising, MP-PCA on a brain, then ``direct``'s 300 steps from its default start);
+  its estimator seconds are the steps alone;
 * ``csd`` and ``csd-parallel``: ``run_csd`` with DIPY's single-shell CSD (on the highest shell of
   the HCP-like data; DIPY MSMT-CSD, ~80 ms/voxel here, would take hours), serial as DIPY runs by
   default and with DIPY's joblib engine on every core (the baseline at its best).
@@ -96,7 +96,8 @@ def _machine() -> str:
     from shdeconv.evaluation.benchmark import cpu_model
 
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
-    return f"{cpu_model()}, {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads), GPU: {gpu}"
+    threads = torch.get_num_threads()
+    return f"{cpu_model()}, {os.cpu_count()} cores, torch {torch.__version__} ({threads} threads), GPU: {gpu}"
 
 
 def main(argv=None) -> int:
