@@ -170,9 +170,10 @@ def denoise_pca(data: np.ndarray, mask: np.ndarray, method: str = "mppca", *, bv
     """
     from dipy.denoise.localpca import localpca, mppca
 
-    if method not in ("mppca", "localpca"):
-        raise OptionError(f"denoise method must be one of ('mppca', 'localpca'), got {method!r}")
-    name = {"mppca": "MP-PCA", "localpca": "local PCA"}[method]
+    names = {"mppca": "MP-PCA", "localpca": "local PCA"}
+    if method not in names:
+        raise OptionError(f"denoise method must be one of {tuple(names)}, got {method!r}")
+    name = names[method]
     if min(data.shape[:3]) < 3:
         log.warning("%s skipped: the volume %s is too thin for a 3x3x3 patch", name, data.shape[:3])
         return np.asarray(data, dtype=np.float32)
