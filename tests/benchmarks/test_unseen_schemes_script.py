@@ -21,7 +21,8 @@ def test_unseen_schemes_script_scores_every_arm(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     text = (tmp_path / "u.md").read_text()
     assert "## b2000, SNR 20" in text and "## b3000, SNR 20" in text
-    for name in ("SHD-TV amortized (shipped model, predict)", "DIPY CSD", "MP-PCA + DIPY CSD"):
+    for name in ("SHD-TV amortized (shipped model, predict)", "fit (its defaults; denoising: mppca)", "DIPY CSD",
+                 "MP-PCA + DIPY CSD"):
         rows = [line for line in text.splitlines() if line.startswith(f"| {name} |")]
         assert len(rows) == 2, name
         overall = [float(re.split(r"\s*\|\s*", r)[6]) for r in rows]  # success all
