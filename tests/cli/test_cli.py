@@ -45,6 +45,18 @@ def test_bad_bvals_count_exit_2_no_outputs(tmp_path, capsys):
     assert not out.exists() or not any(out.iterdir())
 
 
+def test_directions_that_cannot_determine_a_tensor_exit_2_no_outputs(tmp_path, capsys):
+    dwi, bvals, bvecs = _write_dwi(tmp_path)
+    axes = np.r_[np.zeros((1, 3)), np.tile(np.eye(3), (3, 1))]  # 9 volumes along 3 axes
+    np.savetxt(bvecs, axes.T, fmt="%g")
+    out = tmp_path / "out"
+    code = main(["predict", str(dwi), "--bvals", str(bvals), "--bvecs", str(bvecs), "-o", str(out), "--no-progress"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert len(err.splitlines()) == 1 and str(bvecs) in err and "cannot determine a diffusion tensor" in err
+    assert not out.exists() or not any(out.iterdir())
+
+
 def test_no_b0_exit_2(tmp_path, capsys):
     dwi, bvals, bvecs = _write_dwi(tmp_path, bvals=np.array([1000] * 10))
     code = main(["csd", str(dwi), "--bvals", str(bvals), "--bvecs", str(bvecs), "-o", str(tmp_path / "o")])

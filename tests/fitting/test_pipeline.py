@@ -193,6 +193,39 @@ def test_csd_outputs(phantom, tmp_path):
         assert (out / name).exists(), name
 
 
+def test_the_report_lists_what_loading_warned_about(phantom, tmp_path):
+    """A repaired voxel is a dropped voxel: report.json names it, not only stderr."""
+    img = nib.load(phantom / "dwi.nii.gz")
+    data = np.asarray(img.dataobj, dtype=np.float32)
+    data[3, 4, 2, 5] = np.nan
+    nib.save(nib.Nifti1Image(data, img.affine), tmp_path / "dwi.nii.gz")
+    with pytest.warns(UserWarning, match="1 voxel contains NaN"):
+        report = run_csd(tmp_path / "dwi.nii.gz", phantom / "bvals", phantom / "bvecs", tmp_path / "csd",
+                         mask=phantom / "mask.nii.gz")
+    assert any("1 voxel contains NaN or Inf; set to 0 and excluded from the mask" in w for w in report["warnings"])
+    assert any("lmax 8 needs 45 coefficients" in w for w in report["warnings"])  # the fit's own warning too
+    assert json.loads((tmp_path / "csd" / "report.json").read_text())["warnings"] == report["warnings"]
+
+
+def test_recorded_warnings_collects_each_message_once_and_issues_it_again():
+    import warnings
+
+    from shdeconv.fitting import recorded_warnings
+
+    with pytest.warns(UserWarning) as shown:
+        with recorded_warnings() as messages:
+            for _ in range(3):
+                warnings.warn("same", UserWarning)
+            warnings.warn("other", UserWarning)
+    assert messages == ["same", "other"]
+    assert [str(w.message) for w in shown] == ["same", "other"]
+    with pytest.warns(UserWarning, match="before the error"), pytest.raises(RuntimeError):
+        with recorded_warnings() as messages:
+            warnings.warn("before the error", UserWarning)
+            raise RuntimeError("stop")
+    assert messages == ["before the error"]
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("scheme", ["clinical", "multishell"])
 def test_mppca_denoising_brings_the_signal_closer_to_the_noise_free_one(scheme):

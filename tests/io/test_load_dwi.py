@@ -15,8 +15,10 @@ from shdeconv.io import (
     fsl_bvecs_to_world,
     load_dwi,
     make_mask,
+    tensor_conditioning,
     world_to_fsl_bvecs,
 )
+from shdeconv.io._nifti import POOR_CONDITIONING
 from shdeconv.signal import brain_mask
 
 SHAPE = (6, 5, 4)
@@ -117,6 +119,17 @@ def _corrupt(kind, ds):
     if kind == "bvecs_all_zero":
         np.savetxt(p["bvecs"], np.zeros((3, G)), fmt="%g")
         return p["bvecs"], "all gradient directions are zero"
+    if kind == "bvecs_in_a_plane":  # e.g. a z column lost: no tensor, let alone fibres
+        b = world_to_fsl_bvecs(ds["dirs"], AFFINE)
+        b[2:, 2] = 0
+        b[2:] /= np.linalg.norm(b[2:], axis=1, keepdims=True)
+        np.savetxt(p["bvecs"], b.T, fmt="%.8f")
+        return p["bvecs"], "10 diffusion-weighted directions cannot determine a diffusion tensor"
+    if kind == "five_directions":
+        b = world_to_fsl_bvecs(ds["dirs"], AFFINE)
+        b[7:] = b[2:7]
+        np.savetxt(p["bvecs"], b.T, fmt="%.8f")
+        return p["bvecs"], "cannot determine a diffusion tensor"
     if kind == "no_b0":
         np.savetxt(p["bvals"], np.r_[100.0, 100.0, ds["bvals"][2:]][None], fmt="%g")
         b = world_to_fsl_bvecs(ds["dirs"], AFFINE)
@@ -155,7 +168,8 @@ def _corrupt(kind, ds):
 
 
 BAD_INPUTS = ["missing_dwi", "missing_bvecs", "garbage_dwi", "dwi_3d", "bvals_count", "bvecs_count",
-              "bvals_text", "bvecs_not_unit", "bvecs_zero_dw", "bvecs_all_zero", "no_b0", "too_many_nan",
+              "bvals_text", "bvecs_not_unit", "bvecs_zero_dw", "bvecs_all_zero", "bvecs_in_a_plane",
+              "five_directions", "no_b0", "too_many_nan",
               "mask_shape", "mask_affine", "mask_garbage", "affine_nonfinite"]
 
 
@@ -176,10 +190,38 @@ def test_few_nan_voxels_are_repaired(dataset):
     d = dataset["data"].copy()
     d[2, 2, 2, 5] = np.nan
     nib.save(nib.Nifti1Image(d, AFFINE), p["dwi"])
-    with pytest.warns(UserWarning, match="1 voxels contain NaN"):
+    with pytest.warns(UserWarning, match="1 voxel contains NaN"):
         out = _load(p, max_bad_fraction=0.01)
     assert np.all(np.isfinite(out.data)) and np.all(out.data[2, 2, 2] == 0)
     assert out.bad_voxels.sum() == 1 and not out.mask[2, 2, 2] and not brain_mask(out.data, out.bvals, out.directions_world)[0][2, 2, 2]
+
+
+def test_clustered_directions_are_warned_about(dataset):
+    """Six directions within about 25 degrees of z determine a tensor only poorly."""
+    p = dataset["paths"]
+    t = np.linspace(0, 2 * np.pi, 10, endpoint=False)
+    tilt = np.linspace(0.1, 0.45, 10)
+    clustered = np.stack([np.sin(tilt) * np.cos(t), np.sin(tilt) * np.sin(t), np.cos(tilt)], 1)
+    assert tensor_conditioning(clustered) < POOR_CONDITIONING
+    np.savetxt(p["bvecs"], np.r_[np.zeros((2, 3)), clustered].T, fmt="%.8f")
+    with pytest.warns(UserWarning, match=r"the 10 diffusion-weighted directions cluster \(tensor conditioning 0\.0"):
+        _load(p)
+
+
+def test_tensor_conditioning(rng):
+    from shdeconv.sim import acquisition_scheme
+
+    bvals, dirs = acquisition_scheme("clinical")
+    dw = dirs[bvals > 50]
+    assert tensor_conditioning(dw) > 0.9  # 30 well-spread directions
+    rot = np.linalg.qr(rng.normal(size=(3, 3)))[0]
+    assert tensor_conditioning(dw @ rot.T) == pytest.approx(tensor_conditioning(dw), rel=1e-9)  # frame-free
+    assert tensor_conditioning(-dw) == pytest.approx(tensor_conditioning(dw), rel=1e-12)  # antipodal
+    assert tensor_conditioning(dw[:5]) == 0.0
+    a = np.linspace(0, np.pi, 20, endpoint=False)
+    assert tensor_conditioning(np.stack([np.cos(a), np.sin(a), 0 * a], 1)) < 1e-12  # a plane
+    cone = np.stack([0.5 * np.cos(a), 0.5 * np.sin(a), np.full_like(a, 0.75 ** 0.5)], 1)
+    assert tensor_conditioning(cone) < 1e-12
 
 
 def test_nan_bvecs_of_b0_volumes_are_zeroed(dataset):
@@ -242,7 +284,8 @@ def test_truncated_gz_is_a_clear_error(tmp_path):
     from shdeconv.io import InputError, load_dwi
 
     bvals = np.array([0, 1000, 1000, 1000, 1000, 1000, 1000])
-    bvecs = np.vstack([np.zeros(3), np.eye(3), np.eye(3) * -1])
+    dti6 = np.array([[1, 0, 1], [-1, 0, 1], [0, 1, 1], [0, 1, -1], [1, 1, 0], [-1, 1, 0]]) / np.sqrt(2)
+    bvecs = np.vstack([np.zeros(3), dti6])
     data = np.random.default_rng(1).uniform(100, 200, size=(6, 6, 4, 7)).astype(np.float32)
     nib.save(nib.Nifti1Image(data, np.eye(4)), tmp_path / "full.nii.gz")
     blob = (tmp_path / "full.nii.gz").read_bytes()

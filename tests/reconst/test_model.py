@@ -90,6 +90,15 @@ def test_model_default_is_direct_as_on_the_command_line():
     ({"variant": "csd"}, "variant"),
 ])
 def test_model_refuses_settings_it_would_ignore(kwargs, match):
-    gtab = gradient_table(np.r_[0, [1000] * 6], bvecs=np.r_[[[0, 0, 0]], np.eye(3), -np.eye(3)], b0_threshold=50)
+    gtab = gradient_table(np.r_[0, [1000] * 6], bvecs=np.r_[[[0, 0, 0]], DTI6], b0_threshold=50)
     with pytest.raises(ValueError, match=match):
         SHDModel(gtab, **kwargs)
+
+
+DTI6 = np.array([[1, 0, 1], [-1, 0, 1], [0, 1, 1], [0, 1, -1], [1, 1, 0], [-1, 1, 0]]) / np.sqrt(2)
+
+
+def test_model_refuses_directions_that_cannot_determine_a_tensor():
+    axes = np.r_[[[0, 0, 0]], np.eye(3), -np.eye(3)]  # 6 volumes, 3 axes
+    with pytest.raises(ValueError, match="6 diffusion-weighted directions cannot determine a diffusion tensor"):
+        SHDModel(gradient_table(np.r_[0, [1000] * 6], bvecs=axes, b0_threshold=50))

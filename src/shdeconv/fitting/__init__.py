@@ -28,6 +28,7 @@ from ._subject import (
     denoise_mppca,
     denoise_pca,
     load_subject,
+    recorded_warnings,
 )
 
 __all__ = [
@@ -51,6 +52,7 @@ __all__ = [
     "fit_network",
     "linear_start",
     "load_subject",
+    "recorded_warnings",
     "optimisation_step",
     "run_csd",
     "run_fit",

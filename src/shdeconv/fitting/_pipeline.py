@@ -54,6 +54,7 @@ from ._subject import (
     isotropic_responses,
     load_subject,
     predicted_start,
+    recorded_warnings,
     subject_arrays,
 )
 
@@ -153,6 +154,9 @@ def write_outputs(outdir: Path, subject: Subject, fodf_world: np.ndarray, iso: n
             report[key] = record
             if record.get("warning"):
                 report["warnings"] = list(report.get("warnings", [])) + [record["warning"]]
+    for message in subject.warnings:  # what loading warned about (repaired voxels, the gradient table, ...)
+        if message not in report.get("warnings", []):
+            report["warnings"] = list(report.get("warnings", [])) + [message]
     atomic_write_text(outdir / "report.json", json.dumps(report, indent=2, default=_json_default))
     return report
 
@@ -420,7 +424,8 @@ def run_csd(dwi, bvals, bvecs, outdir, *, mask=None, response_files=None, lmax=8
     outdir = check_output_dir(outdir)
     multi = {"auto": "auto", "ssst": False, "msmt": True}[algorithm]
     t_fit = time.perf_counter()
-    out = csd_fit(subject.dwi, subject.mask, subject.responses, lmax=lmax, multi_shell=multi, n_jobs=n_jobs)
+    with recorded_warnings() as fit_warnings:
+        out = csd_fit(subject.dwi, subject.mask, subject.responses, lmax=lmax, multi_shell=multi, n_jobs=n_jobs)
     t_done = time.perf_counter()
     iso = None if out.get("gm") is None else np.stack([out["gm"], out["csf"]], -1)
     report = {
@@ -431,6 +436,7 @@ def run_csd(dwi, bvals, bvecs, outdir, *, mask=None, response_files=None, lmax=8
         "denoise": subject.denoise,
         "n_jobs": n_jobs,
         "voxels_in_mask": int(subject.mask.sum()),
+        "warnings": fit_warnings,
         "timings_s": {"load": t_loaded - t_start, "fit": t_done - t_fit, "total": t_done - t_start},
     }
     card = {"Description": f"DIPY constrained spherical deconvolution ({out['algorithm'].upper()})",

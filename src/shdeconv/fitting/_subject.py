@@ -3,9 +3,10 @@ the forward model and network of its acquisition."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import warnings
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -42,6 +43,7 @@ __all__ = [
     "isotropic_responses",
     "load_subject",
     "prepare_subject",
+    "recorded_warnings",
     "subject_arrays",
 ]
 
@@ -76,6 +78,7 @@ class Subject:
     gradient_check: dict | None = None  # the gradient-table check (gradient_record), for the report
     denoise: str = "none"  # the denoising applied (``auto`` resolved)
     denoise_record: dict | None = None  # why ``auto`` chose it (choose_denoise), for the report
+    warnings: list[str] = field(default_factory=list)  # every warning issued while loading, for the report
 
     @property
     def affine(self) -> np.ndarray:
@@ -276,6 +279,31 @@ def prepare_subject(data, bvals, directions, mask, *, rotation=None, responses: 
     return Subject(bvals, directions, mask, responses, signal, s0, rotation, dwi)
 
 
+@contextlib.contextmanager
+def recorded_warnings():
+    """Collect the messages of the warnings issued inside, and issue them again on leaving.
+
+    Yields a list that receives each distinct ``UserWarning`` message once, in order (libraries'
+    deprecation and numerical warnings are not about the user's data); every warning then
+    reaches the caller's filters and stderr as it would have (once), also when the block
+    raises. So a report can name everything the user was warned about.
+    """
+    messages: list[str] = []
+    unique: dict = {}  # (message, category) -> the first such warning
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                yield messages
+            finally:
+                for w in caught:
+                    unique.setdefault((str(w.message), w.category), w)
+                messages.extend(message for message, category in unique if issubclass(category, UserWarning))
+    finally:  # outside catch_warnings: the caller's filters apply again
+        for w in unique.values():
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+
+
 def load_subject(dwi_path, bvals, bvecs, mask_path=None, *, response_files: dict | None = None, lmax: int = 8,
                  denoise: str = "none", keep_raw: bool = True, voxels_only: bool = False) -> Subject:
     """Load and check one subject's files, make the mask, check the gradient table, denoise if
@@ -293,8 +321,18 @@ def load_subject(dwi_path, bvals, bvecs, mask_path=None, *, response_files: dict
     With a mask only its bounding box is read (grown by MP-PCA's patch radius when denoising),
     or with ``voxels_only`` only its voxels: the subject's arrays are then ``(N, 1, 1, ...)``,
     for per-voxel work (``subject.uncrop`` puts them on the image's grid); not with MP-PCA,
-    whose patches need the neighbours.
+    whose patches need the neighbours. Every warning issued meanwhile (a repaired voxel, a
+    clustered gradient table, ...) is also in ``subject.warnings``.
     """
+    with recorded_warnings() as messages:
+        subject = _load_subject(dwi_path, bvals, bvecs, mask_path, response_files=response_files, lmax=lmax,
+                                denoise=denoise, keep_raw=keep_raw, voxels_only=voxels_only)
+    subject.warnings = messages
+    return subject
+
+
+def _load_subject(dwi_path, bvals, bvecs, mask_path, *, response_files, lmax, denoise, keep_raw,
+                  voxels_only) -> Subject:
     if denoise not in DENOISERS:
         raise OptionError(f"denoise must be one of {DENOISERS}, got {denoise!r}")
     if voxels_only and denoise != "none":

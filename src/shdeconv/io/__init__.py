@@ -11,6 +11,7 @@ from ._atomic import (
 from ._checkpoint import check_fingerprint, fingerprint
 from ._gradients import (
     fsl_bvecs_to_world,
+    tensor_conditioning,
     voxel_axes_rotation,
     voxel_to_world_matrix,
     world_to_fsl_bvecs,
@@ -55,6 +56,7 @@ __all__ = [
     "read_peaks",
     "read_response_file",
     "refuse_earlier_outputs",
+    "tensor_conditioning",
     "voxel_axes_rotation",
     "voxel_to_world_matrix",
     "world_to_fsl_bvecs",

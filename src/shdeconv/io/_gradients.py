@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["voxel_to_world_matrix", "fsl_bvecs_to_world", "world_to_fsl_bvecs", "voxel_axes_rotation"]
+__all__ = ["voxel_to_world_matrix", "fsl_bvecs_to_world", "world_to_fsl_bvecs", "voxel_axes_rotation",
+           "tensor_conditioning"]
 
 
 def voxel_to_world_matrix(affine: np.ndarray) -> np.ndarray:
@@ -61,3 +62,24 @@ def voxel_axes_rotation(affine: np.ndarray) -> np.ndarray:
         raise ValueError(f"the image affine is singular: {a.tolist()}")
     u, _, vt = np.linalg.svd(a / np.linalg.norm(a, axis=0))
     return u @ vt
+
+
+def tensor_conditioning(directions: np.ndarray) -> float:
+    r"""How well unit ``directions`` ``(N, 3)`` determine a diffusion tensor, in [0, 1].
+
+    The ratio of the smallest to the largest singular value of the orthonormal real SH
+    design of orders 0 and 2 (6 columns, the space a tensor's signal spans),
+    :math:`B_{ij} = Y_j(g_i)`. Uniform directions give values near 1 (0.4-0.6 for good
+    6-direction schemes); 0 when the directions cannot determine a tensor (fewer than 6
+    distinct axes, or all on one cone through the origin, such as a plane). Noise in the
+    worst-determined component is amplified by its inverse relative to the best one.
+    """
+    g = np.asarray(directions, dtype=np.float64).reshape(-1, 3)
+    if len(g) < 6:
+        return 0.0
+    x, y, z = g.T
+    c0, c1, c2 = 0.5 / np.sqrt(np.pi), np.sqrt(15 / (4 * np.pi)), np.sqrt(5 / (16 * np.pi))
+    design = np.stack([np.full_like(x, c0), c1 * x * y, c1 * y * z, c2 * (3 * z * z - 1), c1 * x * z,
+                       0.5 * c1 * (x * x - y * y)], axis=1)
+    s = np.linalg.svd(design, compute_uv=False)
+    return float(s[-1] / s[0]) if s[0] > 0 else 0.0

@@ -28,7 +28,7 @@ from ..fitting._subject import (
     prepare_subject,
 )
 from ..inference import predict_volume
-from ..io import B0_THRESHOLD
+from ..io import B0_THRESHOLD, tensor_conditioning
 from ..losses import DeconvLoss, LossWeights
 from ..models._deconv import NetworkConfig
 from ..signal import Responses
@@ -68,6 +68,10 @@ class SHDModel:
             raise ValueError(f"sh_basis must be 'descoteaux07' or 'tournier07', got {sh_basis!r}")
         if variant not in FIT_MODELS:
             raise OptionError(f"unknown variant {variant!r}; expected one of {FIT_MODELS}")
+        dw = np.asarray(gtab.bvals, float) > B0_THRESHOLD
+        if tensor_conditioning(np.asarray(gtab.bvecs, float)[dw]) < 1e-6:
+            raise ValueError(f"gtab: its {int(dw.sum())} diffusion-weighted directions cannot determine a diffusion "
+                             "tensor (at least 6 distinct axes, not all on one cone such as a plane, are needed)")
         self.gtab = gtab
         self.responses = responses
         self.variant = variant
