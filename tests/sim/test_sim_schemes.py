@@ -10,7 +10,17 @@ SCHEME_CASES = [  # name, n b=0, {b: n directions}
     ("sparse", 1, {1000.0: 15}),
     ("b2000", 5, {2000.0: 60}),
     ("b3000", 5, {3000.0: 64}),
+    ("ukbiobank", 5, {1000.0: 50, 2000.0: 50}),
 ]
+
+
+def test_simulate_offers_every_scheme():
+    from shdeconv.cli import build_parser
+    from shdeconv.sim import SCHEMES
+
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    scheme = next(a for a in sub.choices["simulate"]._actions if a.dest == "scheme")
+    assert sorted(scheme.choices) == sorted(SCHEMES)
 
 
 @pytest.mark.parametrize("name,n0,shells", SCHEME_CASES)

@@ -281,7 +281,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("output", type=Path, help="output directory")
     p.add_argument("--kind", default="spatial", choices=["spatial", "voxelwise"],
                    help="bundles with spatial structure, or independent random voxels")
-    p.add_argument("--scheme", default="clinical", choices=["clinical", "sparse", "multishell", "b2000", "b3000"],
+    p.add_argument("--scheme", default="clinical",
+                   choices=["clinical", "sparse", "multishell", "b2000", "b3000", "ukbiobank"],
                    help="acquisition scheme")
     p.add_argument("--snr", type=float, default=20.0, help="b=0 SNR of pure white matter")
     p.add_argument("--seed", type=int, default=0, help="seed of the geometry, directions and noise")

@@ -28,6 +28,8 @@ SCHEMES: dict[str, tuple[int, tuple[tuple[float, int], ...]]] = {
     # so benchmarks/unseen_schemes.py tests it on acquisitions it has never seen
     "b2000": (5, ((2000.0, 60),)),
     "b3000": (5, ((3000.0, 64),)),
+    # two shells at b-values unlike the training scheme's (as UK Biobank acquires them)
+    "ukbiobank": (5, ((1000.0, 50), (2000.0, 50))),
 }
 _ALIASES = {"hcp": "multishell"}
 
@@ -89,11 +91,12 @@ def acquisition_scheme(name: str, seed: int = 0) -> tuple[np.ndarray, np.ndarray
 
     Parameters
     ----------
-    name : {"multishell", "hcp", "clinical", "sparse", "b2000", "b3000"}
+    name : {"multishell", "hcp", "clinical", "sparse", "b2000", "b3000", "ukbiobank"}
         ``"multishell"`` (alias ``"hcp"``): 6 b=0 + 90 directions at each of b = 1000, 2000,
         3000 s/mm^2 (276 volumes). ``"clinical"``: 3 b=0 + 30 directions at b = 1000.
         ``"sparse"``: 1 b=0 + 15 directions at b = 1000.
         ``"b2000"``: 5 b=0 + 60 directions at b = 2000; ``"b3000"``: 5 b=0 + 64 at b = 3000.
+        ``"ukbiobank"``: 5 b=0 + 50 directions at each of b = 1000 and 2000.
     seed : int
         Seed of the direction sets (shell ``k`` uses ``seed * 1000 + k``).
 
