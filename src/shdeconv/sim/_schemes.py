@@ -28,7 +28,7 @@ SCHEMES: dict[str, tuple[int, tuple[tuple[float, int], ...]]] = {
     # so benchmarks/unseen_schemes.py tests it on acquisitions it has never seen
     "b2000": (5, ((2000.0, 60),)),
     "b3000": (5, ((3000.0, 64),)),
-    # two shells at b-values unlike the training scheme's (as UK Biobank acquires them)
+    # two shells of 50 directions (as UK Biobank acquires them), unlike the training scheme's three of 90
     "ukbiobank": (5, ((1000.0, 50), (2000.0, 50))),
 }
 _ALIASES = {"hcp": "multishell"}
