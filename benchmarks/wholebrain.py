@@ -11,6 +11,8 @@ is its own:
 * ``predict-overlap0.125``: the same with ``--overlap 0.125`` (a one-voxel overlap of the 8^3
   tiles: fewer tiles, and the score shows what it costs); any ``predict-overlapX`` arm runs at
   overlap ``X`` (``predict-overlap0``: every voxel computed once);
+* ``predict-auto`` (on request): ``predict --denoise auto``, MP-PCA first where neighbouring
+  fibres agree (on a brain it does); its MP-PCA time is in the loading seconds;
 * ``fit`` (on request, not by default: 45-60 minutes for a whole brain on 2 cores): ``shdeconv fit`` at its
   defaults (its denoising, MP-PCA on a brain, then ``direct``'s 300 steps from its default start);
   its estimator seconds are the steps alone;
@@ -66,12 +68,13 @@ def _arm(method: str, data: Path, out: Path, device: str, model: Path | None) ->
 
     inputs = (data / "dwi.nii.gz", data / "bvals", data / "bvecs")
     t = time.perf_counter()
-    if predict_overlap(method) is not None:
+    if predict_overlap(method) is not None or method == "predict-auto":
+        overlap = predict_overlap("predict" if method == "predict-auto" else method)
         report = run_predict(*inputs, out, mask=data / "mask.nii.gz", model=model, device=device, progress=False,
-                             overlap=predict_overlap(method), force=True)
+                             overlap=overlap, denoise="auto" if method == "predict-auto" else "none", force=True)
         core = report["timings_s"]["predict"]
         extra = {"tile": report["tile"], "overlap": report["overlap"], "tiles_per_batch": report["tiles_per_batch"],
-                 "tile_workers": report["tile_workers"]}
+                 "tile_workers": report["tile_workers"], "denoise": report["denoise"]}
         if device != "cpu":
             import torch
 
@@ -106,7 +109,8 @@ def main(argv=None) -> int:
     p.add_argument("--schemes", default="clinical,multishell")
     p.add_argument("--device", default="cpu")
     p.add_argument("--methods", default=",".join(METHODS),
-                   help="comma-separated arms among " + ",".join(METHODS) + ",fit and predict-overlapX (X in [0, 1))")
+                   help="comma-separated arms among " + ",".join(METHODS)
+                   + ",fit, predict-auto and predict-overlapX (X in [0, 1))")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--shape", default="90,108,90", help="volume shape (smaller for a smoke test)")
     p.add_argument("--model", type=Path, default=None, help="model for predict (default: the shipped one)")
@@ -116,9 +120,9 @@ def main(argv=None) -> int:
     p.add_argument("--data", type=Path, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     methods = [m for m in args.methods.split(",") if m]
-    if not methods or any(m not in DIPY_ARMS + ("fit",) and predict_overlap(m) is None for m in methods):
-        p.error(f"--methods must be comma-separated arms among {','.join(METHODS)},fit and predict-overlapX "
-                f"(X in [0, 1)), got {args.methods!r}")
+    if not methods or any(m not in DIPY_ARMS + ("fit", "predict-auto") and predict_overlap(m) is None for m in methods):
+        p.error(f"--methods must be comma-separated arms among {','.join(METHODS)},fit,predict-auto and "
+                f"predict-overlapX (X in [0, 1)), got {args.methods!r}")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if args.arm:  # child process: one method, JSON on stdout
         print(json.dumps(_arm(args.arm, args.data, args.output, args.device, args.model)))
