@@ -148,15 +148,15 @@ def write_outputs(outdir: Path, subject: Subject, fodf_world: np.ndarray, iso: n
     timings = dict(report.get("timings_s", {}))
     timings.update(write=write, total=timings.get("total", 0.0) + write)
     report = dict(report, outputs=files, timings_s=timings)
+    warned = list(report.get("warnings", []))
     for key, record in (("mask", subject.mask_record), ("gradient_check", subject.gradient_check),
                         ("denoise_choice", subject.denoise_record)):
         if record is not None:
             report[key] = record
             if record.get("warning"):
-                report["warnings"] = list(report.get("warnings", [])) + [record["warning"]]
-    for message in subject.warnings:  # what loading warned about (repaired voxels, the gradient table, ...)
-        if message not in report.get("warnings", []):
-            report["warnings"] = list(report.get("warnings", [])) + [message]
+                warned.append(record["warning"])
+    # and whatever else loading warned about (repaired voxels, the gradient table, ...), once
+    report["warnings"] = warned + [m for m in subject.warnings if m not in warned]
     atomic_write_text(outdir / "report.json", json.dumps(report, indent=2, default=_json_default))
     return report
 

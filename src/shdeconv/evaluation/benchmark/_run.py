@@ -44,16 +44,13 @@ def _label(name: str, cell: Cell) -> str:
 def _auto_denoise(phantom_dir: Path) -> tuple[str, dict]:
     """What ``--denoise auto`` chooses for the phantom (as ``load_subject`` does: its check of the
     raw signal within the mask, then :func:`~shdeconv.fitting.choose_denoise`)."""
-    import nibabel as nib
-
     from ...direction import check_gradients
     from ...fitting import choose_denoise
+    from ...io import load_dwi
 
-    img = nib.load(str(phantom_dir / "dwi.nii.gz"))
-    mask = np.asarray(nib.load(str(phantom_dir / "mask.nii.gz")).dataobj) > 0
-    check = check_gradients(img.get_fdata(dtype=np.float32), np.loadtxt(phantom_dir / "bvals").ravel(),
-                            np.loadtxt(phantom_dir / "bvecs"), img.affine, mask)
-    return choose_denoise(check)
+    dwi = load_dwi(phantom_dir / "dwi.nii.gz", phantom_dir / "bvals", phantom_dir / "bvecs",
+                   phantom_dir / "mask.nii.gz")
+    return choose_denoise(check_gradients(dwi.data, dwi.bvals, dwi.bvecs, dwi.affine, dwi.mask))
 
 
 def _run_method(name: str, cell: Cell, cell_dir: Path, phantom_dir: Path,
