@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["OptionError", "ValidatedConfig", "check_device", "resolve_device"]
+__all__ = ["OptionError", "ValidatedConfig", "check_device", "check_patch_size", "resolve_device"]
 
 
 class OptionError(ValueError):
@@ -51,6 +51,19 @@ class ValidatedConfig:
         value = getattr(self, name)
         if not (isinstance(value, (int, float)) and 0.0 <= value < 1.0):
             raise OptionError(f"{name} must be in [0, 1), got {value!r}")
+
+
+def check_patch_size(size, multiple: int, what: str = "patch size") -> int:
+    """``size`` if it is a positive multiple of ``multiple`` (the network's spatial pooling needs
+    sides it can halve), else :class:`OptionError` naming the nearest sizes that work."""
+    if not (isinstance(size, int) and size > 0):
+        raise OptionError(f"{what} must be a positive integer, got {size!r}")
+    if size % multiple:
+        lower, upper = size - size % multiple, size - size % multiple + multiple
+        nearest = f"{lower} or {upper}" if lower else f"{upper}"
+        raise OptionError(f"{what} {size}: this network pools space {multiple}x, so patches and tiles must be "
+                          f"multiples of {multiple} ({nearest})")
+    return size
 
 
 def check_device(device: str) -> str:

@@ -166,3 +166,36 @@ def test_fit_network_scale_from_the_command_line(tmp_path):
     # a U-Net too shallow for the spatial pooling is a clear error, not a traceback
     assert main(["fit", *args, "--depth", "1", "-o", str(tmp_path / "bad")]) == 2
     assert not (tmp_path / "bad").exists()
+
+
+def test_tile_and_patch_options_are_used_as_given_or_refused(tmp_path, capsys):
+    """Sizes the network cannot take, overlaps outside [0, 1) and empty batches exit 2 before any
+    work, with nothing written: no silent rounding of a patch or tile, no traceback."""
+    from shdeconv._options import OptionError, check_patch_size
+    from shdeconv.sim import simulate_to_dir
+
+    assert check_patch_size(8, 2) == 8 and check_patch_size(7, 1) == 7
+    for size, multiple, nearest in ((7, 2, "6 or 8"), (1, 2, "(2)"), (10, 4, "8 or 12")):
+        with pytest.raises(OptionError, match=nearest.replace("(", r"\(").replace(")", r"\)")):
+            check_patch_size(size, multiple)
+    with pytest.raises(OptionError, match="positive integer"):
+        check_patch_size(0, 2)
+
+    ph = simulate_to_dir(tmp_path / "ph", scheme="clinical", snr=20, seed=3, size="quick")
+    args = [str(ph / "dwi.nii.gz"), "--bvals", str(ph / "bvals"), "--bvecs", str(ph / "bvecs"), "--mask",
+            str(ph / "mask.nii.gz"), "--no-progress"]
+    bad = tmp_path / "bad"
+    for option, said in ((["--patch-size", "7"], "6 or 8"), (["--patch-size", "0"], "positive integer"),
+                         (["--overlap", "1"], "--overlap"), (["--overlap", "-0.1"], "--overlap"),
+                         (["--batch-size", "0"], "--batch-size")):
+        assert main(["predict", *args, *option, "-o", str(bad)]) == 2, option
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and said in err, err
+        assert not bad.exists()
+    code = main(["fit", *args, "--variant", "shd-tv", "--iterations", "1", "--patch-size", "7", "-o", str(bad)])
+    assert code == 2 and "6 or 8" in capsys.readouterr().err and not bad.exists()
+    # an even tile is used as given and reported as used
+    out = tmp_path / "tile6"
+    assert main(["predict", *args, "--patch-size", "6", "--batch-size", "3", "-o", str(out)]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert (report["tile"], report["tiles_per_batch"]) == (6, 3)

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .._options import OptionError, ValidatedConfig
+from .._options import OptionError, ValidatedConfig, check_patch_size
 from ..inference import DEFAULT_TILE_OVERLAP
 from ..io import InputError, check_fingerprint
 from ..io._atomic import atomic_torch_save
@@ -183,7 +183,7 @@ def fit_network(
     loss_fn.to(device)
     opt = torch.optim.Adam(net.parameters(), lr=config.lr)
     multiple = net.config.patch_multiple
-    patch = int(math.ceil(config.patch_size / multiple) * multiple)
+    patch = check_patch_size(config.patch_size, multiple, "patch_size")
     sig = _pad_to(torch.from_numpy(np.ascontiguousarray(np.moveaxis(signal, -1, 0))), patch, multiple).to(device)
     msk = _pad_to(torch.from_numpy(mask.astype(np.bool_)), patch, multiple).to(device)
     tgt = None

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from .. import __version__
-from .._options import OptionError, resolve_device
+from .._options import OptionError, check_patch_size, resolve_device
 from ..direction import sh_peaks
 from ..inference import (
     DEFAULT_TILE_OVERLAP,
@@ -235,6 +235,9 @@ def run_fit(dwi, bvals, bvecs, outdir, *, mask=None, response_files=None, varian
     net_config = net_config or NetworkConfig()
     if lmax is not None:
         net_config = replace(net_config, lmax=lmax)
+    fit_config = fit_config or FitConfig()
+    if variant != "direct":
+        check_patch_size(fit_config.patch_size, net_config.with_variant(variant).patch_multiple, "--patch-size")
     direct_config = direct_config or DirectConfig(**({} if lmax is None else {"lmax": lmax}))
     dev = resolve_device(device)
     csd_start = variant == "direct" and direct_config.init == "csd"
@@ -243,7 +246,6 @@ def run_fit(dwi, bvals, bvecs, outdir, *, mask=None, response_files=None, varian
     t_loaded = time.perf_counter()
     grid = spatial_grid_report(subject.affine, "fit")
     outdir = check_output_dir(outdir)
-    fit_config = fit_config or FitConfig()
     weights = loss_weights or default_loss_weights(variant, init=fit_config.init)
     start = start_for(direct_config.init, subject.responses.bvals) if variant == "direct" else None
     settings = {"variant": variant, "loss_weights": asdict(weights), "denoise": subject.denoise,
@@ -329,11 +331,16 @@ def run_predict(dwi, bvals, bvecs, outdir, *, mask=None, response_files=None, mo
 
     if finetune < 0:
         raise OptionError(f"--finetune must be >= 0, got {finetune}")
+    if not 0.0 <= overlap < 1.0:
+        raise OptionError(f"--overlap must be in [0, 1), got {overlap}")
+    if batch is not None and batch < 1:
+        raise OptionError(f"--batch-size must be >= 1, got {batch}")
     t_start = time.perf_counter()
     refuse_earlier_outputs(outdir, OUTPUT_FILES, force=force)
     dev = resolve_device(device)
     loaded = model if isinstance(model, LoadedModel) else LoadedModel.load(model)
     net, meta, model_path = loaded.fresh(), loaded.meta, loaded.path
+    tile = loaded.patch_size if tile is None else check_patch_size(tile, net.config.patch_multiple, "--patch-size")
     # a 'linear'-input network's input is per voxel: with a mask and nothing spatial before the
     # network (no denoising, no fine-tuning on patches), only the mask's voxels are read
     voxels_only = (mask is not None and not finetune and denoise == "none" and net.config.inputs == "linear")
@@ -358,7 +365,6 @@ def run_predict(dwi, bvals, bvecs, outdir, *, mask=None, response_files=None, mo
                              teacher=teacher)
         history = result.history
     t_pred = time.perf_counter()
-    tile = tile or loaded.patch_size
     batch = batch or auto_batch(net, dev, tile)
     workers = tile_workers(dev)
     # the network's input (D s over the mask's box) first, then the signal goes: the largest

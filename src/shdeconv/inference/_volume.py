@@ -9,7 +9,6 @@ the CPU's threads among tile workers.
 
 from __future__ import annotations
 
-import math
 import os
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .._options import check_patch_size
 from ..io import mask_box
 from ..models._deconv import DeconvNet
 from ._sliding_window import SlidingWindowInferer
@@ -220,15 +220,15 @@ def predict_volume(net: DeconvNet, signal: np.ndarray | VolumeInput | None, mask
     """Whole-volume prediction. Returns ``wm_sh [X, Y, Z, S]`` and ``iso [X, Y, Z, T]`` (or None).
 
     ``signal`` ``[X, Y, Z, G]``, or its :func:`volume_input` for ``net`` and ``mask`` (None for
-    an empty mask). Only the bounding box of ``mask`` is processed, and tiles without a mask
+    an empty mask); ``tile`` a multiple of ``net.config.patch_multiple`` (else an
+    ``OptionError``). Only the bounding box of ``mask`` is processed, and tiles without a mask
     voxel are skipped; outside ``mask`` the outputs are zero. ``workers`` (default
     :func:`tile_workers`) batches of ``sw_batch_size`` tiles run at once in threads; on a CPU
     with more than one worker torch's intra-op threads are divided among them meanwhile (and
     restored).
     """
+    check_patch_size(tile, net.config.patch_multiple, "tile")
     net.to(device).eval()
-    multiple = net.config.patch_multiple
-    tile = int(math.ceil(tile / multiple) * multiple)
     mask = np.asarray(mask, dtype=bool)
     s = net.n_coeffs
     inputs = signal if signal is None or isinstance(signal, VolumeInput) else volume_input(net, signal, mask)

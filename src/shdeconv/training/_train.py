@@ -17,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
 import os
 import time
 from dataclasses import asdict, dataclass
@@ -28,7 +27,7 @@ import torch
 import torch.distributed as dist
 from tqdm.auto import tqdm
 
-from .._options import ValidatedConfig
+from .._options import ValidatedConfig, check_patch_size
 from ..fitting._fit import optimisation_step
 from ..fitting._subject import head_tissues
 from ..io import InputError, check_fingerprint, fingerprint, refuse_earlier_outputs
@@ -155,11 +154,12 @@ def train(subject_dirs, outdir, *, net_config: NetworkConfig | None = None, weig
 
     outdir = Path(outdir)
     refuse_earlier_outputs(outdir, TRAIN_OUTPUT_FILES, force=force, resume=resume)
+    net_config = replace(net_config or NetworkConfig(), inputs="linear")
+    patch = check_patch_size(config.patch_size, net_config.patch_multiple, "patch_size")
     rank, world, dev, backend = _distributed_setup(device)
     distributed = backend is not None
     if rank == 0:
         outdir.mkdir(parents=True, exist_ok=True)
-    net_config = replace(net_config or NetworkConfig(), inputs="linear")
     weights = weights or LossWeights()
     subject_dirs = [Path(p) for p in subject_dirs]
     if not subject_dirs:
@@ -203,8 +203,6 @@ def train(subject_dirs, outdir, *, net_config: NetworkConfig | None = None, weig
         model = DDP(net)
     opt = torch.optim.Adam([p for p in net.parameters() if p.requires_grad], lr=config.lr)
     rng = np.random.default_rng([config.seed, rank])
-    multiple = net_config.patch_multiple
-    patch = int(math.ceil(config.patch_size / multiple) * multiple)
     log_path, ckpt_path = outdir / "train_log.jsonl", outdir / "checkpoint.pt"
     start, order = 0, []
     if resume and not ckpt_path.exists():
