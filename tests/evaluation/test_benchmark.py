@@ -147,6 +147,9 @@ def test_unknown_names_and_bad_settings_raise(tmp_path):
         BenchmarkConfig(iterations=-1)
     with pytest.raises(ValueError, match="device"):
         BenchmarkConfig(device="tpu")
+    with pytest.raises(ValueError, match="seed must be an int >= 0"):  # was a traceback after writing
+        run_benchmark(tmp_path / "s", size="quick", seed=-1)
+    assert not (tmp_path / "s").exists()
     assert BenchmarkConfig(methods="csd, shd-tv").methods == ("csd", "shd-tv")
 
 

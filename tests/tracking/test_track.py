@@ -52,3 +52,22 @@ def test_missing_fodf(tmp_path):
     nib.save(nib.Nifti1Image(np.zeros((2, 2, 2, 45), np.float32), np.eye(4)), tmp_path / "fodf.nii.gz")
     with pytest.raises(InputError, match=".trk or .tck"):
         track(tmp_path, tmp_path / "t.txt")
+
+
+@pytest.mark.parametrize("setting, value, said", [
+    ("step_size", 0.0, "--step-size"), ("step_size", -1.0, "--step-size"), ("step_size", float("nan"), "--step-size"),
+    ("max_angle", 0.0, "--max-angle"), ("max_angle", 120.0, "--max-angle"), ("wm_threshold", -0.1, "--wm-threshold"),
+    ("relative_peak_threshold", 1.0, "relative_peak_threshold"), ("min_length", -1.0, "min_length")])
+def test_settings_out_of_range_are_refused_before_reading(tmp_path, setting, value, said):
+    """A zero step was a ZeroDivisionError, a negative one DIPY's ValueError, a negative threshold
+    or an angle above 90 degrees was used as given; all are option errors, and no fODF is read
+    (there is none here) and nothing is written."""
+    from shdeconv._options import OptionError
+    from shdeconv.cli import main
+
+    with pytest.raises(OptionError, match=said):
+        track(tmp_path, tmp_path / "t.trk", **{setting: value})
+    assert not (tmp_path / "t.trk").exists()
+    if said.startswith("--"):
+        assert main(["track", str(tmp_path), "-o", str(tmp_path / "t.tck"), said, str(value)]) == 2
+        assert not (tmp_path / "t.tck").exists()

@@ -214,6 +214,10 @@ def cmd_simulate(args) -> int:
         for field, flag in flags.items():
             message = message.replace(field, flag)
         raise OptionError(message) from None
+    if not args.snr > 0:  # also NaN
+        raise OptionError(f"--snr must be positive, got {args.snr}")
+    if args.seed < 0:
+        raise OptionError(f"--seed must be >= 0, got {args.seed}")
     refuse_earlier_outputs(args.output, PHANTOM_FILES, force=args.force)
     out = simulate_to_dir(args.output, kind=args.kind, scheme=args.scheme, snr=args.snr, seed=args.seed,
                           size="quick" if args.quick else "default", variation=variation)

@@ -270,8 +270,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--algorithm", default="det", choices=["det", "prob"], help="DIPY direction getter")
     p.add_argument("--seeds-per-voxel", type=int, default=1,
                    help="seeds in every seed voxel: its centre for 1, else that many at random positions")
-    p.add_argument("--step-size", type=float, default=0.5, help="in mm")
-    p.add_argument("--max-angle", type=float, default=30.0, help="degrees")
+    p.add_argument("--step-size", type=float, default=0.5, help="in mm (> 0)")
+    p.add_argument("--max-angle", type=float, default=30.0, help="largest turn per step, degrees (0 to 90)")
     p.add_argument("--wm-threshold", type=float, default=0.25, help="seed and stop where the WM fraction is below")
     p.add_argument("--seed", type=int, default=0, help="seed of the random seeds and the probabilistic getter")
     _common(p, threads=False)

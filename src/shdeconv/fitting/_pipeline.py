@@ -423,6 +423,8 @@ def run_csd(dwi, bvals, bvecs, outdir, *, mask=None, response_files=None, lmax=8
 
     if algorithm not in ("auto", "ssst", "msmt"):
         raise OptionError(f"algorithm must be 'auto', 'ssst' or 'msmt', got {algorithm!r}")
+    if not (isinstance(lmax, int) and lmax >= 2 and lmax % 2 == 0):
+        raise OptionError(f"--lmax must be an even integer >= 2, got {lmax!r}")
     t_start = time.perf_counter()
     refuse_earlier_outputs(outdir, OUTPUT_FILES, force=force)
     subject = load_subject(dwi, bvals, bvecs, mask, response_files=response_files, lmax=lmax, denoise=denoise)

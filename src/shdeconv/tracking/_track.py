@@ -59,6 +59,19 @@ def track_seeds(seed_mask: np.ndarray, affine: np.ndarray, seeds_per_voxel: int,
                                         random_seed=seed)
 
 
+def _check_settings(*, step_size, max_angle, wm_threshold, relative_peak_threshold, min_length) -> None:
+    """:class:`OptionError` for a tracking setting outside its range (before any file is read)."""
+    checks = (("--step-size", step_size, step_size > 0, "must be > 0 mm"),
+              ("--max-angle", max_angle, 0 < max_angle <= 90, "must be in (0, 90] degrees"),
+              ("--wm-threshold", wm_threshold, wm_threshold >= 0, "must be >= 0"),
+              ("relative_peak_threshold", relative_peak_threshold, 0 <= relative_peak_threshold < 1,
+               "must be in [0, 1)"),
+              ("min_length", min_length, min_length >= 0, "must be >= 0 mm"))
+    for name, value, ok, rule in checks:
+        if not (np.isfinite(value) and ok):
+            raise OptionError(f"{name} {rule}, got {value!r}")
+
+
 def tracked_streamlines(fit_dir, seed_mask: np.ndarray | None = None, *, algorithm: str = "det",
                         seeds_per_voxel: int = 1, step_size: float = 0.5, max_angle: float = 30.0,
                         wm_threshold: float = 0.25, seed: int = 0, relative_peak_threshold: float = 0.1,
@@ -82,6 +95,8 @@ def tracked_streamlines(fit_dir, seed_mask: np.ndarray | None = None, *, algorit
 
     if algorithm not in ("det", "prob"):
         raise OptionError(f"algorithm must be 'det' or 'prob', got {algorithm!r}")
+    _check_settings(step_size=step_size, max_angle=max_angle, wm_threshold=wm_threshold,
+                    relative_peak_threshold=relative_peak_threshold, min_length=min_length)
     fit_dir = Path(fit_dir)
     img, fodf_world = _load(fit_dir)
     affine = img.affine

@@ -165,8 +165,8 @@ class BenchmarkConfig:
             object.__setattr__(self, "model", str(Path(self.model).resolve()))
         if self.size not in SUITES:
             raise OptionError(f"size must be one of {sorted(SUITES)}, got {self.size!r}")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)):
-            raise OptionError(f"seed must be an int, got {self.seed!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)) or self.seed < 0:
+            raise OptionError(f"seed must be an int >= 0, got {self.seed!r}")
         check_device(self.device)
         if self.iterations is not None and (isinstance(self.iterations, bool) or int(self.iterations) != self.iterations
                                             or self.iterations < 0):
