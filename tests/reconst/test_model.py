@@ -1,10 +1,9 @@
 """DIPY-style API: SHDModel(gtab).fit(data, mask) -> shm_coeff, odf(sphere), peaks, predict."""
 
 import numpy as np
+import pytest
 from dipy.core.gradients import gradient_table
 from dipy.data import get_sphere
-
-import pytest
 
 from shdeconv.fitting import DirectConfig, FitConfig
 from shdeconv.models import NetworkConfig
@@ -102,3 +101,17 @@ def test_model_refuses_directions_that_cannot_determine_a_tensor():
     axes = np.r_[[[0, 0, 0]], np.eye(3), -np.eye(3)]  # 6 volumes, 3 axes
     with pytest.raises(ValueError, match="6 diffusion-weighted directions cannot determine a diffusion tensor"):
         SHDModel(gradient_table(np.r_[0, [1000] * 6], bvecs=axes, b0_threshold=50))
+
+
+def test_model_says_what_shape_it_needs():
+    """A voxel list (DIPY models take any leading shape) or a mask of another grid is a clear
+    ValueError naming the shape to use, not a numpy broadcast error."""
+    bvecs = np.r_[[[0, 0, 0]], DTI6, -DTI6[:3]]
+    model = SHDModel(gradient_table(np.r_[0, [1000] * 9], bvecs=bvecs, b0_threshold=50))
+    data = np.ones((4, 4, 2, 10), np.float32)
+    with pytest.raises(ValueError, match=r"reshape\(-1, 1, 1, 10\)"):
+        model.fit(data[0, 0])
+    with pytest.raises(ValueError, match="data has 9 volumes, gtab 10"):
+        model.fit(data[..., :9])
+    with pytest.raises(ValueError, match=r"mask shape \(3, 4, 2\) does not match the data's \(4, 4, 2\)"):
+        model.fit(data, np.ones((3, 4, 2), bool))

@@ -106,9 +106,16 @@ class SHDModel:
         """Fit ``data`` ``(X, Y, Z, G)`` inside ``mask`` (default: every voxel with b=0 signal):
         ``direct`` in one optimisation, a network by training it and predicting every voxel."""
         data = np.asarray(data, dtype=np.float32)
-        if data.ndim != 4 or data.shape[-1] != len(self.gtab.bvals):
-            raise ValueError(f"data must be (X, Y, Z, {len(self.gtab.bvals)}) to match gtab, got {data.shape}")
+        g = len(self.gtab.bvals)
+        if data.shape[-1:] != (g,):
+            raise ValueError(f"data has {data.shape[-1] if data.ndim else 0} volumes, gtab {g} "
+                             f"(data shape {data.shape})")
+        if data.ndim != 4:
+            raise ValueError(f"data must be a volume (X, Y, Z, {g}), got {data.shape}: SHDModel's fits use each "
+                             f"voxel's neighbours; voxels without neighbours go in as data.reshape(-1, 1, 1, {g})")
         mask = np.ones(data.shape[:3], bool) if mask is None else np.asarray(mask, bool)
+        if mask.shape != data.shape[:3]:
+            raise ValueError(f"mask shape {mask.shape} does not match the data's {data.shape[:3]}")
         subject = prepare_subject(data, self.gtab.bvals, self.gtab.bvecs, mask, responses=self.responses,
                                   lmax=self.response_lmax)
         if self.variant == "direct":
