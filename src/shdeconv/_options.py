@@ -7,6 +7,7 @@ in one line with exit status 2; any other exception is a bug and keeps its trace
 
 from __future__ import annotations
 
+import numbers
 import re
 
 __all__ = ["OptionError", "ValidatedConfig", "check_device", "check_patch_size", "resolve_device"]
@@ -56,8 +57,9 @@ class ValidatedConfig:
 def check_patch_size(size, multiple: int, what: str = "patch size") -> int:
     """``size`` if it is a positive multiple of ``multiple`` (the network's spatial pooling needs
     sides it can halve), else :class:`OptionError` naming the nearest sizes that work."""
-    if not (isinstance(size, int) and size > 0):
+    if isinstance(size, bool) or not (isinstance(size, numbers.Integral) and size > 0):
         raise OptionError(f"{what} must be a positive integer, got {size!r}")
+    size = int(size)
     if size % multiple:
         lower, upper = size - size % multiple, size - size % multiple + multiple
         nearest = f"{lower} or {upper}" if lower else f"{upper}"

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import numbers
 import platform
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -423,7 +424,7 @@ def run_csd(dwi, bvals, bvecs, outdir, *, mask=None, response_files=None, lmax=8
 
     if algorithm not in ("auto", "ssst", "msmt"):
         raise OptionError(f"algorithm must be 'auto', 'ssst' or 'msmt', got {algorithm!r}")
-    if not (isinstance(lmax, int) and lmax >= 2 and lmax % 2 == 0):
+    if isinstance(lmax, bool) or not (isinstance(lmax, numbers.Integral) and lmax >= 2 and lmax % 2 == 0):
         raise OptionError(f"--lmax must be an even integer >= 2, got {lmax!r}")
     t_start = time.perf_counter()
     refuse_earlier_outputs(outdir, OUTPUT_FILES, force=force)
