@@ -194,6 +194,14 @@ def test_tile_and_patch_options_are_used_as_given_or_refused(tmp_path, capsys):
         assert not bad.exists()
     code = main(["fit", *args, "--variant", "shd-tv", "--iterations", "1", "--patch-size", "7", "-o", str(bad)])
     assert code == 2 and "6 or 8" in capsys.readouterr().err and not bad.exists()
+    from shdeconv.fitting import FitConfig
+    from shdeconv.training import TrainConfig
+
+    for config in (FitConfig, TrainConfig):  # a negative seed was taken by torch and refused by numpy
+        with pytest.raises(OptionError, match="seed must be >= 0"):
+            config(seed=-1)
+    code = main(["fit", *args, "--variant", "shd-tv", "--iterations", "1", "--seed", "-1", "-o", str(bad)])
+    assert code == 2 and "seed must be >= 0" in capsys.readouterr().err and not bad.exists()
     for lmax in ("7", "0"):  # as fit: an even order >= 2 (an odd one was a traceback after loading)
         assert main(["csd", *args[:-1], "--lmax", lmax, "-o", str(bad)]) == 2
         assert "--lmax must be an even integer >= 2" in capsys.readouterr().err and not bad.exists()

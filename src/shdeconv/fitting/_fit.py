@@ -50,7 +50,7 @@ class FitConfig(ValidatedConfig):
     init: str = "random"  # "direct": first fit --variant direct, whose WM SH the network then learns
 
     def __post_init__(self):
-        self._non_negative("iterations", "grad_clip")
+        self._non_negative("iterations", "grad_clip", "seed")
         self._positive("batch_size", "patch_size", "lr", "checkpoint_every")
         self._fraction("tile_overlap")
         self._choice("init", NETWORK_INITS)

@@ -61,7 +61,7 @@ class TrainConfig(ValidatedConfig):
 
     def __post_init__(self):
         self._positive("iterations", "batch_size", "patch_size", "lr", "checkpoint_every", "log_every")
-        self._non_negative("grad_clip")
+        self._non_negative("grad_clip", "seed")
 
 
 def parameter_checksum(module: torch.nn.Module, *, buffers: bool = True) -> str:
