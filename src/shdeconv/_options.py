@@ -10,7 +10,7 @@ from __future__ import annotations
 import numbers
 import re
 
-__all__ = ["OptionError", "ValidatedConfig", "check_device", "check_patch_size", "resolve_device"]
+__all__ = ["OptionError", "ValidatedConfig", "check_device", "check_even_order", "check_patch_size", "resolve_device"]
 
 
 class OptionError(ValueError):
@@ -52,6 +52,14 @@ class ValidatedConfig:
         value = getattr(self, name)
         if not (isinstance(value, (int, float)) and 0.0 <= value < 1.0):
             raise OptionError(f"{name} must be in [0, 1), got {value!r}")
+
+
+def check_even_order(value, what: str = "lmax") -> int:
+    """``value`` if it is an even integer >= 2 (an SH order of an antipodally symmetric
+    function), else :class:`OptionError`."""
+    if isinstance(value, bool) or not (isinstance(value, numbers.Integral) and value >= 2 and value % 2 == 0):
+        raise OptionError(f"{what} must be an even integer >= 2, got {value!r}")
+    return int(value)
 
 
 def check_patch_size(size, multiple: int, what: str = "patch size") -> int:

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .._options import OptionError, ValidatedConfig
+from .._options import OptionError, ValidatedConfig, check_even_order
 from ..io import B0_THRESHOLD, InputError
 from ..io._atomic import atomic_torch_save
 from ..losses import TV_WEIGHT, DeconvLoss, LossWeights
@@ -71,8 +71,7 @@ class DirectConfig(ValidatedConfig):
         self._choice("schedule", ("cosine", "constant"))
         self._non_negative("iterations")
         self._positive("lr", "checkpoint_every", "chunk_voxels")
-        if self.lmax % 2 or self.lmax < 2:
-            raise OptionError(f"lmax must be an even integer >= 2, got {self.lmax}")
+        check_even_order(self.lmax)
         if n_pixels(self.nside, True) < n_coeffs(self.lmax):
             raise OptionError(f"nside {self.nside} has too few hemisphere pixels for lmax {self.lmax}")
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-import numbers
 import platform
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -23,7 +22,7 @@ import numpy as np
 import torch
 
 from .. import __version__
-from .._options import OptionError, check_patch_size, resolve_device
+from .._options import OptionError, check_even_order, check_patch_size, resolve_device
 from ..direction import sh_peaks
 from ..inference import (
     DEFAULT_TILE_OVERLAP,
@@ -424,8 +423,7 @@ def run_csd(dwi, bvals, bvecs, outdir, *, mask=None, response_files=None, lmax=8
 
     if algorithm not in ("auto", "ssst", "msmt"):
         raise OptionError(f"algorithm must be 'auto', 'ssst' or 'msmt', got {algorithm!r}")
-    if isinstance(lmax, bool) or not (isinstance(lmax, numbers.Integral) and lmax >= 2 and lmax % 2 == 0):
-        raise OptionError(f"--lmax must be an even integer >= 2, got {lmax!r}")
+    check_even_order(lmax, "--lmax")
     t_start = time.perf_counter()
     refuse_earlier_outputs(outdir, OUTPUT_FILES, force=force)
     subject = load_subject(dwi, bvals, bvecs, mask, response_files=response_files, lmax=lmax, denoise=denoise)

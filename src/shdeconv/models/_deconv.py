@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._options import OptionError, ValidatedConfig
+from .._options import OptionError, ValidatedConfig, check_even_order
 from ..nn._chebyshev import n_pixels
 from ..signal._grid import grid_directions, grid_to_sh_matrix, signal_to_grid_matrix
 from ..sphere import n_coeffs, sh_matrix
@@ -179,9 +179,7 @@ class NetworkConfig(ValidatedConfig):
                               f"{self.spatial_levels} is impossible; use depth >= {self.spatial_levels + 1} "
                               f"or spatial_levels in [0, {self.depth - 1}]")
         for name in ("lmax", "response_lmax", "coherence_lmax"):
-            v = getattr(self, name)
-            if v % 2 or v < 2:
-                raise OptionError(f"{name} must be an even integer >= 2, got {v}")
+            check_even_order(getattr(self, name), name)
         if self.coherence_lmax > self.response_lmax:
             raise OptionError(f"coherence_lmax {self.coherence_lmax} exceeds response_lmax {self.response_lmax}")
         if self.response_lmax > self.lmax:
