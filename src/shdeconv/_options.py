@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import numbers
 import re
+from pathlib import Path
 
-__all__ = ["OptionError", "ValidatedConfig", "check_device", "check_even_order", "check_patch_size", "resolve_device"]
+__all__ = ["OptionError", "ValidatedConfig", "add_gradient_options", "check_device", "check_even_order",
+           "check_gradient_options", "check_patch_size", "resolve_device"]
 
 
 class OptionError(ValueError):
@@ -74,6 +76,31 @@ def check_patch_size(size, multiple: int, what: str = "patch size") -> int:
         raise OptionError(f"{what} {size}: this network pools space {multiple}x, so patches and tiles must be "
                           f"multiples of {multiple} ({nearest})")
     return size
+
+
+def add_gradient_options(parser) -> None:
+    """The gradient-table options of every command that reads a dwi (an ``argparse`` parser)."""
+    parser.add_argument("--bvals", type=Path, default=None, help="FSL bvals file (with --bvecs)")
+    parser.add_argument("--bvecs", type=Path, default=None, help="FSL bvecs file (with --bvals)")
+    parser.add_argument("--grad", type=Path, default=None,
+                        help="MRtrix3 gradient table (x y z b rows, scanner frame) instead of --bvals/--bvecs "
+                             "(default for a .mif dwi: the table in its header)")
+
+
+def check_gradient_options(dwi, bvals, bvecs, grad) -> None:
+    """:class:`OptionError` unless the gradient table is given once: FSL ``bvals`` and ``bvecs``
+    together, or an MRtrix3 ``grad`` file, or neither for an MRtrix3 ``dwi`` (whose header may
+    hold it; :func:`~shdeconv.io.load_dwi` checks that it does)."""
+    if (bvals is None) != (bvecs is None):
+        raise OptionError(f"--{'bvals' if bvals is not None else 'bvecs'} needs "
+                          f"--{'bvecs' if bvals is not None else 'bvals'} too (FSL's two files go together)")
+    if grad is not None and bvals is not None:
+        raise OptionError("--grad and --bvals/--bvecs give the gradient table twice: use one")
+    from .io._mrtrix import is_mrtrix_image
+
+    if grad is None and bvals is None and not is_mrtrix_image(dwi):
+        raise OptionError(f"{dwi}: a NIfTI dwi needs its gradient table: --bvals and --bvecs (FSL) or --grad "
+                          "(MRtrix3)")
 
 
 def check_device(device: str) -> str:

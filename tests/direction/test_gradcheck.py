@@ -215,7 +215,7 @@ def _write(tmp_path, ph, bvecs):
 
 def _namespace(tmp_path, **kw):
     args = argparse.Namespace(dwi=tmp_path / "dwi.nii.gz", bvals=tmp_path / "dwi.bval", bvecs=tmp_path / "dwi.bvec",
-                              mask=tmp_path / "mask.nii.gz", output=tmp_path / "fixed.bvec", force=False)
+                              mask=tmp_path / "mask.nii.gz", output=tmp_path / "fixed.bvec", grad=None, force=False)
     vars(args).update(kw)
     return args
 

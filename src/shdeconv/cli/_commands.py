@@ -7,7 +7,7 @@ import os
 import sys
 from pathlib import Path
 
-from .._options import OptionError
+from .._options import OptionError, check_gradient_options
 
 __all__ = [
     "cmd_benchmark",
@@ -45,6 +45,14 @@ def _wrote(args, report: dict) -> None:
                 f"in {report['timings_s']['total']:.1f} s")
 
 
+def _inputs(args) -> dict:
+    """The input files of fit, csd and predict, as keywords of their ``run_*`` functions, after
+    checking that the gradient table is given once."""
+    check_gradient_options(args.dwi, args.bvals, args.bvecs, args.grad)
+    return {"dwi": args.dwi, "bvals": args.bvals, "bvecs": args.bvecs, "grad": args.grad, "mask": args.mask,
+            "response_files": _responses(args)}
+
+
 def _given(args, *names: str) -> dict:
     """The options among ``names`` that were given on the command line."""
     return {k: getattr(args, k) for k in names if getattr(args, k) is not None}
@@ -80,10 +88,9 @@ def cmd_fit(args) -> int:
         fit_config = FitConfig(**over, **_given(args, "init"))
     net_config = NetworkConfig.at_scale(args.scale or "laptop", **_given(args, "width", "depth"))
     weights = default_loss_weights(args.variant, tv=args.tv_weight, **({"init": fit_config.init} if fit_config else {}))
-    report = run_fit(args.dwi, args.bvals, args.bvecs, args.output, mask=args.mask, response_files=_responses(args),
-                     variant=args.variant, lmax=args.lmax, device=args.device, fit_config=fit_config,
-                     net_config=net_config, loss_weights=weights, resume=args.resume, progress=_progress(args),
-                     denoise=args.denoise, direct_config=direct_config, force=args.force)
+    report = run_fit(outdir=args.output, **_inputs(args), variant=args.variant, lmax=args.lmax, device=args.device,
+                     fit_config=fit_config, net_config=net_config, loss_weights=weights, resume=args.resume,
+                     progress=_progress(args), denoise=args.denoise, direct_config=direct_config, force=args.force)
     _wrote(args, report)
     return 0
 
@@ -91,9 +98,8 @@ def cmd_fit(args) -> int:
 def cmd_csd(args) -> int:
     from ..fitting import run_csd
 
-    report = run_csd(args.dwi, args.bvals, args.bvecs, args.output, mask=args.mask, response_files=_responses(args),
-                     lmax=8 if args.lmax is None else args.lmax, algorithm=args.algorithm, denoise=args.denoise,
-                     n_jobs=args.nthreads or -1, force=args.force)
+    report = run_csd(outdir=args.output, **_inputs(args), lmax=8 if args.lmax is None else args.lmax,
+                     algorithm=args.algorithm, denoise=args.denoise, n_jobs=args.nthreads or -1, force=args.force)
     _wrote(args, report)
     return 0
 
@@ -104,8 +110,7 @@ def cmd_predict(args) -> int:
 
     if args.seed is not None and not args.finetune:
         raise OptionError("--seed seeds the fine-tuning patches; without --finetune nothing is random")
-    report = run_predict(args.dwi, args.bvals, args.bvecs, args.output, mask=args.mask,
-                         response_files=_responses(args), model=args.model, finetune=args.finetune,
+    report = run_predict(outdir=args.output, **_inputs(args), model=args.model, finetune=args.finetune,
                          device=args.device, tile=args.patch_size,
                          overlap=DEFAULT_TILE_OVERLAP if args.overlap is None else args.overlap,
                          batch=args.batch_size, progress=_progress(args), denoise=args.denoise, force=args.force,

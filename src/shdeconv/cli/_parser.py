@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .._options import DENOISERS, FIT_DENOISE
+from .._options import DENOISERS, FIT_DENOISE, add_gradient_options
 from ._commands import (
     cmd_benchmark,
     cmd_csd,
@@ -27,6 +27,7 @@ examples:
   shdeconv fit dwi.nii.gz --bvals bvals --bvecs bvecs --mask mask.nii.gz -o out/
   shdeconv fit dwi.nii.gz --bvals bvals --bvecs bvecs -o out/ --resume
   shdeconv predict dwi.nii.gz --bvals bvals --bvecs bvecs -o out/ [--finetune 50]
+  shdeconv predict dwi.mif --mask mask.mif -o out/   (MRtrix3 image: its header's gradient table)
   torchrun --nproc_per_node 2 -m shdeconv train sub-01/ sub-02/ -o model/
   shdeconv csd dwi.nii.gz --bvals bvals --bvecs bvecs -o out_csd/ --denoise mppca
   shdeconv track out/ -o out/tracks.trk --algorithm prob
@@ -52,11 +53,10 @@ class _Formatter(argparse.RawDescriptionHelpFormatter):
 def _add_inputs(p: argparse.ArgumentParser, lmax: str | None = None) -> None:
     """The inputs every command takes; ``lmax``: help of ``--lmax`` (None: no such option,
     e.g. predict, whose order is the model's)."""
-    p.add_argument("dwi", type=Path, help="4-D diffusion NIfTI")
-    p.add_argument("--bvals", type=Path, required=True, help="FSL bvals file")
-    p.add_argument("--bvecs", type=Path, required=True, help="FSL bvecs file")
+    p.add_argument("dwi", type=Path, help="4-D diffusion image: NIfTI, or MRtrix3 .mif/.mif.gz/.mih")
+    add_gradient_options(p)
     p.add_argument("--mask", type=Path, default=None,
-                   help="brain mask NIfTI; only its bounding box (predict: its voxels) is held in memory "
+                   help="brain mask (NIfTI or MRtrix3); only its bounding box (predict: its voxels) is held in memory "
                         "(default: DIPY median_otsu where the volume has background, else every voxel with "
                         "b=0 signal)")
     p.add_argument("--response-wm", type=Path, default=None, help="MRtrix3 WM response file (default: estimated)")

@@ -1,6 +1,6 @@
 """The ``check-gradients`` sub-command: rank the axis permutations and sign flips of a gradient
 table by fibre coherence (:func:`~shdeconv.direction.check_gradients`) and write the suggested
-FSL bvecs."""
+table (FSL bvecs, or an MRtrix3 grad file when the table was given so)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ import argparse
 from pathlib import Path
 
 import numpy as np
+
+from .._options import add_gradient_options
 
 __all__ = ["add_parser", "cmd_check_gradients", "format_ranking"]
 
@@ -29,15 +31,15 @@ def add_parser(subparsers, formatter_class, common) -> argparse.ArgumentParser:
                      "-o writes the suggested bvecs."),
         epilog="example:\n  shdeconv check-gradients dwi.nii.gz --bvals dwi.bval --bvecs dwi.bvec",
         formatter_class=formatter_class)
-    p.add_argument("dwi", type=Path, help="4-D diffusion NIfTI")
-    p.add_argument("--bvals", type=Path, required=True, help="FSL bvals file")
-    p.add_argument("--bvecs", type=Path, required=True, help="FSL bvecs file (the table checked)")
+    p.add_argument("dwi", type=Path, help="4-D diffusion image: NIfTI, or MRtrix3 .mif/.mif.gz/.mih")
+    add_gradient_options(p)
     p.add_argument("--mask", type=Path, default=None,
-                   help="brain mask NIfTI (default: DIPY median_otsu where the volume has background, "
+                   help="brain mask, NIfTI or MRtrix3 (default: DIPY median_otsu where the volume has background, "
                         "else every voxel with b=0 signal)")
     p.add_argument("-o", "--output", type=Path, default=None,
-                   help="write the suggested FSL bvecs (3 rows) here: the corrected table when one is clearly "
-                        "better, else the table as given (default: write nothing)")
+                   help="write the suggested table here, in the format given (FSL bvecs, 3 rows; or an MRtrix3 "
+                        "grad file): the corrected table when one is clearly better, else the table as given "
+                        "(default: write nothing)")
     common(p)
     p.set_defaults(func=cmd_check_gradients)
     return p
@@ -59,6 +61,11 @@ def _fsl_text(bvecs: np.ndarray) -> str:
     return "".join(" ".join(f"{v:.6f}" for v in row) + "\n" for row in np.asarray(bvecs).T)
 
 
+def _mrtrix_text(directions: np.ndarray, bvals: np.ndarray) -> str:
+    """MRtrix3 grad text: one ``x y z b`` row per volume (world-frame ``directions`` ``(G, 3)``)."""
+    return "".join(" ".join(f"{v:.6f}" for v in d) + f" {b:g}\n" for d, b in zip(np.asarray(directions), bvals))
+
+
 def cmd_check_gradients(args: argparse.Namespace) -> int:
     """Run the check, print the ranking and the verdict, write ``-o``; returns 0.
 
@@ -67,9 +74,11 @@ def cmd_check_gradients(args: argparse.Namespace) -> int:
     InputError
         Unreadable or inconsistent inputs, or an ``-o`` file that exists (without ``--force``).
     """
+    from .._options import check_gradient_options
     from ..io import (
         atomic_write_text,
         check_output_dir,
+        fsl_bvecs_to_world,
         load_dwi,
         refuse_earlier_outputs,
     )
@@ -78,14 +87,19 @@ def cmd_check_gradients(args: argparse.Namespace) -> int:
     out = Path(args.output) if getattr(args, "output", None) is not None else None
     if out is not None:
         refuse_earlier_outputs(out.parent, [out.name], force=bool(getattr(args, "force", False)))
-    dwi = load_dwi(args.dwi, args.bvals, args.bvecs, getattr(args, "mask", None))
+    check_gradient_options(args.dwi, args.bvals, args.bvecs, args.grad)
+    dwi = load_dwi(args.dwi, args.bvals, args.bvecs, getattr(args, "mask", None), grad_path=args.grad)
     result = check_gradients(dwi.data, dwi.bvals, dwi.bvecs, dwi.affine, dwi.mask)
-    print(f"gradient table check of {args.bvecs} ({result.n_voxels} voxels scored)")
+    table = args.bvecs or args.grad or f"{args.dwi} (its header)"
+    print(f"gradient table check of {table} ({result.n_voxels} voxels scored)")
     print(format_ranking(result))
     print(result.message)
     if out is not None:
         check_output_dir(out.parent)
-        atomic_write_text(out, _fsl_text(result.corrected_bvecs(dwi.bvecs)))
+        corrected = result.corrected_bvecs(dwi.bvecs)
+        text = _fsl_text(corrected) if args.bvecs else _mrtrix_text(fsl_bvecs_to_world(corrected, dwi.affine),
+                                                                     dwi.bvals)
+        atomic_write_text(out, text)
         kept = "corrected" if result.clearly_better else "unchanged (no clearly better table)"
-        print(f"wrote {out}: the bvecs {kept}")
+        print(f"wrote {out}: the {'bvecs' if args.bvecs else 'gradient table'} {kept}")
     return 0

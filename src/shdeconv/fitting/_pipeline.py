@@ -205,14 +205,25 @@ def spatial_grid_report(affine: np.ndarray, what: str) -> dict:
     return out
 
 
-def run_fit(dwi, bvals, bvecs, outdir, *, mask=None, response_files=None, variant="direct", lmax=None,
+def input_record(dwi, bvals, bvecs, grad, mask) -> dict:
+    """The report's record of the input files; ``gradient_table`` says where the table came
+    from: FSL files, an MRtrix3 grad file or the MRtrix3 image's header."""
+    source = "fsl" if bvals is not None else "mrtrix-grad" if grad is not None else "image-header"
+    return {"dwi": str(dwi), "bvals": None if bvals is None else str(bvals),
+            "bvecs": None if bvecs is None else str(bvecs), "grad": None if grad is None else str(grad),
+            "gradient_table": source, "mask": str(mask) if mask else None}
+
+
+def run_fit(dwi, bvals, bvecs, outdir, *, grad=None, mask=None, response_files=None, variant="direct", lmax=None,
             device="auto", fit_config: FitConfig | None = None, net_config: NetworkConfig | None = None,
             loss_weights: LossWeights | None = None, resume=False, progress=True, denoise="none",
             direct_config: DirectConfig | None = None, single_shell_tissues: tuple[str, ...] | None = None,
             force: bool = False) -> dict:
     """Per-subject unsupervised fit, end to end. Returns the report dict (also in report.json).
 
-    An ``outdir`` holding outputs of an earlier run is refused unless ``force``; with
+    The gradient table (here and in :func:`run_predict`, :func:`run_csd`): FSL ``bvals`` and
+    ``bvecs``, or both None and an MRtrix3 ``grad`` file, or neither for an MRtrix3 image's own
+    (:func:`~shdeconv.io.load_dwi`). An ``outdir`` holding outputs of an earlier run is refused unless ``force``; with
     ``resume`` its ``checkpoint.pt`` is continued only if it was written by this same run (same
     data and settings but the number of iterations), else :class:`~shdeconv.io.InputError`.
 
@@ -241,8 +252,8 @@ def run_fit(dwi, bvals, bvecs, outdir, *, mask=None, response_files=None, varian
     direct_config = direct_config or DirectConfig(**({} if lmax is None else {"lmax": lmax}))
     dev = resolve_device(device)
     csd_start = variant == "direct" and direct_config.init == "csd"
-    subject = load_subject(dwi, bvals, bvecs, mask, response_files=response_files, lmax=net_config.response_lmax,
-                           denoise=denoise, keep_raw=csd_start)
+    subject = load_subject(dwi, bvals, bvecs, mask, grad=grad, response_files=response_files,
+                           lmax=net_config.response_lmax, denoise=denoise, keep_raw=csd_start)
     t_loaded = time.perf_counter()
     grid = spatial_grid_report(subject.affine, "fit")
     outdir = check_output_dir(outdir)
@@ -290,7 +301,7 @@ def run_fit(dwi, bvals, bvecs, outdir, *, mask=None, response_files=None, varian
         "command": "fit",
         "model": variant,
         "versions": versions(),
-        "inputs": {"dwi": str(dwi), "bvals": str(bvals), "bvecs": str(bvecs), "mask": str(mask) if mask else None},
+        "inputs": input_record(dwi, bvals, bvecs, grad, mask),
         "device": str(dev),
         **settings,
         "voxels_in_mask": int(subject.mask.sum()),
@@ -310,11 +321,9 @@ def run_fit(dwi, bvals, bvecs, outdir, *, mask=None, response_files=None, varian
                          nonnegativity="constrained")
 
 
-def run_predict(dwi, bvals, bvecs, outdir, *, mask=None, response_files=None, model=None, finetune: int = 0,
-                device="auto", tile: int | None = None, overlap: float = DEFAULT_TILE_OVERLAP,
-                batch: int | None = None,
-                seed: int = 0, progress=True,
-                denoise="none", force: bool = False) -> dict:
+def run_predict(dwi, bvals, bvecs, outdir, *, grad=None, mask=None, response_files=None, model=None,
+                finetune: int = 0, device="auto", tile: int | None = None, overlap: float = DEFAULT_TILE_OVERLAP,
+                batch: int | None = None, seed: int = 0, progress=True, denoise="none", force: bool = False) -> dict:
     """Amortized inference: a trained network (default: the shipped one) predicts a subject in one pass.
 
     ``finetune > 0`` first runs that many steps on the subject: the loss of ``shdeconv fit``
@@ -344,7 +353,7 @@ def run_predict(dwi, bvals, bvecs, outdir, *, mask=None, response_files=None, mo
     # a 'linear'-input network's input is per voxel: with a mask and nothing spatial before the
     # network (no denoising, no fine-tuning on patches), only the mask's voxels are read
     voxels_only = (mask is not None and not finetune and denoise == "none" and net.config.inputs == "linear")
-    subject = load_subject(dwi, bvals, bvecs, mask, response_files=response_files,
+    subject = load_subject(dwi, bvals, bvecs, mask, grad=grad, response_files=response_files,
                            lmax=net.config.response_lmax, denoise=denoise, keep_raw=False, voxels_only=voxels_only)
     t_loaded = time.perf_counter()
     grid = spatial_grid_report(subject.affine, "predict")
@@ -382,7 +391,7 @@ def run_predict(dwi, bvals, bvecs, outdir, *, mask=None, response_files=None, mo
     report = {
         "command": "predict",
         "versions": versions(),
-        "inputs": {"dwi": str(dwi), "bvals": str(bvals), "bvecs": str(bvecs), "mask": str(mask) if mask else None},
+        "inputs": input_record(dwi, bvals, bvecs, grad, mask),
         "model": str(model_path),
         "model_sha256": loaded.sha256,
         "model_meta": {k: meta[k] for k in ("recipe", "iterations", "world_size") if k in meta},
@@ -412,7 +421,7 @@ def run_predict(dwi, bvals, bvecs, outdir, *, mask=None, response_files=None, mo
                          else "regularized")
 
 
-def run_csd(dwi, bvals, bvecs, outdir, *, mask=None, response_files=None, lmax=8, algorithm="auto",
+def run_csd(dwi, bvals, bvecs, outdir, *, grad=None, mask=None, response_files=None, lmax=8, algorithm="auto",
             denoise="none", n_jobs: int = 1, force: bool = False) -> dict:
     """DIPY CSD (single shell) or MSMT-CSD (several shells) with the same inputs and outputs as fit.
 
@@ -426,7 +435,8 @@ def run_csd(dwi, bvals, bvecs, outdir, *, mask=None, response_files=None, lmax=8
     check_even_order(lmax, "--lmax")
     t_start = time.perf_counter()
     refuse_earlier_outputs(outdir, OUTPUT_FILES, force=force)
-    subject = load_subject(dwi, bvals, bvecs, mask, response_files=response_files, lmax=lmax, denoise=denoise)
+    subject = load_subject(dwi, bvals, bvecs, mask, grad=grad, response_files=response_files, lmax=lmax,
+                           denoise=denoise)
     t_loaded = time.perf_counter()
     outdir = check_output_dir(outdir)
     multi = {"auto": "auto", "ssst": False, "msmt": True}[algorithm]
@@ -438,7 +448,7 @@ def run_csd(dwi, bvals, bvecs, outdir, *, mask=None, response_files=None, lmax=8
     report = {
         "command": "csd",
         "versions": versions(),
-        "inputs": {"dwi": str(dwi), "bvals": str(bvals), "bvecs": str(bvecs), "mask": str(mask) if mask else None},
+        "inputs": input_record(dwi, bvals, bvecs, grad, mask),
         "algorithm": algorithm,
         "denoise": subject.denoise,
         "n_jobs": n_jobs,

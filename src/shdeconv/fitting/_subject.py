@@ -304,10 +304,13 @@ def recorded_warnings():
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
 
 
-def load_subject(dwi_path, bvals, bvecs, mask_path=None, *, response_files: dict | None = None, lmax: int = 8,
-                 denoise: str = "none", keep_raw: bool = True, voxels_only: bool = False) -> Subject:
+def load_subject(dwi_path, bvals=None, bvecs=None, mask_path=None, *, grad=None, response_files: dict | None = None,
+                 lmax: int = 8, denoise: str = "none", keep_raw: bool = True, voxels_only: bool = False) -> Subject:
     """Load and check one subject's files, make the mask, check the gradient table, denoise if
     asked, prepare it.
+
+    The gradient table is FSL's ``bvals`` and ``bvecs``, an MRtrix3 ``grad`` file, or (neither
+    given) an MRtrix3 image's own (:func:`~shdeconv.io.load_dwi`).
 
     The gradient table is checked against its 23 axis flips and permutations
     (:func:`~shdeconv.direction.check_gradients`, seconds on a whole brain): when another is
@@ -325,20 +328,20 @@ def load_subject(dwi_path, bvals, bvecs, mask_path=None, *, response_files: dict
     clustered gradient table, ...) is also in ``subject.warnings``.
     """
     with recorded_warnings() as messages:
-        subject = _load_subject(dwi_path, bvals, bvecs, mask_path, response_files=response_files, lmax=lmax,
-                                denoise=denoise, keep_raw=keep_raw, voxels_only=voxels_only)
+        subject = _load_subject(dwi_path, bvals, bvecs, mask_path, grad=grad, response_files=response_files,
+                                lmax=lmax, denoise=denoise, keep_raw=keep_raw, voxels_only=voxels_only)
     subject.warnings = messages
     return subject
 
 
-def _load_subject(dwi_path, bvals, bvecs, mask_path, *, response_files, lmax, denoise, keep_raw,
+def _load_subject(dwi_path, bvals, bvecs, mask_path, *, grad, response_files, lmax, denoise, keep_raw,
                   voxels_only) -> Subject:
     if denoise not in DENOISERS:
         raise OptionError(f"denoise must be one of {DENOISERS}, got {denoise!r}")
     if voxels_only and denoise != "none":
         raise ValueError("PCA denoising needs each voxel's neighbours: it cannot run on the mask's voxels alone")
     crop = "voxels" if voxels_only else mppca_radius if denoise != "none" else 0
-    dwi = load_dwi(dwi_path, bvals, bvecs, mask_path, crop=crop)
+    dwi = load_dwi(dwi_path, bvals, bvecs, mask_path, grad_path=grad, crop=crop)
     mask, mask_record = brain_mask(dwi.data, dwi.bvals, dwi.directions_world, dwi.mask,
                                    source=None if mask_path is None else str(mask_path), beyond=dwi.beyond)
     if dwi.box is not None:
@@ -349,7 +352,7 @@ def _load_subject(dwi_path, bvals, bvecs, mask_path, *, response_files, lmax, de
     # the check follows fibres from voxel to voxel: with the mask's voxels alone, by their coordinates
     image, image_mask = (dwi.data, mask) if dwi.voxels is None else (dwi.image(), dwi.uncrop(mask))
     check = check_gradients(image, dwi.bvals, dwi.bvecs, dwi.affine, image_mask)
-    gradients = gradient_record(check, bvecs)
+    gradients = gradient_record(check, bvecs if bvecs is not None else grad if grad is not None else dwi_path)
     choice = None
     if denoise == "auto":
         denoise, choice = choose_denoise(check)
@@ -365,13 +368,14 @@ def _load_subject(dwi_path, bvals, bvecs, mask_path, *, response_files, lmax, de
     return subject
 
 
-def gradient_record(check: GradientCheck, bvecs_path) -> dict:
-    """The report's record of a gradient-table check; warns when another table is clearly better."""
+def gradient_record(check: GradientCheck, table_path) -> dict:
+    """The report's record of a gradient-table check; warns, naming the file that holds the
+    directions (``table_path``), when another table is clearly better."""
     record = {"verdict": check.message, "clearly_better": bool(check.clearly_better), "best": check.best_label,
               "z_score": float(check.z_score), "relative_gain": float(check.relative_gain),
               "voxels": int(check.n_voxels), "warning": None}
     if check.clearly_better:
-        record["warning"] = (f"{bvecs_path}: {check.message} (used as given; `shdeconv check-gradients` writes "
+        record["warning"] = (f"{table_path}: {check.message} (used as given; `shdeconv check-gradients` writes "
                              "the suggested table)")
         warnings.warn(record["warning"], UserWarning, stacklevel=3)
     return record

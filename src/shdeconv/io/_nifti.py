@@ -22,7 +22,8 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from ._gradients import fsl_bvecs_to_world, tensor_conditioning
+from ._gradients import fsl_bvecs_to_world, tensor_conditioning, world_to_fsl_bvecs
+from ._mrtrix import is_mrtrix_image, read_mrtrix_grad, read_mrtrix_image
 from ._validate import InputError, check_file_exists, read_numeric_table
 
 __all__ = [
@@ -111,7 +112,8 @@ class DWIData:
     bvals : ndarray ``(G,)``
         b-values as in the file (s/mm^2).
     bvecs : ndarray ``(G, 3)``
-        Gradient directions as in the file (FSL voxel convention), one row per volume.
+        Gradient directions in FSL's voxel convention, one row per volume: as in the bvecs
+        file, or converted from an MRtrix3 table.
     directions_world : ndarray ``(G, 3)``
         Unit gradient directions in the MRtrix3 world frame; zero rows for b=0 volumes.
     mask : ndarray ``(X, Y, Z)`` bool or None
@@ -183,19 +185,26 @@ class DWIData:
         return self.bvals <= B0_THRESHOLD
 
 
-def _load_nifti(path: Path, what: str) -> nib.Nifti1Image:
-    try:
-        img = nib.load(str(path))
-    except Exception as e:  # nibabel raises many types for garbage input
-        raise InputError(path, f"the {what} is not a readable NIfTI image ({type(e).__name__}: {e})") from e
-    if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
-        raise InputError(path, f"the {what} is a {type(img).__name__}, expected a NIfTI image")
+def _load_image(path: Path, what: str) -> tuple[nib.Nifti1Image, np.ndarray | None]:
+    """A NIfTI or MRtrix3 image (by its suffix), with an MRtrix3 header's gradient table ``(G, 4)``
+    (None for NIfTI or when it has none)."""
+    scheme = None
+    if is_mrtrix_image(path):
+        mif = read_mrtrix_image(path, what)
+        img, scheme = mif.image, mif.dw_scheme
+    else:
+        try:
+            img = nib.load(str(path))
+        except Exception as e:  # nibabel raises many types for garbage input
+            raise InputError(path, f"the {what} is not a readable NIfTI image ({type(e).__name__}: {e})") from e
+        if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
+            raise InputError(path, f"the {what} is a {type(img).__name__}, expected a NIfTI or MRtrix3 image")
     affine = np.asarray(img.affine, dtype=np.float64)
     if not np.all(np.isfinite(affine)):
         raise InputError(path, f"the {what} has a non-finite affine {affine[:3].tolist()}")
     if abs(np.linalg.det(affine[:3, :3])) < 1e-12:
         raise InputError(path, f"the {what} has a singular affine {affine[:3, :3].tolist()}")
-    return img
+    return img, scheme
 
 
 def _read_bvals(path: Path, n_volumes: int) -> np.ndarray:
@@ -372,10 +381,14 @@ def _read_part(img, path: Path, b0: np.ndarray, *, box: tuple[slice, slice, slic
 def load_mask(mask_path: str | PathLike, shape: tuple[int, ...], affine: np.ndarray) -> np.ndarray:
     """Read a mask image and check it against the dwi's grid.
 
+    A mask whose voxels are the dwi's stored in another axis order or direction (MRtrix3
+    stores images near RAS: ``dwi2mask`` on a NIfTI's ``.mif`` copy gives such a mask) is
+    reordered onto the dwi's axes; any other grid is refused.
+
     Parameters
     ----------
     mask_path : str or PathLike
-        NIfTI mask; non-zero finite voxels are inside.
+        NIfTI or MRtrix3 mask; non-zero finite voxels are inside.
     shape : tuple ``(X, Y, Z)``
         Spatial shape of the dwi.
     affine : ndarray ``(4, 4)``
@@ -386,29 +399,56 @@ def load_mask(mask_path: str | PathLike, shape: tuple[int, ...], affine: np.ndar
     ndarray ``(X, Y, Z)`` bool
     """
     p = check_file_exists(mask_path, "mask")
-    img = _load_nifti(p, "mask")
+    img, _ = _load_image(p, "mask")
     mshape = tuple(img.shape)
     if len(mshape) == 4 and mshape[3] == 1:
         mshape = mshape[:3]
-    if mshape != tuple(shape):
-        raise InputError(p, f"mask shape {mshape} does not match the dwi's spatial shape {tuple(shape)}")
-    if not np.allclose(img.affine, affine, atol=_AFFINE_TOL, rtol=0):
-        raise InputError(
-            p, f"mask affine {np.round(img.affine[:3], 4).tolist()} does not match the dwi affine "
-            f"{np.round(affine[:3], 4).tolist()} (tolerance {_AFFINE_TOL:g})")
-    m = np.asarray(img.dataobj).reshape(shape)
+    if len(mshape) != 3:
+        raise InputError(p, f"the mask must be a 3-D image, got shape {tuple(img.shape)}")
+    m = np.asarray(img.dataobj).reshape(mshape)
+    same = mshape == tuple(shape) and np.allclose(img.affine, affine, atol=_AFFINE_TOL, rtol=0)
+    if not same:
+        axes = _axis_reordering(np.asarray(img.affine, dtype=np.float64), mshape, affine, tuple(shape))
+        if axes is None:
+            if sorted(mshape) != sorted(shape):
+                raise InputError(p, f"mask shape {mshape} does not match the dwi's spatial shape {tuple(shape)}")
+            raise InputError(
+                p, f"mask affine {np.round(img.affine[:3], 4).tolist()} does not match the dwi affine "
+                f"{np.round(affine[:3], 4).tolist()} (tolerance {_AFFINE_TOL:g}), nor does any order of its axes")
+        order, flips = axes
+        m = np.transpose(m, order)[tuple(slice(None, None, -1) if f else slice(None) for f in flips)]
+        logger.info("%s: the mask's axes were reordered onto the dwi's (axes %s, flipped %s)", p, order, flips)
     m = np.isfinite(m) & (m != 0)
     if not m.any():
         raise InputError(p, "the mask is empty")
     return m
 
 
+def _axis_reordering(affine_from: np.ndarray, shape_from: tuple, affine_to: np.ndarray, shape_to: tuple):
+    """``(order, flips)`` such that ``np.transpose(a, order)`` with the axes in ``flips`` reversed
+    puts an image ``a`` of grid ``(affine_from, shape_from)`` on grid ``(affine_to, shape_to)``,
+    when both grids hold the same voxel centres; None otherwise."""
+    t = np.linalg.solve(affine_from, affine_to)  # voxel index on the target grid -> on the source grid
+    p = np.round(t[:3, :3])
+    if not np.allclose(t[:3, :3], p, atol=_AFFINE_TOL) or not np.allclose(np.abs(p).sum(0), 1) \
+            or not np.allclose(np.abs(p).sum(1), 1):
+        return None
+    order = [int(np.argmax(np.abs(p[:, a]))) for a in range(3)]
+    flips = [bool(p[order[a], a] < 0) for a in range(3)]
+    for a in range(3):
+        n = shape_from[order[a]]
+        if shape_to[a] != n or abs(t[order[a], 3] - ((n - 1) if flips[a] else 0)) > _AFFINE_TOL:
+            return None
+    return order, flips
+
+
 def load_dwi(
     dwi_path: str | PathLike,
-    bvals_path: str | PathLike,
-    bvecs_path: str | PathLike,
+    bvals_path: str | PathLike | None = None,
+    bvecs_path: str | PathLike | None = None,
     mask_path: str | PathLike | None = None,
     *,
+    grad_path: str | PathLike | None = None,
     max_bad_fraction: float = 0.001,
     crop: int | Callable[[int], int] | str | None = None,
 ) -> DWIData:
@@ -417,12 +457,15 @@ def load_dwi(
     Parameters
     ----------
     dwi_path : str or PathLike
-        4-D NIfTI ``(X, Y, Z, G)``.
-    bvals_path, bvecs_path : str or PathLike
+        4-D image ``(X, Y, Z, G)``: NIfTI, or MRtrix3 ``.mif``/``.mif.gz``/``.mih``.
+    bvals_path, bvecs_path : str or PathLike, optional
         FSL b-values (``1xG`` or ``Gx1``) and directions (``3xG`` or ``Gx3``, voxel
         convention; see :mod:`shdeconv.io._gradients`).
     mask_path : str or PathLike, optional
-        3-D mask on the same grid (same shape, affine within 1e-3).
+        3-D mask on the same grid (same shape, affine within 1e-3), NIfTI or MRtrix3.
+    grad_path : str or PathLike, optional
+        Instead of ``bvals_path`` and ``bvecs_path``: an MRtrix3 gradient table (``x y z b``
+        rows, world frame). Without either, an MRtrix3 image's own ``dw_scheme`` is used.
     max_bad_fraction : float
         Largest fraction of voxels with NaN/Inf values that is repaired (set to 0, excluded
         from the mask, with a warning) rather than refused.
@@ -442,29 +485,51 @@ def load_dwi(
     Raises
     ------
     InputError
-        Missing or unreadable files, a non-4-D image, counts that do not match the number
-        of volumes, non-unit or zero directions, no b=0 volume, too many non-finite voxels,
-        a mask on another grid, or a non-finite affine.
+        Missing or unreadable files, a non-4-D image, no gradient table, counts that do not
+        match the number of volumes, non-unit or zero directions, no b=0 volume, too many
+        non-finite voxels, a mask on another grid, or a non-finite affine.
+    ValueError
+        Both FSL files and ``grad_path``, or only one of the FSL files.
     """
+    if (bvals_path is None) != (bvecs_path is None):
+        raise ValueError("bvals and bvecs go together: give both or neither")
+    if grad_path is not None and bvals_path is not None:
+        raise ValueError("give the gradient table once: FSL bvals and bvecs, or an MRtrix3 grad file")
     dwi_p = check_file_exists(dwi_path, "dwi")
-    bvals_p = check_file_exists(bvals_path, "bvals")
-    bvecs_p = check_file_exists(bvecs_path, "bvecs")
+    bvals_p = check_file_exists(bvals_path, "bvals") if bvals_path is not None else None
+    bvecs_p = check_file_exists(bvecs_path, "bvecs") if bvecs_path is not None else None
+    grad_p = check_file_exists(grad_path, "gradient table") if grad_path is not None else None
     mask_p = check_file_exists(mask_path, "mask") if mask_path is not None else None
 
-    img = _load_nifti(dwi_p, "dwi")
+    img, scheme = _load_image(dwi_p, "dwi")
     if len(img.shape) != 4:
         raise InputError(dwi_p, f"the dwi must be a 4-D image (X, Y, Z, volumes), got shape {tuple(img.shape)}")
     n_vol = int(img.shape[3])
     affine = np.asarray(img.affine, dtype=np.float64)
 
-    bvals = _read_bvals(bvals_p, n_vol)
-    bvecs = _read_bvecs(bvecs_p, n_vol)
-    bvecs = _check_bvecs(bvecs_p, bvecs, bvals)
+    if bvals_p is not None:
+        bvals = _read_bvals(bvals_p, n_vol)
+        bvecs = _check_bvecs(bvecs_p, _read_bvecs(bvecs_p, n_vol), bvals)
+        table_p = bvals_p
+    else:
+        if grad_p is not None:
+            scheme, table_p = read_mrtrix_grad(grad_p), grad_p
+        elif scheme is not None:
+            table_p = dwi_p
+        else:
+            raise InputError(dwi_p, "no gradient table: give FSL --bvals and --bvecs or an MRtrix3 --grad file"
+                             + (" (this image's header has no dw_scheme)" if is_mrtrix_image(dwi_p) else ""))
+        if len(scheme) != n_vol:
+            raise InputError(table_p, f"{len(scheme)} gradient table rows but the dwi has {n_vol} volumes")
+        bvals = scheme[:, 3].copy()
+        if np.any(bvals < 0):
+            raise InputError(table_p, f"negative b-values, e.g. {bvals[bvals < 0][0]}")
+        bvecs = world_to_fsl_bvecs(_check_bvecs(table_p, scheme[:, :3], bvals), affine)
     b0 = bvals <= B0_THRESHOLD
     if not b0.any():
-        raise InputError(bvals_p, f"no b=0 volume (b <= {B0_THRESHOLD:g}); smallest b-value is {bvals.min():g}")
+        raise InputError(table_p, f"no b=0 volume (b <= {B0_THRESHOLD:g}); smallest b-value is {bvals.min():g}")
     if b0.all():
-        raise InputError(bvals_p, f"all {n_vol} volumes are b=0; no diffusion weighting")
+        raise InputError(table_p, f"all {n_vol} volumes are b=0; no diffusion weighting")
 
     box = voxels = beyond = user_mask = None
     if mask_p is not None:
