@@ -115,3 +115,35 @@ def test_model_says_what_shape_it_needs():
         model.fit(data[..., :9])
     with pytest.raises(ValueError, match=r"mask shape \(3, 4, 2\) does not match the data's \(4, 4, 2\)"):
         model.fit(data, np.ones((3, 4, 2), bool))
+
+
+def test_predict_model_equals_the_predict_command(tmp_path):
+    """SHDPredictModel is `shdeconv predict` on arrays: same network, tiles and responses, so
+    the same fODF (MRtrix3 basis, on a grid whose voxel axes are the world's), and the
+    caller's array is left as it was."""
+    import nibabel as nib
+
+    from shdeconv.cli import main
+    from shdeconv.io import load_dwi
+    from shdeconv.models import pretrained_path
+    from shdeconv.reconst import SHDPredictModel
+    from shdeconv.sim import simulate_to_dir
+
+    ph = simulate_to_dir(tmp_path / "ph", scheme="clinical", snr=20, seed=3, size="quick")
+    files = [str(ph / "dwi.nii.gz"), "--bvals", str(ph / "bvals"), "--bvecs", str(ph / "bvecs"),
+             "--mask", str(ph / "mask.nii.gz")]
+    assert main(["predict", *files, "-o", str(tmp_path / "out"), "-q", "--no-progress"]) == 0
+    ref = nib.load(tmp_path / "out" / "fodf.nii.gz").get_fdata()
+    d = load_dwi(ph / "dwi.nii.gz", ph / "bvals", ph / "bvecs", ph / "mask.nii.gz")
+    assert np.allclose(d.affine[:3, :3], np.diag(np.diag(d.affine[:3, :3]))) and np.all(np.diag(d.affine) > 0)
+    gtab = gradient_table(d.bvals, bvecs=d.directions_world, b0_threshold=50)
+    data = d.data.copy()
+    model = SHDPredictModel(gtab, model=pretrained_path(), sh_basis="tournier07")
+    fit = model.fit(data, d.mask)
+    np.testing.assert_array_equal(data, d.data)
+    assert fit.shm_coeff.shape == ref.shape and model.sh_order_max == 8 and fit.history == []
+    np.testing.assert_allclose(fit.shm_coeff, ref, atol=2e-5)
+    assert fit.peaks()[0].shape == ref.shape[:3] + (3, 3)
+    assert np.isfinite(fit.predict()).all()
+    desc = SHDPredictModel(gtab).fit(d.data, d.mask)  # DIPY's default basis
+    np.testing.assert_allclose(convert_sh_basis(desc.shm_coeff, "descoteaux07", "mrtrix3"), ref, atol=2e-5)

@@ -53,6 +53,7 @@ from ._subject import (
     build_network,
     isotropic_responses,
     load_subject,
+    network_iso_names,
     predicted_start,
     recorded_warnings,
     subject_arrays,
@@ -407,8 +408,7 @@ def run_predict(dwi, bvals, bvecs, outdir, *, grad=None, mask=None, response_fil
         "timings_s": {"load": t_loaded - t_start, "finetune": t_pred - t_fit, "predict": t_done - t_pred,
                       "total": t_done - t_start},
     }
-    # the network's isotropic channels: the acquisition's tissues, or GM and CSF as trained
-    names = fm.iso_names if iso is None or iso.shape[-1] == fm.n_iso else ("gm", "csf")[: iso.shape[-1]]
+    names = network_iso_names(fm, iso)
     card = {"Description": "shdeconv predict: a trained (amortized) network"
                            + (f", fine-tuned {finetune} steps on this subject" if finetune else ""),
             "URL": SHD_URL, "Parameters": {"Model": str(model_path), "ModelSHA256": loaded.sha256,

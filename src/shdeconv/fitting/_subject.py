@@ -400,13 +400,30 @@ def attach_subject(net: DeconvNet, subject: Subject) -> ForwardModel:
 def predicted_start(subject: Subject, device, *, progress: bool = False) -> np.ndarray:
     """The shipped model's WM fODF ``[X, Y, Z, S]`` of ``subject`` (its signal as loaded, denoised or
     not), in the subject's voxel frame: ``fit --variant direct --init predict`` starts from it."""
-    loaded = LoadedModel.load(None)
+    return amortized_prediction(subject, device, progress=progress)[0]
+
+
+def amortized_prediction(subject: Subject, device, model=None, *,
+                         progress: bool = False) -> tuple[np.ndarray, np.ndarray | None, tuple[str, ...]]:
+    """A trained network's one pass over ``subject`` at its defaults (tiles of its training patch
+    size, :data:`~shdeconv.inference.DEFAULT_TILE_OVERLAP`): WM fODF ``[X, Y, Z, S]`` in the
+    subject's voxel frame, isotropic maps ``[X, Y, Z, T]`` (or None) and their tissue names.
+    ``model``: a model file or :class:`~shdeconv.models.LoadedModel` (default: the shipped one)."""
+    loaded = model if isinstance(model, LoadedModel) else LoadedModel.load(model)
     net = loaded.fresh()
-    attach_subject(net, subject)
+    fm = attach_subject(net, subject)
     tile = loaded.patch_size
-    fodf, _ = predict_volume(net, subject.signal, subject.mask, tile=tile, overlap=DEFAULT_TILE_OVERLAP,
-                             device=device, progress=progress, sw_batch_size=auto_batch(net, device, tile))
-    return fodf
+    fodf, iso = predict_volume(net, subject.signal, subject.mask, tile=tile, overlap=DEFAULT_TILE_OVERLAP,
+                               device=device, progress=progress, sw_batch_size=auto_batch(net, device, tile))
+    return fodf, iso, network_iso_names(fm, iso)
+
+
+def network_iso_names(fm: ForwardModel, iso: np.ndarray | None) -> tuple[str, ...]:
+    """Names of a network's isotropic output channels ``iso`` ``[..., T]``: the acquisition's
+    tissues (``fm.iso_names``), or GM and CSF as a network with the linear head was trained."""
+    if iso is None:
+        return ()
+    return tuple(fm.iso_names) if iso.shape[-1] == fm.n_iso else ("gm", "csf")[: iso.shape[-1]]
 
 
 def build_network(subject: Subject, config: NetworkConfig,

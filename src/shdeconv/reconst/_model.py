@@ -1,4 +1,6 @@
-"""DIPY-style API: ``SHDModel(gtab, ...).fit(data, mask)`` returning a fit with ``shm_coeff``.
+"""DIPY-style API: ``SHDModel(gtab, ...).fit(data, mask)`` (the per-subject fit) and
+``SHDPredictModel(gtab).fit(data, mask)`` (the trained network, one pass), returning a fit with
+``shm_coeff``.
 
 Directions are taken from the DIPY ``GradientTable`` exactly as given (DIPY's convention),
 and ``shm_coeff`` is expressed in that same frame, in ``sh_basis`` (DIPY's default
@@ -23,6 +25,7 @@ from ..fitting._fit import FitConfig, fit_network
 from ..fitting._pipeline import FIT_MODELS, default_loss_weights
 from ..fitting._subject import (
     acquisition_model,
+    amortized_prediction,
     build_network,
     predicted_start,
     prepare_subject,
@@ -34,7 +37,7 @@ from ..models._deconv import NetworkConfig
 from ..signal import Responses
 from ..sphere import convert_sh_basis, sh_matrix
 
-__all__ = ["SHDModel", "SHDFit"]
+__all__ = ["SHDModel", "SHDPredictModel", "SHDFit"]
 
 
 class SHDModel:
@@ -64,14 +67,9 @@ class SHDModel:
                  sh_basis: str = "descoteaux07", net_config: NetworkConfig | None = None,
                  fit_config: FitConfig | None = None, direct_config: DirectConfig | None = None,
                  loss_weights: LossWeights | None = None, device: str = "auto", progress: bool = False):
-        if sh_basis not in ("descoteaux07", "tournier07"):
-            raise ValueError(f"sh_basis must be 'descoteaux07' or 'tournier07', got {sh_basis!r}")
+        _check_gtab(gtab, sh_basis)
         if variant not in FIT_MODELS:
             raise OptionError(f"unknown variant {variant!r}; expected one of {FIT_MODELS}")
-        dw = np.asarray(gtab.bvals, float) > B0_THRESHOLD
-        if tensor_conditioning(np.asarray(gtab.bvecs, float)[dw]) < 1e-6:
-            raise ValueError(f"gtab: its {int(dw.sum())} diffusion-weighted directions cannot determine a diffusion "
-                             "tensor (at least 6 distinct axes, not all on one cone such as a plane, are needed)")
         self.gtab = gtab
         self.responses = responses
         self.variant = variant
@@ -105,17 +103,7 @@ class SHDModel:
     def fit(self, data: np.ndarray, mask: np.ndarray | None = None) -> "SHDFit":
         """Fit ``data`` ``(X, Y, Z, G)`` inside ``mask`` (default: every voxel with b=0 signal):
         ``direct`` in one optimisation, a network by training it and predicting every voxel."""
-        data = np.asarray(data, dtype=np.float32)
-        g = len(self.gtab.bvals)
-        if data.shape[-1:] != (g,):
-            raise ValueError(f"data has {data.shape[-1] if data.ndim else 0} volumes, gtab {g} "
-                             f"(data shape {data.shape})")
-        if data.ndim != 4:
-            raise ValueError(f"data must be a volume (X, Y, Z, {g}), got {data.shape}: SHDModel's fits use each "
-                             f"voxel's neighbours; voxels without neighbours go in as data.reshape(-1, 1, 1, {g})")
-        mask = np.ones(data.shape[:3], bool) if mask is None else np.asarray(mask, bool)
-        if mask.shape != data.shape[:3]:
-            raise ValueError(f"mask shape {mask.shape} does not match the data's {data.shape[:3]}")
+        data, mask = _volume(data, mask, len(self.gtab.bvals))
         subject = prepare_subject(data, self.gtab.bvals, self.gtab.bvecs, mask, responses=self.responses,
                                   lmax=self.response_lmax)
         if self.variant == "direct":
@@ -139,8 +127,81 @@ class SHDModel:
                       fm.iso_names)
 
 
+class SHDPredictModel:
+    """A trained amortized network (``shdeconv predict``; default: the shipped one), one pass.
+
+    Seconds to minutes where :class:`SHDModel` optimises; the fODF's order is the network's
+    (``sh_order_max``: 8 for the shipped model). ``fit`` returns an :class:`SHDFit` like
+    :class:`SHDModel`'s, with an empty ``history``.
+
+    Parameters
+    ----------
+    gtab : dipy.core.gradients.GradientTable
+        Directions as given, taken as the voxel axes' frame (DIPY's convention): the network's
+        spatial prior relates each fibre's direction to its neighbours' positions.
+    responses : Responses, optional
+        Estimated from the data at ``fit`` time when omitted.
+    model : str or Path, optional
+        A ``model.pt`` from ``shdeconv train`` (default: the shipped model), read once.
+    sh_basis : {'descoteaux07', 'tournier07'}
+        Basis of ``SHDFit.shm_coeff`` (both with ``legacy=False``).
+    device : str
+        ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
+
+    The data are used as given (``shdeconv predict --denoise`` denoises first; here that is
+    the caller's, e.g. ``dipy.denoise.localpca.mppca``).
+    """
+
+    def __init__(self, gtab, responses: Responses | None = None, *, model=None, sh_basis: str = "descoteaux07",
+                 device: str = "auto", progress: bool = False):
+        from ..models._store import LoadedModel
+
+        _check_gtab(gtab, sh_basis)
+        self.gtab = gtab
+        self.responses = responses
+        self.sh_basis = sh_basis
+        self.loaded = LoadedModel.load(model)
+        self.sh_order_max = self.loaded.net.config.lmax
+        self.response_lmax = self.loaded.net.config.response_lmax
+        self.device = resolve_device(device)
+        self.progress = progress
+
+    def fit(self, data: np.ndarray, mask: np.ndarray | None = None) -> "SHDFit":
+        """Predict ``data`` ``(X, Y, Z, G)`` inside ``mask`` (default: every voxel with b=0 signal)."""
+        data, mask = _volume(data, mask, len(self.gtab.bvals))
+        subject = prepare_subject(data, self.gtab.bvals, self.gtab.bvecs, mask, responses=self.responses,
+                                  lmax=self.response_lmax)
+        wm, iso, names = amortized_prediction(subject, self.device, self.loaded, progress=self.progress)
+        coeff = convert_sh_basis(wm, "mrtrix3", self.sh_basis)
+        return SHDFit(self, coeff.astype(np.float32), iso, subject.mask, [], subject.responses, names)
+
+
+def _check_gtab(gtab, sh_basis: str) -> None:
+    if sh_basis not in ("descoteaux07", "tournier07"):
+        raise ValueError(f"sh_basis must be 'descoteaux07' or 'tournier07', got {sh_basis!r}")
+    dw = np.asarray(gtab.bvals, float) > B0_THRESHOLD
+    if tensor_conditioning(np.asarray(gtab.bvecs, float)[dw]) < 1e-6:
+        raise ValueError(f"gtab: its {int(dw.sum())} diffusion-weighted directions cannot determine a diffusion "
+                         "tensor (at least 6 distinct axes, not all on one cone such as a plane, are needed)")
+
+
+def _volume(data, mask, g: int) -> tuple[np.ndarray, np.ndarray]:
+    """``data`` as a float32 volume ``(X, Y, Z, G)`` and its mask (default: all voxels), checked."""
+    data = np.asarray(data, dtype=np.float32)
+    if data.shape[-1:] != (g,):
+        raise ValueError(f"data has {data.shape[-1] if data.ndim else 0} volumes, gtab {g} "
+                         f"(data shape {data.shape})")
+    if data.ndim != 4:
+        raise ValueError(f"data must be a volume (X, Y, Z, {g}), got {data.shape}: these fits use each "
+                         f"voxel's neighbours; voxels without neighbours go in as data.reshape(-1, 1, 1, {g})")
+    mask = np.ones(data.shape[:3], bool) if mask is None else np.asarray(mask, bool)
+    if mask.shape != data.shape[:3]:
+        raise ValueError(f"mask shape {mask.shape} does not match the data's {data.shape[:3]}")
+    return data, mask
+
+
 class SHDFit:
-    """Result of :meth:`SHDModel.fit`.
+    """Result of :meth:`SHDModel.fit` and :meth:`SHDPredictModel.fit`.
 
     Attributes
     ----------
