@@ -1,8 +1,9 @@
 """Speed and memory of a whole-volume ``fit`` (``direct``) step on a CPU.
 
-``fit`` minimises the published objective over every mask voxel at once (slabs of
-``DirectConfig.chunk_voxels``); its non-negativity and sparsity terms evaluate the fODF on the
-1536-point dense grid, an ``N x 1536`` array per slab. This script times the same fit on a
+``fit`` minimises the published objective over every mask voxel at once (in blocks of
+``DirectConfig.chunk_voxels``, by default small ones on a CPU); its non-negativity and sparsity
+terms evaluate the fODF on the 1536-point dense grid, in blocks of ``GRID_BLOCK_ROWS`` voxels.
+This script times the same fit on a
 brain-shaped phantom (:func:`shdeconv.sim._brain.brain_phantom`) with those terms evaluated in
 blocks of ``GRID_BLOCK_ROWS`` voxels (the default) and in one block (the whole slab at once),
 each arm in its own fresh process, the arms alternated over ``--rounds``; with ``--baseline

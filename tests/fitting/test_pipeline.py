@@ -113,7 +113,7 @@ def test_direct_writes_outputs_lowers_the_loss_and_resumes(phantom, tmp_path):
 
 
 def test_direct_slabs_give_the_single_slab_result(phantom, tmp_path):
-    """Cut into slabs of a few x-planes, every step adds the exact sums: same fODF as in one piece."""
+    """Cut into blocks of a few voxels, every step adds the exact sums: same fODF as in one piece."""
     kw = dict(mask=phantom / "mask.nii.gz", variant="direct", progress=False)
     run_fit(*_inputs(phantom), tmp_path / "one", direct_config=DirectConfig(iterations=3), **kw)
     run_fit(*_inputs(phantom), tmp_path / "slabs", direct_config=DirectConfig(iterations=3, chunk_voxels=200), **kw)

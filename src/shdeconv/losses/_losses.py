@@ -148,8 +148,7 @@ def total_variation(wm_sh: torch.Tensor, mask: torch.Tensor, nside_dense: int = 
 
 
 #: Rows (voxels) of ``f = c B^T`` that :class:`_GridPenalties` holds at once: 4096 x 1536 float32
-#: points are 24 MiB, small enough for the allocator to reuse from step to step rather than map
-#: and fault in fresh pages (a whole-volume ``direct`` step over 10^5 voxels otherwise allocates
+#: points are 24 MiB (a whole-volume ``direct`` step over 10^5 voxels otherwise allocates
 #: several GiB-sized temporaries).
 GRID_BLOCK_ROWS = 4096
 
@@ -168,9 +167,11 @@ class _GridPenalties(torch.autograd.Function):
     @staticmethod
     def forward(ctx, c, b, sigma: float):
         nonneg, sparsity = c.new_zeros(()), c.new_zeros(())
+        f_buf, h_buf = _block_buffers(c, b.shape[0])
         for rows in c.split(GRID_BLOCK_ROWS):
-            f = rows @ b.T
-            nonneg += f.clamp(max=0.0).pow_(2).mean(-1).sum()
+            f, h = f_buf[:len(rows)], h_buf[:len(rows)]
+            torch.matmul(rows, b.T, out=f)
+            nonneg += torch.clamp(f, max=0.0, out=h).pow_(2).mean(-1).sum()
             sparsity += 2.0 * f.pow_(2).div_(2.0 * sigma).log1p_().mean(-1).sum()
         ctx.save_for_backward(c, b)
         ctx.sigma = sigma
@@ -181,13 +182,23 @@ class _GridPenalties(torch.autograd.Function):
         c, b = ctx.saved_tensors
         v = b.shape[0]
         out = torch.empty_like(c)
+        f_buf, grad_buf = _block_buffers(c, v)
         for rows, grad_rows in zip(c.split(GRID_BLOCK_ROWS), out.split(GRID_BLOCK_ROWS)):
-            f = rows @ b.T
-            grad = (f * f).add_(2.0 * ctx.sigma)  # in place from here: one N x V temporary
+            f, grad = f_buf[:len(rows)], grad_buf[:len(rows)]
+            torch.matmul(rows, b.T, out=f)
+            torch.mul(f, f, out=grad).add_(2.0 * ctx.sigma)
             torch.div(f, grad, out=grad).mul_(4.0 * g_sparsity / v)
             grad += f.clamp_(max=0.0).mul_(2.0 * g_nonneg / v)
             torch.matmul(grad, b, out=grad_rows)
         return out, None, None
+
+
+def _block_buffers(c: torch.Tensor, v: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two ``[min(N, GRID_BLOCK_ROWS), V]`` work arrays for :class:`_GridPenalties`, allocated once
+    per pass and reused by every block: fresh ones per block were most of a whole-volume step's
+    allocations, and every fresh allocation of that size faults in new pages."""
+    rows = min(len(c), GRID_BLOCK_ROWS)
+    return c.new_empty((rows, v)), c.new_empty((rows, v))
 
 
 def supervised_sh_loss(wm_sh: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
