@@ -110,9 +110,9 @@ def _start(start_sh: np.ndarray, grid_sh: np.ndarray, n_iso: int):
 
 
 #: Core voxels per block of a ``direct`` fit on a CPU: a block's largest arrays (its grid values,
-#: up to ``(b + 2)^3 x 384`` floats with the halo) stay near 24 MiB, under glibc's largest
-#: threshold for reusing freed memory (32 MiB); larger blocks were mapped afresh at every step
-#: (101k voxels, 2 cores: 1.3x the time per step with one block of 2^18 voxels).
+#: up to ``(b + 2)^3 x 384`` floats with the halo) stay near 24 MiB, under the 32 MiB below which
+#: :func:`~shdeconv.fitting._allocator.reused_heap` serves them from reused memory; larger blocks
+#: were mapped afresh at every step (benchmarks/results/direct_speed_cpu.md).
 CPU_BLOCK_VOXELS = 1 << 14
 #: On a GPU, where the caching allocator reuses memory and each block costs kernel launches.
 GPU_BLOCK_VOXELS = 1 << 18
