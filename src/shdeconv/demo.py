@@ -42,7 +42,7 @@ def run_demo(outdir="demo_out", *, quick: bool = False, seed: int = 0, device: s
                               size="quick" if quick else "default")
     inputs = (phantom / "dwi.nii.gz", phantom / "bvals", phantom / "bvecs")
     mask = phantom / "mask.nii.gz"
-    fit_config = FitConfig(seed=seed, iterations=60 if quick else FitConfig().iterations)
+    fit_config = FitConfig(seed=seed, iterations=15 if quick else FitConfig().iterations)
     rows = []
     t = time.perf_counter()
     run_predict(*inputs, outdir / "predict", mask=mask, device=device, progress=progress, force=force)
