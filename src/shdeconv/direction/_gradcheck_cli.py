@@ -90,8 +90,7 @@ def cmd_check_gradients(args: argparse.Namespace) -> int:
     check_gradient_options(args.dwi, args.bvals, args.bvecs, args.grad)
     dwi = load_dwi(args.dwi, args.bvals, args.bvecs, getattr(args, "mask", None), grad_path=args.grad)
     result = check_gradients(dwi.data, dwi.bvals, dwi.bvecs, dwi.affine, dwi.mask)
-    table = args.bvecs or args.grad or f"{args.dwi} (its header)"
-    print(f"gradient table check of {table} ({result.n_voxels} voxels scored)")
+    print(f"gradient table check of {dwi.gradient_file} ({result.n_voxels} voxels scored)")
     print(format_ranking(result))
     print(result.message)
     if out is not None:

@@ -352,7 +352,7 @@ def _load_subject(dwi_path, bvals, bvecs, mask_path, *, grad, response_files, lm
     # the check follows fibres from voxel to voxel: with the mask's voxels alone, by their coordinates
     image, image_mask = (dwi.data, mask) if dwi.voxels is None else (dwi.image(), dwi.uncrop(mask))
     check = check_gradients(image, dwi.bvals, dwi.bvecs, dwi.affine, image_mask)
-    gradients = gradient_record(check, bvecs if bvecs is not None else grad if grad is not None else dwi_path)
+    gradients = gradient_record(check, dwi.gradient_file)
     choice = None
     if denoise == "auto":
         denoise, choice = choose_denoise(check)

@@ -133,6 +133,9 @@ class DWIData:
         The image's spatial shape when cropped.
     beyond : Beyond or None
         What lies outside the part read, for the mask's audit, when cropped.
+    gradient_file : Path or None
+        The file holding the gradient directions: the bvecs, the MRtrix3 grad file, or the
+        MRtrix3 dwi whose header holds them.
     """
 
     data: np.ndarray
@@ -148,6 +151,7 @@ class DWIData:
     voxels: np.ndarray | None = field(default=None, repr=False)
     image_shape: tuple[int, int, int] | None = None
     beyond: Beyond | None = field(default=None, repr=False)
+    gradient_file: Path | None = None
 
     def __post_init__(self):
         if self.bad_voxels is None:
@@ -580,7 +584,8 @@ def load_dwi(
                 int(b0.sum()), bvals_shells(bvals)[0].round().tolist())
     return DWIData(data=data, affine=affine, header=img.header, bvals=bvals, bvecs=bvecs,
                    directions_world=directions, mask=mask, path=dwi_p, bad_voxels=bad, box=box, voxels=voxels,
-                   image_shape=None if box is None and voxels is None else image_shape, beyond=beyond)
+                   image_shape=None if box is None and voxels is None else image_shape, beyond=beyond,
+                   gradient_file=bvecs_p if bvecs_p is not None else table_p)
 
 
 def _part(array: np.ndarray, box, voxels) -> np.ndarray:

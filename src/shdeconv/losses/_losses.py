@@ -195,8 +195,7 @@ class _GridPenalties(torch.autograd.Function):
 
 def _block_buffers(c: torch.Tensor, v: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Two ``[min(N, GRID_BLOCK_ROWS), V]`` work arrays for :class:`_GridPenalties`, allocated once
-    per pass and reused by every block: fresh ones per block were most of a whole-volume step's
-    allocations, and every fresh allocation of that size faults in new pages."""
+    per pass and reused by every block instead of fresh temporaries per block."""
     rows = min(len(c), GRID_BLOCK_ROWS)
     return c.new_empty((rows, v)), c.new_empty((rows, v))
 
