@@ -25,6 +25,8 @@ class OptionError(ValueError):
 DENOISERS = ("none", "mppca", "localpca", "auto")
 #: ``shdeconv fit``'s default denoising
 FIT_DENOISE = "auto"
+#: number formats of a network's inference pass (``predict --precision``; ``DeconvNet.precision``)
+PRECISIONS = ("float32", "bfloat16")
 
 
 class ValidatedConfig:

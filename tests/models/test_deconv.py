@@ -340,3 +340,43 @@ def test_gate_keeps_isotropic_voxels_on_the_spatial_path_and_runs_the_voxel_path
     plain.load_state_dict({k: v for k, v in net.state_dict().items() if k != "gate_anisotropy"})
     with torch.no_grad():
         assert (plain(linear=lin)[0][..., :2, :, :] - spatial[..., :2, :, :]).abs().amax() > 0.1
+
+
+@pytest.mark.parametrize("chebyshev", ["dense", "sparse"])
+def test_bfloat16_precision_rounds_the_paths_only_and_restores_float32_exactly(rng, chebyshev):
+    """The gated network in bfloat16: float32 outputs within bfloat16's rounding of the float32
+    ones, the paths' weights bfloat16 meanwhile, every parameter and buffer bit-exact after
+    switching back, and no use with gradients (bfloat16 weights are not for training)."""
+    cfg = NetworkConfig(inputs="linear", width=4, depth=2, K=3, gate=True, **LINEAR_HEAD)
+    torch.manual_seed(0)
+    net = DeconvNet(cfg, n_iso=2).eval()
+    for p in net.parameters():  # a trained-like network: a non-zero head and batch-norm statistics
+        torch.nn.init.normal_(p, std=0.3)
+    net.chebyshev = chebyshev
+    lin = torch.as_tensor(rng.normal(size=(1, 47, 4, 4, 4)), dtype=torch.float32)
+
+    def state():
+        return {k: (v.to_dense() if v.layout != torch.strided else v).clone()
+                for k, v in [*net.named_parameters(), *net.named_buffers()] if v is not None}
+
+    before = state()
+    with torch.no_grad():
+        ref = net(linear=lin)
+        net.precision = "bfloat16"
+        assert net.precision == "bfloat16" and net.unet.head.theta.dtype == torch.bfloat16
+        assert net.voxel_unet.head.theta.dtype == torch.bfloat16 and net.to_sh.dtype == torch.float32
+        low = net(linear=lin)
+        with pytest.raises(RuntimeError, match="inference"), torch.enable_grad():
+            net(linear=lin)
+        net.precision = "float32"
+        again = net(linear=lin)
+    for r, x, y in zip(ref, low, again):
+        assert x.dtype == torch.float32
+        rel = float((x - r).norm() / r.norm())
+        assert 1e-5 < rel < 0.03
+        torch.testing.assert_close(y, r, rtol=0, atol=0)
+    after = state()
+    assert after.keys() == before.keys()
+    assert all(after[k].dtype == v.dtype and torch.equal(after[k], v) for k, v in before.items())
+    with pytest.raises(ValueError, match="precision"):
+        net.precision = "float16"

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .._options import check_patch_size
+from .._options import PRECISIONS, OptionError, check_patch_size
 from ..io import mask_box
 from ..models._deconv import DeconvNet
 from ._sliding_window import SlidingWindowInferer
@@ -28,6 +28,7 @@ __all__ = [
     "MAX_TILE_WORKERS",
     "auto_batch",
     "channels_first",
+    "native_bfloat16",
     "predict_volume",
     "threads_per_worker",
     "tile_workers",
@@ -43,6 +44,20 @@ BYTES_PER_CHANNEL_PIXEL = 135
 #: at least one voxel from the border of the tile that predicts it; 0.125 is faster and loses
 #: 3-fibre success, 0.5 adds nothing measurable for 1.5x the tiles (benchmarks/tile_overlap.py)
 DEFAULT_TILE_OVERLAP = 0.25
+
+
+def native_bfloat16(device: torch.device) -> bool:
+    """Whether ``device`` multiplies bfloat16 matrices natively: a CUDA GPU that supports it, or a
+    CPU with bfloat16 instructions (AVX512-BF16, AMX) that oneDNN uses. Elsewhere bfloat16 is
+    emulated and slower than float32."""
+    if device.type == "cuda":
+        return bool(torch.cuda.is_bf16_supported())
+    if device.type != "cpu" or not torch.backends.mkldnn.is_available():
+        return False
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # not exposed by this build
+        return False
 
 
 def _available_bytes(device: torch.device) -> int:
@@ -216,7 +231,7 @@ def volume_input(net: DeconvNet, signal: np.ndarray, mask: np.ndarray, *,
 @torch.no_grad()
 def predict_volume(net: DeconvNet, signal: np.ndarray | VolumeInput | None, mask: np.ndarray, *, tile: int,
                    overlap: float, device: torch.device, progress: bool = False, sw_batch_size: int = 2,
-                   workers: int | None = None):
+                   workers: int | None = None, precision: str = "float32"):
     """Whole-volume prediction. Returns ``wm_sh [X, Y, Z, S]`` and ``iso [X, Y, Z, T]`` (or None).
 
     ``signal`` ``[X, Y, Z, G]``, or its :func:`volume_input` for ``net`` and ``mask`` (None for
@@ -225,9 +240,13 @@ def predict_volume(net: DeconvNet, signal: np.ndarray | VolumeInput | None, mask
     voxel are skipped; outside ``mask`` the outputs are zero. ``workers`` (default
     :func:`tile_workers`) batches of ``sw_batch_size`` tiles run at once in threads; on a CPU
     with more than one worker torch's intra-op threads are divided among them meanwhile (and
-    restored).
+    restored). ``precision``: the format the network's paths compute in for this call
+    (:attr:`~shdeconv.models.DeconvNet.precision`; ``"bfloat16"`` is faster where the device
+    has bfloat16 matrix products, :func:`native_bfloat16`), restored afterwards.
     """
     check_patch_size(tile, net.config.patch_multiple, "tile")
+    if precision not in PRECISIONS:
+        raise OptionError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     net.to(device).eval()
     mask = np.asarray(mask, dtype=bool)
     s = net.n_coeffs
@@ -251,13 +270,16 @@ def predict_volume(net: DeconvNet, signal: np.ndarray | VolumeInput | None, mask
     # every batch size measured on CPU (benchmarks/predict_batch.py); training keeps its setting
     # (both paths of a gated model: 1.15x on a tile whose every voxel takes the voxel-wise path)
     previous = [(u, u.chebyshev) for u in net.paths]
+    previous_precision = net.precision
     net.chebyshev = "dense"
+    net.precision = precision
     try:
         with threads_per_worker(inferer.workers, device):
             inner = inferer(x, predictor, progress=progress, roi_mask=torch.from_numpy(mask[box])).numpy()
     finally:
         for u, mode in previous:
             u.chebyshev = mode
+        net.precision = previous_precision
     del x  # the tiled input: not needed to place the result (HCP-sized: 0.6 GB)
     out = np.zeros(mask.shape + (inner.shape[0],), np.float32)
     out[box] = np.moveaxis(inner, 0, -1)

@@ -107,6 +107,8 @@ def _chebyshev_recursion(lap: torch.Tensor, lap_t: torch.Tensor, x: torch.Tensor
     :math:`T_0 x = x,\; T_1 x = \tilde L x,\; T_k x = 2 \tilde L T_{k-1} x - T_{k-2} x`:
     ``K - 1`` sparse products with about 9 non-zeros a row.
     """
+    if x.dtype == torch.bfloat16:  # sparse products have no bfloat16 kernels: float32 inside
+        return [t.to(x.dtype) for t in _chebyshev_recursion(lap, lap_t, x.float(), K)]
     lap, lap_t = _cast_sparse(lap, x), _cast_sparse(lap_t, x)
     out = [x]
     if K > 1:

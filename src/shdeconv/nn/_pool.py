@@ -114,7 +114,12 @@ class SpatialPool(nn.Module):
         _check_spatial_input(x, type(self).__name__, even=True)
         lead, (nx, ny, nz) = x.shape[:-3], x.shape[-3:]
         flat = x.reshape(-1, 1, nx, ny, nz)
-        y = F.avg_pool3d(flat, 2) if self.mode == "mean" else F.max_pool3d(flat, 2)
+        if self.mode == "max":
+            y = F.max_pool3d(flat, 2)
+        elif flat.dtype == torch.bfloat16 and not flat.is_cuda:  # no bfloat16 avg_pool3d on a CPU
+            y = F.avg_pool3d(flat.float(), 2).to(flat.dtype)
+        else:
+            y = F.avg_pool3d(flat, 2)
         return y.view(*lead, nx // 2, ny // 2, nz // 2)
 
     def extra_repr(self) -> str:
