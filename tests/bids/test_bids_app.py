@@ -222,8 +222,8 @@ def test_participant_label_selects_and_unknown_labels_are_refused(bids_dir, tmp_
 def test_parser_options_and_option_errors(bids_dir, tmp_path, capsys):
     parser = _parser()
     args = parser.parse_args(["bids", "in", "out", "participant"])
-    assert (args.method, args.device, args.model, args.participant_label, args.func) == \
-        ("predict", "auto", None, None, cmd_bids)
+    assert (args.method, args.device, args.model, args.participant_label, args.precision, args.func) == \
+        ("predict", "auto", None, None, "float32", cmd_bids)
     with pytest.raises(SystemExit):
         parser.parse_args(["bids", "in", "out", "group"])
     capsys.readouterr()
@@ -237,6 +237,10 @@ def test_parser_options_and_option_errors(bids_dir, tmp_path, capsys):
         run_bids(bids_dir, tmp_path / "out", method="mrtrix")
     with pytest.raises(OptionError, match="--model"):
         run_bids(bids_dir, tmp_path / "out", method="csd", model="m.pt")
+    with pytest.raises(OptionError, match="--precision"):
+        run_bids(bids_dir, tmp_path / "out", method="fit", precision="bfloat16")
+    with pytest.raises(OptionError, match="--precision"):
+        run_bids(bids_dir, tmp_path / "out", precision="float16")
     with pytest.raises(InputError, match="model file not found"):
         run_bids(bids_dir, tmp_path / "out", model=tmp_path / "m.pt", device="cpu")
     assert not (tmp_path / "out").exists()
@@ -255,9 +259,10 @@ def test_predict_reads_the_shipped_model_once_for_every_series(bids_dir, tmp_pat
 
     real, calls = LoadedModel.load, []
     monkeypatch.setattr(LoadedModel, "load", lambda path=None: calls.append(path) or real(path))
-    summary = run_bids(bids_dir, tmp_path / "out", device="cpu", progress=False, quiet=True)
+    summary = run_bids(bids_dir, tmp_path / "out", device="cpu", progress=False, quiet=True, precision="bfloat16")
     assert (summary["done"], summary["failed"]) == (2, 0) and calls == [None]
     folder = tmp_path / "out" / "shdeconv" / "sub-01" / "dwi"
     report = json.loads((folder / "sub-01_model-predict_desc-report_dwimap.json").read_text())
     assert report["command"] == "predict" and report["model"].endswith(".pt") and report["model_sha256"]
+    assert report["precision"] == "bfloat16"  # the option reaches predict
     assert (folder / "sub-01_model-predict_param-fod_label-WM_dwimap.nii.gz").is_file()

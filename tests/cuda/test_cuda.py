@@ -57,6 +57,17 @@ def test_predict_on_cuda_matches_cpu(phantoms, tmp_path):
         assert np.linalg.norm(b - a) / np.linalg.norm(a) < 2e-3
 
 
+def test_bfloat16_predict_on_cuda_stays_close_to_float32(phantoms, tmp_path):
+    """``--precision bfloat16`` on the GPU: the network pass rounds, the fODF moves by about 1%."""
+    ph = phantoms[0]
+    run_predict(*_inputs(ph), tmp_path / "f32", mask=ph / "mask.nii.gz", device="cuda", progress=False)
+    report = run_predict(*_inputs(ph), tmp_path / "bf16", mask=ph / "mask.nii.gz", device="cuda", progress=False,
+                         precision="bfloat16")
+    assert report["precision"] == "bfloat16" and not any("bfloat16" in w for w in report["warnings"])
+    a, b = _fodf(tmp_path / "f32"), _fodf(tmp_path / "bf16")
+    assert np.isfinite(b).all() and 1e-4 < np.linalg.norm(b - a) / np.linalg.norm(a) < 0.03
+
+
 def test_auto_batch_on_the_gpu_fits_its_memory():
     net, _ = load_model(pretrained_path())
     n = auto_batch(net, torch.device("cuda"), 8)

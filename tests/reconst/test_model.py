@@ -147,3 +147,12 @@ def test_predict_model_equals_the_predict_command(tmp_path):
     assert np.isfinite(fit.predict()).all()
     desc = SHDPredictModel(gtab).fit(d.data, d.mask)  # DIPY's default basis
     np.testing.assert_allclose(convert_sh_basis(desc.shm_coeff, "descoteaux07", "mrtrix3"), ref, atol=2e-5)
+    # --precision bfloat16 reaches the network through both
+    assert main(["predict", *files, "-o", str(tmp_path / "bf16"), "-q", "--no-progress", "--precision",
+                 "bfloat16"]) == 0
+    ref16 = nib.load(tmp_path / "bf16" / "fodf.nii.gz").get_fdata()
+    assert 1e-4 < np.linalg.norm(ref16 - ref) / np.linalg.norm(ref) < 0.03
+    low = SHDPredictModel(gtab, sh_basis="tournier07", precision="bfloat16").fit(d.data, d.mask)
+    np.testing.assert_allclose(low.shm_coeff, ref16, atol=2e-4)
+    with pytest.raises(ValueError, match="precision"):
+        SHDPredictModel(gtab, precision="float16")

@@ -19,7 +19,7 @@ import sys
 from os import PathLike
 from pathlib import Path
 
-from .._options import DENOISERS, FIT_DENOISE, OptionError, check_device
+from .._options import DENOISERS, FIT_DENOISE, PRECISIONS, OptionError, check_device
 from ..io import InputError, atomic_write_text, check_output_dir
 from ._layout import DwiSeries, find_dwi
 
@@ -90,7 +90,7 @@ def _dataset_description(root: Path, bids_dir: Path) -> None:
 
 
 def _run_job(series: DwiSeries, work: Path, method: str, *, model, device: str, progress: bool,
-             n_jobs: int, denoise: str) -> dict:
+             n_jobs: int, denoise: str, precision: str) -> dict:
     from ..fitting import run_csd, run_fit, run_predict
 
     if series.bval is None or series.bvec is None:
@@ -99,7 +99,7 @@ def _run_job(series: DwiSeries, work: Path, method: str, *, model, device: str, 
     inputs = (series.dwi, series.bval, series.bvec, work)
     if method == "predict":
         return run_predict(*inputs, mask=series.mask, model=model, device=device, progress=progress,
-                           denoise=denoise, force=True)
+                           denoise=denoise, precision=precision, force=True)
     if method == "fit":
         return run_fit(*inputs, mask=series.mask, device=device, progress=progress, denoise=denoise, force=True)
     return run_csd(*inputs, mask=series.mask, n_jobs=n_jobs, denoise=denoise, force=True)
@@ -136,7 +136,7 @@ def _say(quiet: bool, text: str) -> None:
 
 def run_bids(bids_dir: str | PathLike, output_dir: str | PathLike, *, participant_label=None, session_label=None,
              method: str = "predict", model=None, device: str = "auto", force: bool = False, progress: bool = True,
-             quiet: bool = False, n_jobs: int = 1, denoise: str | None = None) -> dict:
+             quiet: bool = False, n_jobs: int = 1, denoise: str | None = None, precision: str = "float32") -> dict:
     """Run ``method`` on every diffusion series of a BIDS dataset (the participant level of a BIDS App).
 
     Parameters
@@ -164,6 +164,8 @@ def run_bids(bids_dir: str | PathLike, output_dir: str | PathLike, *, participan
     denoise : {"none", "mppca", "localpca", "auto"}, optional
         Denoising before the job; default: the command's own (``fit``: ``auto``, MP-PCA where
         neighbouring voxels' fibres agree, as ``shdeconv fit``; ``predict`` and ``csd``: none).
+    precision : {"float32", "bfloat16"}
+        Number format of ``predict``'s network pass (``shdeconv predict --precision``).
 
     Returns
     -------
@@ -178,7 +180,8 @@ def run_bids(bids_dir: str | PathLike, output_dir: str | PathLike, *, participan
         For a missing or non-BIDS ``bids_dir``, no series found, or an unreadable model;
         nothing is written then. A series' own failure is reported in the summary instead.
     OptionError
-        For a bad ``method``, ``device`` or ``model`` given with another method.
+        For a bad ``method``, ``device`` or ``precision``, or ``model`` or bfloat16 given with
+        another method.
     """
     if method not in METHODS:
         raise OptionError(f"method must be one of {METHODS}, got {method!r}")
@@ -189,6 +192,10 @@ def run_bids(bids_dir: str | PathLike, output_dir: str | PathLike, *, participan
     check_device(device)
     if model is not None and method != "predict":
         raise OptionError(f"--model is an option of --method predict, not {method}")
+    if precision not in PRECISIONS:
+        raise OptionError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if precision != "float32" and method != "predict":
+        raise OptionError(f"--precision is an option of --method predict, not {method}")
     if method in ("predict", "fit"):
         from .._options import resolve_device
 
@@ -223,7 +230,7 @@ def run_bids(bids_dir: str | PathLike, output_dir: str | PathLike, *, participan
         storing = False
         try:
             report = _run_job(s, work, method, model=loaded, device=device, progress=progress, n_jobs=n_jobs,
-                              denoise=denoise)
+                              denoise=denoise, precision=precision)
             storing = True
             stored = _store(work, folder, names, report)
         except Exception as e:

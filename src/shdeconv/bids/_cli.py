@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .._options import DENOISERS, FIT_DENOISE
+from .._options import DENOISERS, FIT_DENOISE, PRECISIONS
 
 __all__ = ["add_parser", "cmd_bids"]
 
@@ -55,6 +55,8 @@ def add_parser(subparsers, formatter_class, common) -> argparse.ArgumentParser:
     p.add_argument("--model", type=Path, default=None,
                    help="model file for --method predict (default: the shipped one)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (predict and fit)")
+    p.add_argument("--precision", default="float32", choices=PRECISIONS,
+                   help="number format of predict's network pass (as shdeconv predict --precision)")
     p.add_argument("--denoise", default=None, choices=DENOISERS,
                    help=f"denoising before the job (default: the command's own: {FIT_DENOISE} for fit, none "
                         "for predict and csd; QSIPrep's output is usually denoised already)")
@@ -71,7 +73,7 @@ def cmd_bids(args) -> int:
     quiet = getattr(args, "quiet", False)
     summary = run_bids(args.bids_dir, args.output_dir, participant_label=args.participant_label,
                        session_label=args.session_label, method=args.method, model=args.model, device=args.device,
-                       denoise=args.denoise,
+                       denoise=args.denoise, precision=args.precision,
                        force=getattr(args, "force", False),
                        progress=not (getattr(args, "no_progress", False) or quiet), quiet=quiet,
                        n_jobs=getattr(args, "nthreads", None) or -1)

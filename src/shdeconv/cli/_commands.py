@@ -113,8 +113,8 @@ def cmd_predict(args) -> int:
     report = run_predict(outdir=args.output, **_inputs(args), model=args.model, finetune=args.finetune,
                          device=args.device, tile=args.patch_size,
                          overlap=DEFAULT_TILE_OVERLAP if args.overlap is None else args.overlap,
-                         batch=args.batch_size, progress=_progress(args), denoise=args.denoise, force=args.force,
-                         **_given(args, "seed"))
+                         batch=args.batch_size, progress=_progress(args), denoise=args.denoise,
+                         precision=args.precision, force=args.force, **_given(args, "seed"))
     _wrote(args, report)
     return 0
 

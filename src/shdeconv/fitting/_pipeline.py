@@ -22,11 +22,12 @@ import numpy as np
 import torch
 
 from .. import __version__
-from .._options import OptionError, check_even_order, check_patch_size, resolve_device
+from .._options import PRECISIONS, OptionError, check_even_order, check_patch_size, resolve_device
 from ..direction import sh_peaks
 from ..inference import (
     DEFAULT_TILE_OVERLAP,
     auto_batch,
+    native_bfloat16,
     predict_volume,
     tile_workers,
     volume_input,
@@ -324,7 +325,8 @@ def run_fit(dwi, bvals, bvecs, outdir, *, grad=None, mask=None, response_files=N
 
 def run_predict(dwi, bvals, bvecs, outdir, *, grad=None, mask=None, response_files=None, model=None,
                 finetune: int = 0, device="auto", tile: int | None = None, overlap: float = DEFAULT_TILE_OVERLAP,
-                batch: int | None = None, seed: int = 0, progress=True, denoise="none", force: bool = False) -> dict:
+                batch: int | None = None, seed: int = 0, progress=True, denoise="none", precision: str = "float32",
+                force: bool = False) -> dict:
     """Amortized inference: a trained network (default: the shipped one) predicts a subject in one pass.
 
     ``finetune > 0`` first runs that many steps on the subject: the loss of ``shdeconv fit``
@@ -334,7 +336,10 @@ def run_predict(dwi, bvals, bvecs, outdir, *, grad=None, mask=None, response_fil
     those they were trained on), ``batch`` (tiles per forward pass) to :func:`auto_batch`; on a
     CPU :func:`tile_workers` threads predict tiles at once. An ``outdir`` holding outputs of an
     earlier run is refused unless ``force``. ``model``: a model file (default: the shipped one)
-    or a :class:`~shdeconv.models.LoadedModel` read once for many subjects.
+    or a :class:`~shdeconv.models.LoadedModel` read once for many subjects. ``precision``:
+    ``"bfloat16"`` runs the prediction pass (not the fine-tuning) in bfloat16
+    (:attr:`~shdeconv.models.DeconvNet.precision`), with a warning where the device has no
+    bfloat16 matrix products (:func:`~shdeconv.inference.native_bfloat16`).
     Returns the report dict (also in report.json).
     """
     from ..models._store import LoadedModel, load_model
@@ -345,6 +350,8 @@ def run_predict(dwi, bvals, bvecs, outdir, *, grad=None, mask=None, response_fil
         raise OptionError(f"--overlap must be in [0, 1), got {overlap}")
     if batch is not None and batch < 1:
         raise OptionError(f"--batch-size must be >= 1, got {batch}")
+    if precision not in PRECISIONS:
+        raise OptionError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     t_start = time.perf_counter()
     refuse_earlier_outputs(outdir, OUTPUT_FILES, force=force)
     dev = resolve_device(device)
@@ -358,6 +365,11 @@ def run_predict(dwi, bvals, bvecs, outdir, *, grad=None, mask=None, response_fil
                            lmax=net.config.response_lmax, denoise=denoise, keep_raw=False, voxels_only=voxels_only)
     t_loaded = time.perf_counter()
     grid = spatial_grid_report(subject.affine, "predict")
+    if precision == "bfloat16" and not native_bfloat16(dev):
+        msg = (f"--precision bfloat16: this {dev.type.upper()} has no bfloat16 matrix products, so they are "
+               "emulated and predict runs slower than in float32")
+        log.warning(msg)
+        grid["warnings"].append(msg)
     outdir = check_output_dir(outdir)
     fm = attach_subject(net, subject)
     history, t_fit = [], time.perf_counter()
@@ -384,7 +396,8 @@ def run_predict(dwi, bvals, bvecs, outdir, *, grad=None, mask=None, response_fil
     subject.signal = None
     on_grid = subject.voxels is not None  # the input, and so the prediction, on the image's grid
     fodf, iso = predict_volume(net, inputs, subject.uncrop(subject.mask) if on_grid else subject.mask, tile=tile,
-                               overlap=overlap, device=dev, progress=progress, sw_batch_size=batch, workers=workers)
+                               overlap=overlap, device=dev, progress=progress, sw_batch_size=batch, workers=workers,
+                               precision=precision)
     del inputs
     if on_grid:
         fodf, iso = subject.crop(fodf), None if iso is None else subject.crop(iso)
@@ -403,6 +416,7 @@ def run_predict(dwi, bvals, bvecs, outdir, *, grad=None, mask=None, response_fil
         "overlap": overlap,
         "tiles_per_batch": batch,
         "tile_workers": workers,
+        "precision": precision,
         "voxels_in_mask": int(subject.mask.sum()),
         **grid,
         "timings_s": {"load": t_loaded - t_start, "finetune": t_pred - t_fit, "predict": t_done - t_pred,
@@ -413,7 +427,8 @@ def run_predict(dwi, bvals, bvecs, outdir, *, grad=None, mask=None, response_fil
                            + (f", fine-tuned {finetune} steps on this subject" if finetune else ""),
             "URL": SHD_URL, "Parameters": {"Model": str(model_path), "ModelSHA256": loaded.sha256,
                                            "Variant": net.config.variant, "Head": net.config.head,
-                                           "Finetune": finetune, "Denoise": subject.denoise}}
+                                           "Finetune": finetune, "Denoise": subject.denoise,
+                                           "Precision": precision}}
     # the Softplus head is non-negative on its grid; the linear head only penalises negative values
     return write_outputs(outdir, subject, rotate_sh(fodf, subject.rotation), iso, history=history, iso_names=names,
                          report=report, title="predict" + (f" + finetune {finetune}" if finetune else ""),

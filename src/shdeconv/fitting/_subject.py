@@ -403,18 +403,20 @@ def predicted_start(subject: Subject, device, *, progress: bool = False) -> np.n
     return amortized_prediction(subject, device, progress=progress)[0]
 
 
-def amortized_prediction(subject: Subject, device, model=None, *,
+def amortized_prediction(subject: Subject, device, model=None, *, precision: str = "float32",
                          progress: bool = False) -> tuple[np.ndarray, np.ndarray | None, tuple[str, ...]]:
     """A trained network's one pass over ``subject`` at its defaults (tiles of its training patch
     size, :data:`~shdeconv.inference.DEFAULT_TILE_OVERLAP`): WM fODF ``[X, Y, Z, S]`` in the
     subject's voxel frame, isotropic maps ``[X, Y, Z, T]`` (or None) and their tissue names.
-    ``model``: a model file or :class:`~shdeconv.models.LoadedModel` (default: the shipped one)."""
+    ``model``: a model file or :class:`~shdeconv.models.LoadedModel` (default: the shipped one);
+    ``precision``: :attr:`~shdeconv.models.DeconvNet.precision` of the pass."""
     loaded = model if isinstance(model, LoadedModel) else LoadedModel.load(model)
     net = loaded.fresh()
     fm = attach_subject(net, subject)
     tile = loaded.patch_size
     fodf, iso = predict_volume(net, subject.signal, subject.mask, tile=tile, overlap=DEFAULT_TILE_OVERLAP,
-                               device=device, progress=progress, sw_batch_size=auto_batch(net, device, tile))
+                               device=device, progress=progress, sw_batch_size=auto_batch(net, device, tile),
+                               precision=precision)
     return fodf, iso, network_iso_names(fm, iso)
 
 

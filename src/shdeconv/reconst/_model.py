@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .._options import OptionError, resolve_device
+from .._options import PRECISIONS, OptionError, resolve_device
 from ..fitting._direct import DirectConfig, fit_direct, linear_start, start_for
 from ..fitting._fit import FitConfig, fit_network
 from ..fitting._pipeline import FIT_MODELS, default_loss_weights
@@ -147,16 +147,22 @@ class SHDPredictModel:
         Basis of ``SHDFit.shm_coeff`` (both with ``legacy=False``).
     device : str
         ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
+    precision : {'float32', 'bfloat16'}
+        Number format of the network pass (``shdeconv predict --precision``): bfloat16 is faster
+        on GPUs and CPUs with bfloat16 instructions and moves the fODF by about 1%.
 
     The data are used as given (``shdeconv predict --denoise`` denoises first; here that is
     the caller's, e.g. ``dipy.denoise.localpca.mppca``).
     """
 
     def __init__(self, gtab, responses: Responses | None = None, *, model=None, sh_basis: str = "descoteaux07",
-                 device: str = "auto", progress: bool = False):
+                 device: str = "auto", precision: str = "float32", progress: bool = False):
         from ..models._store import LoadedModel
 
         _check_gtab(gtab, sh_basis)
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        self.precision = precision
         self.gtab = gtab
         self.responses = responses
         self.sh_basis = sh_basis
@@ -171,7 +177,8 @@ class SHDPredictModel:
         data, mask = _volume(data, mask, len(self.gtab.bvals))
         subject = prepare_subject(data, self.gtab.bvals, self.gtab.bvecs, mask, responses=self.responses,
                                   lmax=self.response_lmax)
-        wm, iso, names = amortized_prediction(subject, self.device, self.loaded, progress=self.progress)
+        wm, iso, names = amortized_prediction(subject, self.device, self.loaded, precision=self.precision,
+                                              progress=self.progress)
         coeff = convert_sh_basis(wm, "mrtrix3", self.sh_basis)
         return SHDFit(self, coeff.astype(np.float32), iso, subject.mask, [], subject.responses, names)
 
