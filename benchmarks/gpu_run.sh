@@ -10,8 +10,9 @@
 #      torchrun with one rank per GPU trains through nccl);
 #   2. benchmarks/train_speed.py --device cuda (training steps per second, float32 vs --amp);
 #   3. benchmarks/predict_batch.py --device cuda (tiles per pass on the GPU);
-#   4. benchmarks/wholebrain.py --device cuda on the clinical volume (predict at both overlaps,
-#      DIPY CSD with joblib on every core of that machine) and the HCP-like one (predict);
+#   4. benchmarks/wholebrain.py --device cuda on the clinical volume (predict at both overlaps and
+#      in bfloat16, DIPY CSD with joblib on every core of that machine) and the HCP-like one
+#      (predict, also in bfloat16);
 #   5. benchmarks/direct_speed.py --device cuda: a whole-brain `fit` (direct, 300 steps, 342k voxels);
 #   6. benchmarks/published_scale.py --device cuda (layer and U-Net at published scale; with
 #      REF=DIR, a copy of the authors' conv_benchmark folder, their code is timed beside ours).
@@ -48,11 +49,11 @@ want train_speed && step train_speed 120 "$PY" benchmarks/train_speed.py --devic
 want predict_batch && step predict_batch 70 "$PY" benchmarks/predict_batch.py --device cuda --batches 16,64,256,1024 --repeats 2 \
   --markdown "$OUT/predict_batch_gpu.md"
 if want wholebrain; then
-  step wholebrain_clinical 190 "$PY" benchmarks/wholebrain.py --device cuda --schemes clinical \
-    --methods predict,predict-overlap0.125,csd-parallel -o /tmp/wb --markdown "$OUT/wholebrain_gpu_clinical.md"
+  step wholebrain_clinical 220 "$PY" benchmarks/wholebrain.py --device cuda --schemes clinical \
+    --methods predict,predict-bf16,predict-overlap0.125,csd-parallel -o /tmp/wb --markdown "$OUT/wholebrain_gpu_clinical.md"
   cp /tmp/wb/results.json "$OUT/wholebrain_gpu_clinical.json" 2>/dev/null
-  step wholebrain_multishell 150 "$PY" benchmarks/wholebrain.py --device cuda --schemes multishell \
-    --methods predict,predict-overlap0.125 -o /tmp/wb --markdown "$OUT/wholebrain_gpu_multishell.md"
+  step wholebrain_multishell 170 "$PY" benchmarks/wholebrain.py --device cuda --schemes multishell \
+    --methods predict,predict-bf16,predict-overlap0.125 -o /tmp/wb --markdown "$OUT/wholebrain_gpu_multishell.md"
   cp /tmp/wb/results.json "$OUT/wholebrain_gpu_multishell.json" 2>/dev/null
 fi
 want fit && step fit 300 "$PY" benchmarks/direct_speed.py --device cuda --shape 90,108,90 --iterations 300 \

@@ -11,6 +11,9 @@ is its own:
 * ``predict-overlap0.125``: the same with ``--overlap 0.125`` (a one-voxel overlap of the 8^3
   tiles: fewer tiles, and the score shows what it costs); any ``predict-overlapX`` arm runs at
   overlap ``X`` (``predict-overlap0``: every voxel computed once);
+* ``-bf16`` after any ``predict`` arm (on request, e.g. ``predict-bf16``): the same with
+  ``--precision bfloat16`` (the network pass in bfloat16; faster where the CPU has bfloat16
+  matrix instructions);
 * ``predict-auto`` (on request): ``predict --denoise auto``, MP-PCA first where neighbouring
   fibres agree (on a brain it does); its MP-PCA time is in the loading seconds;
 * ``fit`` (on request, not by default: 45-60 minutes for a whole brain on 2 cores): ``shdeconv fit`` at its
@@ -46,10 +49,13 @@ from _timing import peak_rss_gib
 logger = logging.getLogger("wholebrain")
 METHODS = ("predict", "predict-overlap0.125", "csd", "csd-parallel")
 DIPY_ARMS = ("csd", "csd-parallel")
+BF16 = "-bf16"  # suffix of a predict arm run with --precision bfloat16
 
 
 def predict_overlap(method: str) -> float | None:
-    """Tile overlap of a ``predict`` arm (``predict``: the default, ``predict-overlapX``: X), else None."""
+    """Tile overlap of a ``predict`` arm (``predict``: the default, ``predict-overlapX``: X, either
+    with the ``-bf16`` suffix), else None."""
+    method = method.removesuffix(BF16)
     if method == "predict":
         from shdeconv.inference import DEFAULT_TILE_OVERLAP
 
@@ -71,10 +77,12 @@ def _arm(method: str, data: Path, out: Path, device: str, model: Path | None) ->
     if predict_overlap(method) is not None or method == "predict-auto":
         overlap = predict_overlap("predict" if method == "predict-auto" else method)
         report = run_predict(*inputs, out, mask=data / "mask.nii.gz", model=model, device=device, progress=False,
-                             overlap=overlap, denoise="auto" if method == "predict-auto" else "none", force=True)
+                             overlap=overlap, denoise="auto" if method == "predict-auto" else "none",
+                             precision="bfloat16" if method.endswith(BF16) else "float32", force=True)
         core = report["timings_s"]["predict"]
         extra = {"tile": report["tile"], "overlap": report["overlap"], "tiles_per_batch": report["tiles_per_batch"],
-                 "tile_workers": report["tile_workers"], "denoise": report["denoise"]}
+                 "tile_workers": report["tile_workers"], "denoise": report["denoise"],
+                 "precision": report["precision"]}
         if device != "cpu":
             import torch
 
@@ -110,7 +118,7 @@ def main(argv=None) -> int:
     p.add_argument("--device", default="cpu")
     p.add_argument("--methods", default=",".join(METHODS),
                    help="comma-separated arms among " + ",".join(METHODS)
-                   + ",fit, predict-auto and predict-overlapX (X in [0, 1))")
+                   + ",fit, predict-auto and predict-overlapX (X in [0, 1)); -bf16 after a predict arm: bfloat16")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--shape", default="90,108,90", help="volume shape (smaller for a smoke test)")
     p.add_argument("--model", type=Path, default=None, help="model for predict (default: the shipped one)")
@@ -122,7 +130,7 @@ def main(argv=None) -> int:
     methods = [m for m in args.methods.split(",") if m]
     if not methods or any(m not in DIPY_ARMS + ("fit", "predict-auto") and predict_overlap(m) is None for m in methods):
         p.error(f"--methods must be comma-separated arms among {','.join(METHODS)},fit,predict-auto and "
-                f"predict-overlapX (X in [0, 1)), got {args.methods!r}")
+                f"predict-overlapX (X in [0, 1)), each predict arm optionally with -bf16, got {args.methods!r}")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if args.arm:  # child process: one method, JSON on stdout
         print(json.dumps(_arm(args.arm, args.data, args.output, args.device, args.model)))
