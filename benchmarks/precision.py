@@ -17,7 +17,8 @@ it has bfloat16 matrix instructions).
 ``--volume DIR`` (a phantom folder with ``dwi.nii.gz``, ``bvals``, ``bvecs`` and
 ``mask.nii.gz``, e.g. the whole-brain volume ``benchmarks/wholebrain.py`` writes) adds the
 network phase alone on that volume (``predict_volume`` at ``predict``'s defaults, the input
-computed once), float32 and bfloat16 alternating for ``--rounds`` rounds in this process: on
+computed once): float32 and bfloat16 at the tiles per pass ``auto_batch`` chooses for each,
+and bfloat16 at float32's batch, alternating for ``--rounds`` rounds in this process: on
 a shared machine whose speed drifts, the median of alternating runs is the fair ratio. A
 last table profiles one pass of the network in each precision (torch profiler, one thread).
 
@@ -128,7 +129,8 @@ def run(out: Path, cells: list[tuple[str, str, float]], seed: int, size: str, de
 
 
 def volume_speed(folder: Path, rounds: int, device: str) -> str:
-    """Network-phase seconds on ``folder``'s volume, float32 and bfloat16 alternating."""
+    """Network-phase seconds on ``folder``'s volume: float32 and bfloat16 at ``auto_batch``'s
+    tiles per pass for each, and bfloat16 at float32's batch, alternating."""
     import torch
 
     from shdeconv.fitting import load_subject
@@ -144,25 +146,32 @@ def volume_speed(folder: Path, rounds: int, device: str) -> str:
     attach_subject(net, subject)
     inputs = volume_input(net, subject.signal, subject.mask)
     tile = loaded.patch_size
-    seconds = {p: [] for p in PRECISIONS}
+    batch = {p: auto_batch(net, dev, tile, precision=p) for p in PRECISIONS}
+    arms = [("float32", batch["float32"]), ("bfloat16", batch["bfloat16"])]
+    if batch["bfloat16"] != batch["float32"]:
+        arms.append(("bfloat16", batch["float32"]))
+    seconds = {arm: [] for arm in arms}
     outputs = {}
     for r in range(rounds):
-        for precision in PRECISIONS if r % 2 == 0 else PRECISIONS[::-1]:
+        for arm in arms if r % 2 == 0 else arms[::-1]:
             t = time.perf_counter()
-            outputs[precision], _ = predict_volume(net, inputs, subject.mask, tile=tile, overlap=DEFAULT_TILE_OVERLAP,
-                                                   device=dev, sw_batch_size=auto_batch(net, dev, tile),
-                                                   workers=tile_workers(dev), precision=precision)
+            outputs[arm[0]], _ = predict_volume(net, inputs, subject.mask, tile=tile, overlap=DEFAULT_TILE_OVERLAP,
+                                                device=dev, sw_batch_size=arm[1], workers=tile_workers(dev),
+                                                precision=arm[0])
             if dev.type == "cuda":
                 torch.cuda.synchronize()
-            seconds[precision].append(time.perf_counter() - t)
+            seconds[arm].append(time.perf_counter() - t)
     m = subject.mask
     rel = np.linalg.norm(outputs["bfloat16"][m] - outputs["float32"][m]) / np.linalg.norm(outputs["float32"][m])
-    med = {p: float(np.median(v)) for p, v in seconds.items()}
+    med = {arm: float(np.median(v)) for arm, v in seconds.items()}
+    base = med[arms[0]]
     lines = [f"## Network phase on `{folder}` ({int(m.sum())} mask voxels, {rounds} alternating rounds)\n",
-             "| precision | seconds per round | median s | x float32 |", "|---|---|---:|---:|"]
-    for p in PRECISIONS:
-        lines.append(f"| {p} | {', '.join(f'{v:.1f}' for v in seconds[p])} | {med[p]:.1f} | "
-                     f"{med['float32'] / med[p]:.2f} |")
+             f"{tile_workers(dev)} tile worker(s); `auto_batch` chooses {batch['float32']} tile(s) per pass in "
+             f"float32 and {batch['bfloat16']} in bfloat16.\n",
+             "| precision | tiles per pass | seconds per round | median s | x float32 |", "|---|---:|---|---:|---:|"]
+    for arm in arms:
+        lines.append(f"| {arm[0]} | {arm[1]} | {', '.join(f'{v:.1f}' for v in seconds[arm])} | {med[arm]:.1f} | "
+                     f"{base / med[arm]:.2f} |")
     lines += ["", f"fODF relative difference over the mask, bfloat16 vs float32: {rel:.4f}."]
     return "\n".join(lines) + "\n"
 

@@ -116,6 +116,9 @@ def test_auto_batch_keeps_cpu_batches_in_cache():
         assert auto_batch(net, cpu, 8, budget_bytes=3 << 30, cache_bytes=64 << 20, workers=w) == \
             max(1, (32 << 20) // (workers * per_tile))
     assert auto_batch(net, cpu, 8, budget_bytes=3 << 30, cache_bytes=64 << 20, workers=2) == 2
+    # bfloat16 outputs take half the bytes: twice the tiles
+    assert auto_batch(net, cpu, 8, budget_bytes=3 << 30, cache_bytes=64 << 20, workers=2, precision="bfloat16") == \
+        (32 << 20) // (2 * per_tile // 2) == 5
     # the cache rule is for CPUs only: a GPU batch is sized by its memory
     assert auto_batch(net, torch.device("cuda"), 8, budget_bytes=1 << 30, cache_bytes=1 << 20) == \
         (1 << 30) // (135 * 8 * 96 * 8 ** 3)

@@ -387,7 +387,7 @@ def run_predict(dwi, bvals, bvecs, outdir, *, grad=None, mask=None, response_fil
                              teacher=teacher)
         history = result.history
     t_pred = time.perf_counter()
-    batch = batch or auto_batch(net, dev, tile)
+    batch = batch or auto_batch(net, dev, tile, precision=precision)
     workers = tile_workers(dev)
     # the network's input (D s over the mask's box) first, then the signal goes: the largest
     # array (1.7 GiB for the mask's voxels of HCP-sized data) is not held while tiles are

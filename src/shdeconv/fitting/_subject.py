@@ -415,7 +415,7 @@ def amortized_prediction(subject: Subject, device, model=None, *, precision: str
     fm = attach_subject(net, subject)
     tile = loaded.patch_size
     fodf, iso = predict_volume(net, subject.signal, subject.mask, tile=tile, overlap=DEFAULT_TILE_OVERLAP,
-                               device=device, progress=progress, sw_batch_size=auto_batch(net, device, tile),
+                               device=device, progress=progress, sw_batch_size=auto_batch(net, device, tile, precision=precision),
                                precision=precision)
     return fodf, iso, network_iso_names(fm, iso)
 

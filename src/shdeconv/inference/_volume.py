@@ -19,7 +19,7 @@ import torch
 
 from .._options import PRECISIONS, OptionError, check_patch_size
 from ..io import mask_box
-from ..models._deconv import DeconvNet
+from ..models._deconv import PRECISION_DTYPES, DeconvNet
 from ._sliding_window import SlidingWindowInferer
 
 __all__ = [
@@ -118,7 +118,8 @@ def threads_per_worker(workers: int, device: torch.device):
 
 
 def auto_batch(net: DeconvNet, device: torch.device, tile: int, *, budget_bytes: int | None = None,
-               hi: int = 64, cache_bytes: int | None = None, workers: int | None = None) -> int:
+               hi: int = 64, cache_bytes: int | None = None, workers: int | None = None,
+               precision: str = "float32") -> int:
     """How many ``tile``-sided tiles to push through ``net`` at once (per worker).
 
     The tile side itself stays that of training (a network trained on 8^3 patches predicts
@@ -130,10 +131,12 @@ def auto_batch(net: DeconvNet, device: torch.device, tile: int, *, budget_bytes:
       suffices.
     * CPU cache: on CPU the layers are bound by memory traffic, not arithmetic, so the batch
       is also kept small enough that every worker's largest intermediate (the ``4 x width``
-      distance-class outputs of a top-level convolution, float32) fits in half the
+      distance-class outputs of a top-level convolution, in ``precision``) fits in half the
       last-level cache (``cache_bytes``, read from sysfs) together. Measured on a 2-core EPYC
       (``benchmarks/predict_batch.py``, two runs): 64 tiles per pass ran at about half the
-      throughput of the best small batch (1 to 4 tiles).
+      throughput of the best small batch (1 to 4 tiles). In bfloat16 the outputs take half
+      the bytes, so twice the tiles fit (``benchmarks/precision.py --volume``: faster than one
+      tile per pass).
     """
     from ..nn._chebyshev import n_pixels
 
@@ -147,7 +150,8 @@ def auto_batch(net: DeconvNet, device: torch.device, tile: int, *, budget_bytes:
     n = budget_bytes // (workers * BYTES_PER_CHANNEL_PIXEL * c.width * pixels)
     if device.type != "cuda":
         cache = cache_bytes if cache_bytes is not None else _last_level_cache_bytes()
-        n = min(n, (cache // 2) // (workers * 4 * 4 * c.width * pixels))
+        itemsize = PRECISION_DTYPES[precision].itemsize
+        n = min(n, (cache // 2) // (workers * 4 * itemsize * c.width * pixels))
     return int(max(1, min(hi, n)))
 
 
