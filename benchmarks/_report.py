@@ -1,9 +1,26 @@
-"""What the benchmark scripts share: their common options, the jobs they name, how they publish a report."""
+"""What the benchmark scripts share: their common options, the jobs they name, how they score and publish."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
+
+#: The scores :func:`score_values` returns, in its order.
+SCORE_KEYS = ("success all", "success 2", "success 3", "AE 1-fibre (°)", "AE crossings (°)")
+
+
+def score_values(pred_dir: Path, phantom: Path) -> tuple[float, ...]:
+    """:data:`SCORE_KEYS` of a method's output folder against a phantom (``shdeconv evaluate``),
+    NaN where a group is empty."""
+    import numpy as np
+
+    from shdeconv.evaluation import crossing_error, evaluate_dirs
+
+    s = evaluate_dirs(pred_dir, phantom)
+    g = s["groups"]
+    return tuple(np.nan if v is None else float(v) for v in (
+        g["all"]["success_rate"], g["2"]["success_rate"], g["3"]["success_rate"],
+        g["1"]["angular_error_mean"], crossing_error(s)))
 
 
 def add_phantom_options(p: argparse.ArgumentParser, *, output: str, snrs: str) -> None:

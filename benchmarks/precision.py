@@ -36,11 +36,11 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
-from _report import add_phantom_options, publish
+from _report import SCORE_KEYS, add_phantom_options, publish, score_values
+
+from shdeconv._options import PRECISIONS
 
 SCHEMES = ("sparse", "clinical", "multishell")
-PRECISIONS = ("float32", "bfloat16")
-KEYS = ("success all", "success 2", "success 3", "AE 1-fibre (°)", "AE crossings (°)")
 
 
 def _peaks(outdir: Path) -> np.ndarray:
@@ -67,7 +67,6 @@ def agreement(a: Path, b: Path, mask: np.ndarray) -> tuple[float, float, float]:
 def run(out: Path, cells: list[tuple[str, str, float]], seed: int, size: str, device: str) -> str:
     import torch
 
-    from shdeconv.evaluation import crossing_error, evaluate_dirs
     from shdeconv.evaluation.benchmark import machine_info
     from shdeconv.fitting import run_predict
     from shdeconv.inference import native_bfloat16
@@ -75,7 +74,7 @@ def run(out: Path, cells: list[tuple[str, str, float]], seed: int, size: str, de
     from shdeconv.sim import simulate_to_dir
 
     model = LoadedModel.load(None)
-    per = {p: {"seconds": 0.0, **{k: [] for k in KEYS}} for p in PRECISIONS}
+    per = {p: {"seconds": 0.0, **{k: [] for k in SCORE_KEYS}} for p in PRECISIONS}
     rows = []
     for i, (kind, scheme, snr) in enumerate(cells):
         ph = simulate_to_dir(out / f"{kind}-{scheme}-snr{snr:g}" / "phantom", kind=kind, scheme=scheme, snr=snr,
@@ -85,14 +84,10 @@ def run(out: Path, cells: list[tuple[str, str, float]], seed: int, size: str, de
             dest = ph.parent / f"predict-{precision}"
             report = run_predict(ph / "dwi.nii.gz", ph / "bvals", ph / "bvecs", dest, mask=ph / "mask.nii.gz",
                                  model=model, device=device, progress=False, precision=precision, force=True)
-            s = evaluate_dirs(dest, ph)
-            g = s["groups"]
-            scores[precision] = tuple(np.nan if v is None else float(v) for v in (
-                g["all"]["success_rate"], g["2"]["success_rate"], g["3"]["success_rate"],
-                g["1"]["angular_error_mean"], crossing_error(s)))
+            scores[precision] = score_values(dest, ph)
             seconds[precision] = report["timings_s"]["predict"]
             per[precision]["seconds"] += seconds[precision]
-            for k, v in zip(KEYS, scores[precision]):
+            for k, v in zip(SCORE_KEYS, scores[precision]):
                 per[precision][k].append(v)
         mask = np.asarray(nib.load(str(ph / "mask.nii.gz")).dataobj) > 0
         rows.append((kind, scheme, snr, seconds, scores,
@@ -110,20 +105,21 @@ def run(out: Path, cells: list[tuple[str, str, float]], seed: int, size: str, de
          f"Seed {seed}, size {size}; the shipped model; {len(cells)} phantoms: "
          + ", ".join(f"{k} {s} SNR {n:g}" for k, s, n in cells) + ".\n"),
         "Mean over the phantoms; seconds: the network phase summed over the same phantoms in the same run.\n",
-        "| precision | seconds (x float32) | " + " | ".join(KEYS) + " |",
-        "|---|---:|" + "---:|" * len(KEYS),
+        "| precision | seconds (x float32) | " + " | ".join(SCORE_KEYS) + " |",
+        "|---|---:|" + "---:|" * len(SCORE_KEYS),
     ]
     base = per["float32"]["seconds"]
     for p in PRECISIONS:
         lines.append(f"| {p} | {per[p]['seconds'] / base:.2f} | "
-                     + " | ".join(fmt(k, float(np.nanmean(per[p][k]))) for k in KEYS) + " |")
+                     + " | ".join(fmt(k, float(np.nanmean(per[p][k]))) for k in SCORE_KEYS) + " |")
     lines += ["", "## Per phantom: float32 -> bfloat16\n",
-              "| kind | scheme | SNR | seconds | " + " | ".join(KEYS)
+              "| kind | scheme | SNR | seconds | " + " | ".join(SCORE_KEYS)
               + " | fODF rel. difference | first peak to nearest float32 peak, median / 99th pct (°) |",
-              "|---|---|---:|---:|" + "---:|" * (len(KEYS) + 2)]
+              "|---|---|---:|---:|" + "---:|" * (len(SCORE_KEYS) + 2)]
     for kind, scheme, snr, sec, sc, (rel, med, p99) in rows:
         lines.append(f"| {kind} | {scheme} | {snr:g} | {sec['float32']:.2f} -> {sec['bfloat16']:.2f} | "
-                     + " | ".join(f"{fmt(k, a)} -> {fmt(k, b)}" for k, a, b in zip(KEYS, sc["float32"], sc["bfloat16"]))
+                     + " | ".join(f"{fmt(k, a)} -> {fmt(k, b)}"
+                                  for k, a, b in zip(SCORE_KEYS, sc["float32"], sc["bfloat16"]))
                      + f" | {rel:.4f} | {med:.2f} / {p99:.2f} |")
     return "\n".join(lines) + "\n"
 

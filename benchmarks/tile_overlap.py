@@ -25,7 +25,7 @@ import logging
 from pathlib import Path
 
 import numpy as np
-from _report import add_phantom_options, publish
+from _report import SCORE_KEYS, add_phantom_options, publish, score_values
 
 SCHEMES = ("sparse", "clinical", "multishell")
 
@@ -35,7 +35,6 @@ TRAINING_TILE = 8  # the shipped model's training patch
 
 def run(out: Path, schemes: list[str], snrs: list[float], overlaps: list[float], seed: int, size: str,
         device: str, tiles: tuple[int, ...] = ()) -> str:
-    from shdeconv.evaluation import crossing_error, evaluate_dirs
     from shdeconv.evaluation.benchmark import machine_info
     from shdeconv.fitting import run_predict
     from shdeconv.inference import DEFAULT_TILE_OVERLAP
@@ -46,7 +45,7 @@ def run(out: Path, schemes: list[str], snrs: list[float], overlaps: list[float],
     margin = DEFAULT_TILE_OVERLAP * TRAINING_TILE  # voxels
     settings = [(TRAINING_TILE, ov) for ov in overlaps] + [(t, margin / t) for t in tiles]
     default = (TRAINING_TILE, DEFAULT_TILE_OVERLAP)
-    keys = ("success all", "success 2", "success 3", "AE 1-fibre (°)", "AE crossings (°)")
+    keys = SCORE_KEYS
     per = {st: {"seconds": 0.0, **{k: [] for k in keys}} for st in settings}
     cell_rows = []
     for i, (scheme, snr) in enumerate((s, n) for s in schemes for n in snrs):
@@ -56,11 +55,7 @@ def run(out: Path, schemes: list[str], snrs: list[float], overlaps: list[float],
             dest = ph.parent / (f"predict-overlap{ov:g}" if tile == TRAINING_TILE else f"predict-tile{tile}")
             report = run_predict(ph / "dwi.nii.gz", ph / "bvals", ph / "bvecs", dest, mask=ph / "mask.nii.gz",
                                  device=device, tile=tile, overlap=ov, progress=False, force=True)
-            s = evaluate_dirs(dest, ph)
-            g = s["groups"]
-            values = tuple(np.nan if v is None else float(v) for v in (
-                g["all"]["success_rate"], g["2"]["success_rate"], g["3"]["success_rate"],
-                g["1"]["angular_error_mean"], crossing_error(s)))
+            values = score_values(dest, ph)
             per[(tile, ov)]["seconds"] += report["timings_s"]["predict"]
             for k, v in zip(keys, values):
                 per[(tile, ov)][k].append(v)

@@ -12,7 +12,7 @@ import re
 from pathlib import Path
 
 __all__ = ["OptionError", "ValidatedConfig", "add_gradient_options", "check_device", "check_even_order",
-           "check_gradient_options", "check_patch_size", "resolve_device"]
+           "check_gradient_options", "check_patch_size", "check_precision", "resolve_device"]
 
 
 class OptionError(ValueError):
@@ -64,6 +64,13 @@ def check_even_order(value, what: str = "lmax") -> int:
     if isinstance(value, bool) or not (isinstance(value, numbers.Integral) and value >= 2 and value % 2 == 0):
         raise OptionError(f"{what} must be an even integer >= 2, got {value!r}")
     return int(value)
+
+
+def check_precision(value) -> str:
+    """``value`` if it is one of :data:`PRECISIONS`, else :class:`OptionError`."""
+    if value not in PRECISIONS:
+        raise OptionError(f"--precision must be one of {', '.join(PRECISIONS)}, got {value!r}")
+    return value
 
 
 def check_patch_size(size, multiple: int, what: str = "patch size") -> int:

@@ -19,7 +19,7 @@ import sys
 from os import PathLike
 from pathlib import Path
 
-from .._options import DENOISERS, FIT_DENOISE, PRECISIONS, OptionError, check_device
+from .._options import DENOISERS, FIT_DENOISE, OptionError, check_device, check_precision
 from ..io import InputError, atomic_write_text, check_output_dir
 from ._layout import DwiSeries, find_dwi
 
@@ -192,9 +192,7 @@ def run_bids(bids_dir: str | PathLike, output_dir: str | PathLike, *, participan
     check_device(device)
     if model is not None and method != "predict":
         raise OptionError(f"--model is an option of --method predict, not {method}")
-    if precision not in PRECISIONS:
-        raise OptionError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-    if precision != "float32" and method != "predict":
+    if check_precision(precision) != "float32" and method != "predict":
         raise OptionError(f"--precision is an option of --method predict, not {method}")
     if method in ("predict", "fit"):
         from .._options import resolve_device

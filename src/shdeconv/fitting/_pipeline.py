@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from .. import __version__
-from .._options import PRECISIONS, OptionError, check_even_order, check_patch_size, resolve_device
+from .._options import OptionError, check_even_order, check_patch_size, check_precision, resolve_device
 from ..direction import sh_peaks
 from ..inference import (
     DEFAULT_TILE_OVERLAP,
@@ -350,8 +350,7 @@ def run_predict(dwi, bvals, bvecs, outdir, *, grad=None, mask=None, response_fil
         raise OptionError(f"--overlap must be in [0, 1), got {overlap}")
     if batch is not None and batch < 1:
         raise OptionError(f"--batch-size must be >= 1, got {batch}")
-    if precision not in PRECISIONS:
-        raise OptionError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    check_precision(precision)
     t_start = time.perf_counter()
     refuse_earlier_outputs(outdir, OUTPUT_FILES, force=force)
     dev = resolve_device(device)

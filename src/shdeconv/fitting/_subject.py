@@ -414,9 +414,9 @@ def amortized_prediction(subject: Subject, device, model=None, *, precision: str
     net = loaded.fresh()
     fm = attach_subject(net, subject)
     tile = loaded.patch_size
+    batch = auto_batch(net, device, tile, precision=precision)
     fodf, iso = predict_volume(net, subject.signal, subject.mask, tile=tile, overlap=DEFAULT_TILE_OVERLAP,
-                               device=device, progress=progress, sw_batch_size=auto_batch(net, device, tile, precision=precision),
-                               precision=precision)
+                               device=device, progress=progress, sw_batch_size=batch, precision=precision)
     return fodf, iso, network_iso_names(fm, iso)
 
 

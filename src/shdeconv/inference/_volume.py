@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .._options import PRECISIONS, OptionError, check_patch_size
+from .._options import check_patch_size, check_precision
 from ..io import mask_box
 from ..models._deconv import PRECISION_DTYPES, DeconvNet
 from ._sliding_window import SlidingWindowInferer
@@ -249,8 +249,7 @@ def predict_volume(net: DeconvNet, signal: np.ndarray | VolumeInput | None, mask
     has bfloat16 matrix products, :func:`native_bfloat16`), restored afterwards.
     """
     check_patch_size(tile, net.config.patch_multiple, "tile")
-    if precision not in PRECISIONS:
-        raise OptionError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    check_precision(precision)  # before any setting of net changes
     net.to(device).eval()
     mask = np.asarray(mask, dtype=bool)
     s = net.n_coeffs

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._options import PRECISIONS, OptionError, ValidatedConfig, check_even_order
+from .._options import OptionError, ValidatedConfig, check_even_order, check_precision
 from ..nn._chebyshev import n_pixels
 from ..signal._grid import grid_directions, grid_to_sh_matrix, signal_to_grid_matrix
 from ..sphere import n_coeffs, sh_matrix
@@ -385,9 +385,7 @@ class DeconvNet(nn.Module):
 
     @precision.setter
     def precision(self, value: str) -> None:
-        if value not in PRECISIONS:
-            raise ValueError(f"precision must be one of {PRECISIONS}, got {value!r}")
-        if value == self._precision:
+        if check_precision(value) == self._precision:
             return
 
         def cast(t: torch.Tensor) -> bool:  # sparse Laplacians stay float32 (no bfloat16 sparse products)

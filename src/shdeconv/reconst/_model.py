@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .._options import PRECISIONS, OptionError, resolve_device
+from .._options import OptionError, check_precision, resolve_device
 from ..fitting._direct import DirectConfig, fit_direct, linear_start, start_for
 from ..fitting._fit import FitConfig, fit_network
 from ..fitting._pipeline import FIT_MODELS, default_loss_weights
@@ -148,8 +148,9 @@ class SHDPredictModel:
     device : str
         ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
     precision : {'float32', 'bfloat16'}
-        Number format of the network pass (``shdeconv predict --precision``): bfloat16 is faster
-        on GPUs and CPUs with bfloat16 instructions and moves the fODF by about 1%.
+        Number format of the network pass (``shdeconv predict --precision``): bfloat16 makes the
+        matrix products cheaper on devices with bfloat16 instructions and moves the fODF by
+        about 1%.
 
     The data are used as given (``shdeconv predict --denoise`` denoises first; here that is
     the caller's, e.g. ``dipy.denoise.localpca.mppca``).
@@ -160,9 +161,7 @@ class SHDPredictModel:
         from ..models._store import LoadedModel
 
         _check_gtab(gtab, sh_basis)
-        if precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-        self.precision = precision
+        self.precision = check_precision(precision)
         self.gtab = gtab
         self.responses = responses
         self.sh_basis = sh_basis
