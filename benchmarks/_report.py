@@ -23,6 +23,16 @@ def score_values(pred_dir: Path, phantom: Path) -> tuple[float, ...]:
         g["1"]["angular_error_mean"], crossing_error(s)))
 
 
+def format_score(key: str, value: float) -> str:
+    """One of :data:`SCORE_KEYS` as the reports print it: success rates to 3 decimals, angles to 2."""
+    return f"{value:.3f}" if key.startswith("success") else f"{value:.2f}"
+
+
+def score_cells(values) -> str:
+    """:func:`score_values`' tuple as the cells of a markdown table row."""
+    return " | ".join(format_score(k, v) for k, v in zip(SCORE_KEYS, values))
+
+
 def add_phantom_options(p: argparse.ArgumentParser, *, output: str, snrs: str) -> None:
     """``-o``, ``--snrs``, ``--seed``, ``--size``, ``--device`` and ``--markdown``."""
     p.add_argument("-o", "--output", type=Path, default=Path(output))

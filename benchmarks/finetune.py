@@ -29,7 +29,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
-from _report import SCORE_KEYS, publish, score_values
+from _report import SCORE_KEYS, publish, score_cells, score_values
 from robustness import ALL
 
 #: kind:scheme:SNR[:departures], the departures those of robustness.py's "all four"
@@ -90,9 +90,6 @@ def run(out: Path, cells: list[str], arms: list[str], seed: int, size: str, devi
                 per[name][k].append(v)
             rows.append((cell, name, seconds, scores))
 
-    def fmt(k: str, v: float) -> str:
-        return f"{v:.3f}" if k.startswith("success") else f"{v:.2f}"
-
     m = machine_info(device)
     lines = [
         "# `predict --finetune N` (`benchmarks/finetune.py`)\n",
@@ -107,13 +104,12 @@ def run(out: Path, cells: list[str], arms: list[str], seed: int, size: str, devi
     ]
     for n in names:
         lines.append(f"| {n} | {per[n]['seconds']:.0f} | "
-                     + " | ".join(fmt(k, float(np.nanmean(per[n][k]))) for k in SCORE_KEYS) + " |")
+                     + score_cells([float(np.nanmean(per[n][k])) for k in SCORE_KEYS]) + " |")
     lines += ["", "## Per phantom (kind:scheme:SNR[:departures])\n",
               "| phantom | arm | seconds | " + " | ".join(SCORE_KEYS) + " |",
               "|---|---|---:|" + "---:|" * len(SCORE_KEYS)]
     for cell, name, seconds, scores in rows:
-        lines.append(f"| {cell} | {name} | {seconds:.1f} | "
-                     + " | ".join(fmt(k, v) for k, v in zip(SCORE_KEYS, scores)) + " |")
+        lines.append(f"| {cell} | {name} | {seconds:.1f} | {score_cells(scores)} |")
     return "\n".join(lines) + "\n"
 
 

@@ -36,7 +36,7 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
-from _report import SCORE_KEYS, add_phantom_options, publish, score_values
+from _report import SCORE_KEYS, add_phantom_options, format_score, publish, score_cells, score_values
 
 from shdeconv._options import PRECISIONS
 
@@ -95,9 +95,6 @@ def run(out: Path, cells: list[tuple[str, str, float]], seed: int, size: str, de
     m = machine_info(device)
     native = native_bfloat16(torch.device(device))
 
-    def fmt(k: str, v: float) -> str:
-        return f"{v:.3f}" if k.startswith("success") else f"{v:.2f}"
-
     lines = [
         "# `predict --precision bfloat16` (`benchmarks/precision.py`)\n",
         (f"Machine: {m['cpu']}, {m['cpu_count']} CPUs ({m['torch_threads']} torch threads); device {m['device']} "
@@ -111,14 +108,14 @@ def run(out: Path, cells: list[tuple[str, str, float]], seed: int, size: str, de
     base = per["float32"]["seconds"]
     for p in PRECISIONS:
         lines.append(f"| {p} | {per[p]['seconds'] / base:.2f} | "
-                     + " | ".join(fmt(k, float(np.nanmean(per[p][k]))) for k in SCORE_KEYS) + " |")
+                     + score_cells([float(np.nanmean(per[p][k])) for k in SCORE_KEYS]) + " |")
     lines += ["", "## Per phantom: float32 -> bfloat16\n",
               "| kind | scheme | SNR | seconds | " + " | ".join(SCORE_KEYS)
               + " | fODF rel. difference | first peak to nearest float32 peak, median / 99th pct (°) |",
               "|---|---|---:|---:|" + "---:|" * (len(SCORE_KEYS) + 2)]
     for kind, scheme, snr, sec, sc, (rel, med, p99) in rows:
         lines.append(f"| {kind} | {scheme} | {snr:g} | {sec['float32']:.2f} -> {sec['bfloat16']:.2f} | "
-                     + " | ".join(f"{fmt(k, a)} -> {fmt(k, b)}"
+                     + " | ".join(f"{format_score(k, a)} -> {format_score(k, b)}"
                                   for k, a, b in zip(SCORE_KEYS, sc["float32"], sc["bfloat16"]))
                      + f" | {rel:.4f} | {med:.2f} / {p99:.2f} |")
     return "\n".join(lines) + "\n"

@@ -25,7 +25,7 @@ import logging
 from pathlib import Path
 
 import numpy as np
-from _report import SCORE_KEYS, add_phantom_options, publish, score_values
+from _report import SCORE_KEYS, add_phantom_options, publish, score_cells, score_values
 
 SCHEMES = ("sparse", "clinical", "multishell")
 
@@ -45,8 +45,7 @@ def run(out: Path, schemes: list[str], snrs: list[float], overlaps: list[float],
     margin = DEFAULT_TILE_OVERLAP * TRAINING_TILE  # voxels
     settings = [(TRAINING_TILE, ov) for ov in overlaps] + [(t, margin / t) for t in tiles]
     default = (TRAINING_TILE, DEFAULT_TILE_OVERLAP)
-    keys = SCORE_KEYS
-    per = {st: {"seconds": 0.0, **{k: [] for k in keys}} for st in settings}
+    per = {st: {"seconds": 0.0, **{k: [] for k in SCORE_KEYS}} for st in settings}
     cell_rows = []
     for i, (scheme, snr) in enumerate((s, n) for s in schemes for n in snrs):
         ph = simulate_to_dir(out / f"{scheme}-snr{snr:g}" / "phantom", scheme=scheme, snr=snr, seed=seed, size=size)
@@ -57,7 +56,7 @@ def run(out: Path, schemes: list[str], snrs: list[float], overlaps: list[float],
                                  device=device, tile=tile, overlap=ov, progress=False, force=True)
             values = score_values(dest, ph)
             per[(tile, ov)]["seconds"] += report["timings_s"]["predict"]
-            for k, v in zip(keys, values):
+            for k, v in zip(SCORE_KEYS, values):
                 per[(tile, ov)][k].append(v)
             cell_rows.append((scheme, snr, tile, ov, report["timings_s"]["predict"], values))
     m = machine_info(device)
@@ -71,19 +70,19 @@ def run(out: Path, schemes: list[str], snrs: list[float], overlaps: list[float],
         (f"Mean over the {len(schemes) * len(snrs)} phantoms; seconds relative to the default "
          f"({TRAINING_TILE}^3 tiles, overlap {DEFAULT_TILE_OVERLAP:g}), summed over the same phantoms in the same "
          "run.\n"),
-        "| tile | overlap | seconds (x default) | " + " | ".join(keys) + " |",
-        "|---:|---:|---:|" + "---:|" * len(keys),
+        "| tile | overlap | seconds (x default) | " + " | ".join(SCORE_KEYS) + " |",
+        "|---:|---:|---:|" + "---:|" * len(SCORE_KEYS),
     ]
     for tile, ov in settings:
-        means = [float(np.nanmean(per[(tile, ov)][k])) for k in keys]
+        means = [float(np.nanmean(per[(tile, ov)][k])) for k in SCORE_KEYS]
         lines.append(f"| {tile} | {ov:.3g} | {per[(tile, ov)]['seconds'] / base:.2f} | "
-                     + " | ".join(f"{v:.3f}" if k.startswith("success") else f"{v:.2f}" for k, v in zip(keys, means))
+                     + score_cells(means)
                      + " |")
-    lines += ["", "## Per phantom\n", "| scheme | SNR | tile | overlap | seconds | " + " | ".join(keys) + " |",
-              "|---|---:|---:|---:|---:|" + "---:|" * len(keys)]
+    lines += ["", "## Per phantom\n", "| scheme | SNR | tile | overlap | seconds | " + " | ".join(SCORE_KEYS) + " |",
+              "|---|---:|---:|---:|---:|" + "---:|" * len(SCORE_KEYS)]
     for scheme, snr, tile, ov, sec, values in sorted(cell_rows, key=lambda r: (r[0], r[1], r[2], r[3])):
         lines.append(f"| {scheme} | {snr:g} | {tile} | {ov:.3g} | {sec:.2f} | "
-                     + " | ".join(f"{v:.3f}" if k.startswith("success") else f"{v:.2f}" for k, v in zip(keys, values))
+                     + score_cells(values)
                      + " |")
     return "\n".join(lines) + "\n"
 
