@@ -21,6 +21,12 @@ Arms (ours are ``shdeconv.nn.SpatioSphericalConv`` / ``shdeconv.models.Spherical
   SHD = ``mixed`` convolution, hemisphere, dense, precomputed; RT-ESD = the ``--ablation`` run
   (full sphere, not dense, not precomputed).
 
+``--dtype bfloat16`` runs every arm, ours and the authors', with bfloat16 parameters and input
+(the loss in float32). Beside the layer table, the three GEMMs of our layer's class mixing
+(forward ``W Z``, backward ``G Z^T`` and ``W^T G``; ``W`` 256 x 160, ``Z`` 160 x 196,608) are
+timed alone in the same dtype: the time our formulation cannot go below at this machine's GEMM
+speed, against the goal of 4x the authors' SHD layer.
+
 Every arm runs in a fresh process, one after the other. Peak: growth of the peak memory during
 its first forward+backward above what the process held just before (CPU: VmHWM through
 /proc/self/clear_refs; GPU: ``max_memory_allocated``). Times: median of ``--reps`` calls after
@@ -28,7 +34,7 @@ one warm-up; forward in eval mode without gradients, forward+backward in train m
 mean square of the output).
 
 Usage: python benchmarks/published_scale.py [--device cpu|cuda] [--reference DIR] [--reps 3]
-       [--arms RT-ESD,SHD,ours] [--patches 8,3] [--skip-dense-unet]
+       [--dtype float32|bfloat16] [--arms RT-ESD,SHD,ours] [--patches 8,3] [--skip-dense-unet]
        [--markdown benchmarks/results/published_scale_cpu.md]
 """
 
@@ -53,6 +59,7 @@ from shdeconv.models import SphericalUNet
 from shdeconv.nn import SpatioSphericalConv
 
 NSIDE, K, WIDTH, DEPTH = 8, 5, 32, 4
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 OURS = {"RT-ESD": {"hemisphere": False, "impl": "dense"},
         "SHD": {"hemisphere": True, "impl": "dense"},
         "ours": {"hemisphere": True, "impl": "fast"}}
@@ -127,11 +134,11 @@ def _pixels(net, name: str) -> int:
 
 
 # ---------------------------------------------------------------------------------------
-def measure(net, c_in: int, name: str, patch: int, device, reps: int) -> dict:
+def measure(net, c_in: int, name: str, patch: int, device, reps: int, dtype=torch.float32) -> dict:
     """Peak of the first forward+backward, then the median times (run in a fresh process)."""
-    net = net.to(device)
+    net = net.to(device=device, dtype=dtype)
     torch.manual_seed(0)
-    x = torch.randn(1, c_in, _pixels(net, name), patch, patch, patch, device=device)
+    x = torch.randn(1, c_in, _pixels(net, name), patch, patch, patch, device=device, dtype=dtype)
 
     def fwd():
         net.eval()
@@ -144,7 +151,7 @@ def measure(net, c_in: int, name: str, patch: int, device, reps: int) -> dict:
         net.train()
         if name == "ours":
             _chebyshev(net, "sparse")
-        net(x).square().mean().backward()
+        net(x).float().square().mean().backward()
         net.zero_grad(set_to_none=True)
 
     row = {"peak_mb": peak_mb(fwdbwd, device)}
@@ -162,12 +169,25 @@ def run_arm(spec: dict) -> dict:
         net, c = our_layer(name) if name in OURS else published_layer(ref, name)
     else:
         net, c = our_unet(name, spec["patch"]) if name in OURS else published_unet(ref, name, spec["patch"])
-    return measure(net, c, name, spec["patch"], device, spec["reps"])
+    return measure(net, c, name, spec["patch"], device, spec["reps"], DTYPES[spec.get("dtype", "float32")])
+
+
+def mixing_gemm_floor_ms(device, dtype, reps: int) -> float:
+    """Forward+backward time of our layer's class mixing alone: the three GEMMs ``W Z``,
+    ``G Z^T`` and ``W^T G`` (``W`` ``(R Cout, Cin K)`` = 256 x 160, ``Z`` ``(Cin K, V S)``,
+    V = 384 hemisphere pixels, S = 8^3), median of ``reps`` after a warm-up, in ms."""
+    layer = SpatioSphericalConv(32, 64, NSIDE, K=K, kernel_size=3, **OURS["ours"])
+    torch.manual_seed(0)
+    w = layer.mixing_matrix("ki").detach().to(device=device, dtype=dtype)
+    z = torch.randn(w.shape[1], layer.V * 8**3, device=device, dtype=dtype)
+    g = torch.randn(w.shape[0], z.shape[1], device=device, dtype=dtype)
+    return median_ms(lambda: (w @ z, g @ z.T, w.T @ g), device, reps)
 
 
 def in_fresh_process(spec: dict) -> dict | None:
     """:func:`run_arm` in a child process, so that every arm's peak memory is its own."""
-    proc = subprocess.run([sys.executable, __file__, "--arm", json.dumps(spec)], capture_output=True, text=True, check=False)
+    proc = subprocess.run([sys.executable, __file__, "--arm", json.dumps(spec)], capture_output=True, text=True,
+                          check=False)
     if proc.returncode != 0:
         print(f"{spec['name']} {spec['what']} {spec['patch']}^3 failed: {proc.stderr.strip().splitlines()[-1:]}",
               flush=True)
@@ -199,6 +219,8 @@ def main(argv=None) -> int:
     ap.add_argument("--reference", type=Path, default=None,
                     help="the authors' conv_benchmark folder (a copy outside this repository)")
     ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--dtype", default="float32", choices=tuple(DTYPES),
+                    help="parameters and input of every arm (default float32)")
     ap.add_argument("--patches", default="8,3", help="U-Net patch sides (default 8,3)")
     ap.add_argument("--arms", default=",".join(OURS), help=f"our arms (default {','.join(OURS)})")
     ap.add_argument("--skip-dense-unet", action="store_true",
@@ -228,11 +250,11 @@ def main(argv=None) -> int:
              (f"Machine: {cpu_model()}, {os.cpu_count()} cores, torch "
              f"{torch.__version__} ({torch.get_num_threads()} threads), GPU: {gpu}; device {device}."),
              f"Command: `python benchmarks/published_scale.py {' '.join(argv if argv is not None else sys.argv[1:])}`",
-             "", ("nside 8, K 5, 3x3x3 kernel, batch 1, float32; median of "
+             "", (f"nside 8, K 5, 3x3x3 kernel, batch 1, {args.dtype}; median of "
              f"{args.reps} after a warm-up. Published arms: the authors' code, same process."), ""]
 
     names = ours + (["published RT-ESD", "published SHD"] if args.reference else [])
-    base = {"device": args.device, "reps": args.reps,
+    base = {"device": args.device, "reps": args.reps, "dtype": args.dtype,
             "reference": str(args.reference.resolve()) if args.reference else None}
 
     def arms(what, patch, skip=()):
@@ -243,7 +265,14 @@ def main(argv=None) -> int:
                 print(n, what, f"{patch}^3", r, flush=True)
         return rows
 
-    lines += _table("Layer: 32 -> 64 channels, 8^3 patch", arms("layer", 8), names)
+    layers = arms("layer", 8)
+    lines += _table("Layer: 32 -> 64 channels, 8^3 patch", layers, names)
+    floor = mixing_gemm_floor_ms(device, DTYPES[args.dtype], max(args.reps, 3))
+    lines += [f"Our layer's class mixing alone (its three GEMMs, {args.dtype}, same run): {floor:.1f} ms "
+              "forward+backward" + (f", {layers['ours']['fwdbwd_ms'] / floor:.2f}x below our whole layer"
+                                    if "ours" in layers else "")
+              + (f"; the authors' SHD layer / 4 = {layers['published SHD']['fwdbwd_ms'] / 4:.1f} ms"
+                 if "published SHD" in layers else "") + ".", ""]
     for patch in (int(p) for p in args.patches.split(",") if p):
         rows = arms("unet", patch, ("RT-ESD", "SHD") if args.skip_dense_unet else ())
         lines += _table(f"U-Net: depth 4, width 32, 1 -> 1 channel, {patch}^3 "

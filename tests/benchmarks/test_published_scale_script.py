@@ -29,6 +29,20 @@ def test_layer_table_with_ratios(tmp_path):
         assert float(cells[2]) > 0 and float(cells[3]) > 0  # forward, forward+backward ms
     assert rows["ours"][7].strip() == "1.00x"  # time relative to ours
     assert rows["SHD"][5].strip() == "-"  # no RT-ESD arm: no ratio against it
+    floor = [r for r in md.read_text().splitlines() if r.startswith("Our layer's class mixing alone")]
+    assert len(floor) == 1 and "float32" in floor[0], md.read_text()
+    gemm_ms = float(floor[0].split(": ")[1].split(" ms")[0])
+    # the layer's three GEMMs are most of it (about 0.7 of its time): timed alone, not much more
+    assert 0 < gemm_ms < 1.5 * float(rows["ours"][3])
+
+
+def test_bfloat16_arms(tmp_path):
+    md = tmp_path / "ps.md"
+    proc = _run("--arms", "ours", "--patches", "", "--reps", "1", "--dtype", "bfloat16", "--markdown", str(md))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    text = md.read_text()
+    assert "batch 1, bfloat16;" in text and "(its three GEMMs, bfloat16, same run)" in text
+    assert any(r.startswith("| ours | 18,496 |") for r in text.splitlines())
 
 
 def test_bad_reference_and_arms_are_refused(tmp_path):
@@ -36,3 +50,5 @@ def test_bad_reference_and_arms_are_refused(tmp_path):
     assert proc.returncode == 2 and "conv_benchmark" in proc.stderr
     proc = _run("--arms", "ours,nope", "--patches", "")
     assert proc.returncode == 2 and "nope" in proc.stderr
+    proc = _run("--dtype", "float16", "--patches", "")
+    assert proc.returncode == 2 and "float16" in proc.stderr
