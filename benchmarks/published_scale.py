@@ -184,14 +184,13 @@ def mixing_gemm_floor_ms(device, dtype, reps: int) -> float:
     return median_ms(lambda: (w @ z, g @ z.T, w.T @ g), device, reps)
 
 
-def in_fresh_process(spec: dict) -> dict | None:
-    """:func:`run_arm` in a child process, so that every arm's peak memory is its own."""
+def in_fresh_process(spec: dict) -> dict:
+    """:func:`run_arm` in a child process, so that every arm's peak memory is its own; a failed
+    arm gives ``{"error": its last line of stderr}``."""
     proc = subprocess.run([sys.executable, __file__, "--arm", json.dumps(spec)], capture_output=True, text=True,
                           check=False)
     if proc.returncode != 0:
-        print(f"{spec['name']} {spec['what']} {spec['patch']}^3 failed: {proc.stderr.strip().splitlines()[-1:]}",
-              flush=True)
-        return None
+        return {"error": (proc.stderr.strip().splitlines() or [f"exit code {proc.returncode}"])[-1]}
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
@@ -258,26 +257,35 @@ def main(argv=None) -> int:
             "reference": str(args.reference.resolve()) if args.reference else None}
 
     def arms(what, patch, skip=()):
-        rows = {}
+        rows, failed = {}, []
         for n in names:
-            if n not in skip and (r := in_fresh_process(dict(base, name=n, what=what, patch=patch))):
+            if n in skip:
+                continue
+            r = in_fresh_process(dict(base, name=n, what=what, patch=patch))
+            print(n, what, f"{patch}^3", r, flush=True)
+            if "error" in r:
+                failed.append(f"{n}: failed ({r['error']}).")
+            else:
                 rows[n] = r
-                print(n, what, f"{patch}^3", r, flush=True)
-        return rows
+        return rows, failed
 
-    layers = arms("layer", 8)
-    lines += _table("Layer: 32 -> 64 channels, 8^3 patch", layers, names)
+    def table(title, measured):
+        rows, failed = measured
+        return _table(title, rows, names)[:-1] + ([""] + failed if failed else []) + [""]
+
+    measured = arms("layer", 8)
+    lines += table("Layer: 32 -> 64 channels, 8^3 patch", measured)
+    layers = measured[0]
     floor = mixing_gemm_floor_ms(device, DTYPES[args.dtype], max(args.reps, 3))
     lines += [f"Our layer's class mixing alone (its three GEMMs, {args.dtype}, same run): {floor:.1f} ms "
-              "forward+backward" + (f", {layers['ours']['fwdbwd_ms'] / floor:.2f}x below our whole layer"
+              "forward+backward" + (f"; our whole layer takes {layers['ours']['fwdbwd_ms'] / floor:.2f}x that"
                                     if "ours" in layers else "")
               + (f"; the authors' SHD layer / 4 = {layers['published SHD']['fwdbwd_ms'] / 4:.1f} ms"
                  if "published SHD" in layers else "") + ".", ""]
     for patch in (int(p) for p in args.patches.split(",") if p):
-        rows = arms("unet", patch, ("RT-ESD", "SHD") if args.skip_dense_unet else ())
-        lines += _table(f"U-Net: depth 4, width 32, 1 -> 1 channel, {patch}^3 "
-                        + ("(space halved at each level)" if patch % 8 == 0 else
-                           "(ours: sphere pooling only)"), rows, names)
+        lines += table(f"U-Net: depth 4, width 32, 1 -> 1 channel, {patch}^3 "
+                       + ("(space halved at each level)" if patch % 8 == 0 else "(ours: sphere pooling only)"),
+                       arms("unet", patch, ("RT-ESD", "SHD") if args.skip_dense_unet else ()))
     lines.append(f"Total {time.perf_counter() - t0:.0f} s.")
     publish("\n".join(lines), args.markdown)
     return 0

@@ -52,3 +52,15 @@ def test_bad_reference_and_arms_are_refused(tmp_path):
     assert proc.returncode == 2 and "nope" in proc.stderr
     proc = _run("--dtype", "float16", "--patches", "")
     assert proc.returncode == 2 and "float16" in proc.stderr
+
+
+def test_a_failed_arm_is_reported_not_dropped(tmp_path):
+    ref = tmp_path / "conv_benchmark"
+    (ref / "utils").mkdir(parents=True)
+    (ref / "utils" / "unet.py").write_text("")  # looks like their folder, but nothing imports
+    md = tmp_path / "ps.md"
+    proc = _run("--reference", str(ref), "--arms", "", "--patches", "", "--reps", "1", "--markdown", str(md))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    text = md.read_text()
+    for arm in ("published RT-ESD", "published SHD"):
+        assert f"{arm}: failed (" in text and "Error" in text.split(f"{arm}: failed (")[1].splitlines()[0], text
