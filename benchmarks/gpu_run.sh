@@ -15,7 +15,8 @@
 #      (predict, also in bfloat16);
 #   5. benchmarks/direct_speed.py --device cuda: a whole-brain `fit` (direct, 300 steps, 342k voxels);
 #   6. benchmarks/published_scale.py --device cuda (layer and U-Net at published scale; with
-#      REF=DIR, a copy of the authors' conv_benchmark folder, their code is timed beside ours).
+#      REF=DIR, a copy of the authors' conv_benchmark folder, their code is timed beside ours),
+#      in float32 and then with every arm in bfloat16 (8^3 only).
 # Everything goes to $OUT/run.log; the tables to $OUT/*.md and $OUT/*.json.
 set -u
 OUT=${OUT:-gpu_out}
@@ -60,5 +61,7 @@ want fit && step fit 300 "$PY" benchmarks/direct_speed.py --device cuda --shape 
   --rounds 1 --arms blocked -o /tmp/ds --markdown "$OUT/direct_speed_gpu.md"
 want published_scale && step published_scale 150 "$PY" benchmarks/published_scale.py --device cuda --reps 10 \
   ${REF:+--reference "$REF"} --markdown "$OUT/published_scale_gpu.md"
+want published_scale && step published_scale_bf16 90 "$PY" benchmarks/published_scale.py --device cuda --reps 10 \
+  --dtype bfloat16 --patches 8 ${REF:+--reference "$REF"} --markdown "$OUT/published_scale_bf16_gpu.md"
 grep -E "passed|failed|error" "$LOG" | tail -5
 cat "$OUT"/*.md 2>/dev/null
