@@ -160,6 +160,14 @@ def test_console_script_is_installed_and_lists_every_command():
         assert subprocess.run([exe, cmd, "--help"], capture_output=True).returncode == 0, cmd
 
 
+def test_help_does_not_load_torch():
+    """Building the command line imports no torch (several seconds): ``--help`` answers at once."""
+    code = ("import sys; from shdeconv.cli import build_parser; build_parser(); "
+            "print(sorted(m for m in ('torch', 'dipy', 'bids') if m in sys.modules))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert r.stdout.strip() == "[]", r.stdout
+
+
 def test_bugs_keep_their_traceback_user_errors_exit_2(monkeypatch, capsys):
     from shdeconv._options import OptionError
     from shdeconv.cli import _main
