@@ -196,6 +196,20 @@ def test_few_nan_voxels_are_repaired(dataset):
     assert out.bad_voxels.sum() == 1 and not out.mask[2, 2, 2] and not brain_mask(out.data, out.bvals, out.directions_world)[0][2, 2, 2]
 
 
+def test_nan_voxels_up_to_the_fraction_are_repaired_and_one_more_refused(dataset):
+    p = dataset["paths"]
+    n = int(np.prod(SHAPE))
+    d = dataset["data"].copy()
+    d[2, 2, 2, 5] = np.nan
+    nib.save(nib.Nifti1Image(d, AFFINE), p["dwi"])
+    with pytest.warns(UserWarning, match="1 voxel contains NaN"):
+        _load(p, max_bad_fraction=1 / n)  # exactly the largest fraction repaired
+    d[3, 3, 3, 0] = np.inf
+    nib.save(nib.Nifti1Image(d, AFFINE), p["dwi"])
+    with pytest.raises(InputError, match=f"2 of {n} voxels .* contain NaN or Inf, more than"):
+        _load(p, max_bad_fraction=1 / n)
+
+
 def test_clustered_directions_are_warned_about(dataset):
     """Six directions within about 25 degrees of z determine a tensor only poorly."""
     p = dataset["paths"]

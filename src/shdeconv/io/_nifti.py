@@ -558,7 +558,7 @@ def load_dwi(
     n_bad = int(bad.sum())
     if n_bad:
         frac = n_bad / bad.size
-        if frac >= max_bad_fraction:
+        if frac > max_bad_fraction:
             raise InputError(
                 dwi_p, f"{n_bad} of {bad.size} voxels ({100 * frac:.3g}%) contain NaN or Inf, more than "
                 f"the {100 * max_bad_fraction:.3g}% that can be repaired")
