@@ -14,10 +14,11 @@ three sorts: like the training set (spatial bundles, clinical and sparse schemes
 random crossings, and departures from it (the single-shell b=3000 x 64 and two-shell UK
 Biobank schemes of ``benchmarks/unseen_schemes.py``; all four departures of
 ``benchmarks/robustness.py`` at once), where a per-subject adaptation has the most to fix.
-Seconds: ``timings_s.finetune``.
+``--denoise mppca`` runs every arm, ``predict`` included, on the MP-PCA-denoised signal
+(``predict --denoise mppca``), as ``fit`` fits by default. Seconds: ``timings_s.finetune``.
 
 Usage: python benchmarks/finetune.py [-o bench_out/finetune] [--seed 1] [--arms 50,200@0.1,200/1.7e-4]
-       [--cells spatial:clinical:20,...] [--markdown benchmarks/results/finetune_cpu.md]
+       [--cells spatial:clinical:20,...] [--denoise none|mppca] [--markdown benchmarks/results/finetune_cpu.md]
 """
 
 from __future__ import annotations
@@ -60,7 +61,8 @@ def finetune_settings(weight: float | None, lr: float | None):
         pipeline.FINETUNE_PRIOR_WEIGHT, pipeline.FitConfig = shipped
 
 
-def run(out: Path, cells: list[str], arms: list[str], seed: int, size: str, device: str) -> str:
+def run(out: Path, cells: list[str], arms: list[str], seed: int, size: str, device: str,
+        denoise: str = "none") -> str:
     from shdeconv.evaluation.benchmark import machine_info
     from shdeconv.fitting import FitConfig, run_predict
     from shdeconv.fitting._pipeline import FINETUNE_PRIOR_WEIGHT
@@ -82,7 +84,7 @@ def run(out: Path, cells: list[str], arms: list[str], seed: int, size: str, devi
             with finetune_settings(weight, lr):
                 report = run_predict(ph / "dwi.nii.gz", ph / "bvals", ph / "bvecs", dest, mask=ph / "mask.nii.gz",
                                      model=model, finetune=steps, seed=seed if steps else 0, device=device,
-                                     progress=False, force=True)
+                                     denoise=denoise, progress=False, force=True)
             scores = score_values(dest, ph)
             seconds = report["timings_s"]["finetune"]
             per[name]["seconds"] += seconds
@@ -96,8 +98,10 @@ def run(out: Path, cells: list[str], arms: list[str], seed: int, size: str, devi
         (f"Machine: {m['cpu']}, {m['cpu_count']} CPUs ({m['torch_threads']} torch threads); device {m['device']}; "
          f"torch {m['torch']}, shdeconv {m['shdeconv']}. Seed {seed}, size {size}; the shipped model; arms "
          f"`N` (steps; prior weight {FINETUNE_PRIOR_WEIGHT:g} and learning rate {FitConfig().lr:g} as shipped), `N@W` "
-         "(prior weight W), `N/LR` (learning rate LR). Command: "
-         f"`python benchmarks/finetune.py --seed {seed} --arms {','.join(arms)} --cells {','.join(cells)}`.\n"),
+         "(prior weight W), `N/LR` (learning rate LR); every arm on the "
+         f"{'raw' if denoise == 'none' else 'MP-PCA-denoised'} signal. Command: "
+         f"`python benchmarks/finetune.py --seed {seed} --arms {','.join(arms)} --cells {','.join(cells)}"
+         + (f" --denoise {denoise}" if denoise != "none" else "") + "`.\n"),
         "Mean over the phantoms; seconds: the fine-tuning steps, summed over the phantoms.\n",
         "| arm | seconds | " + " | ".join(SCORE_KEYS) + " |",
         "|---|---:|" + "---:|" * len(SCORE_KEYS),
@@ -122,13 +126,16 @@ def main(argv=None) -> None:
     p.add_argument("--arms", default="50,200@0.1,200/1.7e-4",
                    help="comma-separated N[@W][/LR]: steps, prior weight, learning rate")
     p.add_argument("--cells", default=",".join(CELLS), help="comma-separated kind:scheme:SNR[:all]")
+    p.add_argument("--denoise", default="none", choices=["none", "mppca"],
+                   help="every arm on the raw or the MP-PCA-denoised signal (default none)")
     p.add_argument("--markdown", type=Path, default=None, help="also write the report here")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     arms = args.arms.split(",")
     for a in arms:
         parse_arm(a)  # a malformed arm fails before any phantom is simulated
-    publish(run(args.output, args.cells.split(","), arms, args.seed, args.size, args.device), args.markdown)
+    publish(run(args.output, args.cells.split(","), arms, args.seed, args.size, args.device, args.denoise),
+            args.markdown)
 
 
 if __name__ == "__main__":

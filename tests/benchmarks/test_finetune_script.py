@@ -48,3 +48,14 @@ def test_finetune_script_refuses_a_malformed_arm_before_simulating(tmp_path):
     proc = _run(tmp_path, "--arms", "50,x@1")
     assert proc.returncode != 0 and "ValueError" in proc.stderr
     assert not (tmp_path / "o").exists()
+
+
+def test_finetune_script_denoises_every_arm(tmp_path):
+    proc = _run(tmp_path, "--cells", "spatial:clinical:20", "--arms", "1", "--denoise", "mppca",
+                "--markdown", str(tmp_path / "o.md"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    folder = tmp_path / "o" / "spatial-clinical-20"
+    for arm in ("predict", "finetune-1"):
+        assert json.loads((folder / arm / "report.json").read_text())["denoise"] == "mppca", arm
+    text = (tmp_path / "o.md").read_text()
+    assert "every arm on the MP-PCA-denoised signal" in text and "--denoise mppca`" in text
