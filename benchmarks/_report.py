@@ -44,12 +44,13 @@ def add_phantom_options(p: argparse.ArgumentParser, *, output: str, snrs: str) -
 
 
 def run_job(spec: str, data: Path, out: Path, *, mask: Path | None = None, device: str = "auto",
-            model: Path | None = None) -> tuple[float, dict]:
+            model: Path | None = None, iterations: int | None = None) -> tuple[float, dict]:
     """Run the command-line job ``spec`` on ``data`` (``dwi.nii.gz``, ``bvals``, ``bvecs``) into ``out``.
 
     ``spec``: ``predict``, ``fit`` or ``csd`` at its defaults; ``+D`` denoises with ``D``
     (``none``, ``mppca``, ``localpca``), ``@I`` starts ``fit`` from ``I`` (``--init I``).
-    ``model``: ``predict``'s model file. Returns the estimator's seconds and the job's report.
+    ``model``: ``predict``'s model file; ``iterations``: ``fit``'s steps (None: its default).
+    Returns the estimator's seconds and the job's report.
     """
     from shdeconv.fitting import (
         FIT_DENOISE,
@@ -69,8 +70,9 @@ def run_job(spec: str, data: Path, out: Path, *, mask: Path | None = None, devic
         report = run_predict(*inputs, model=model, device=device, denoise=denoise or "none", progress=False, **common)
         return report["timings_s"]["predict"], report
     if base == "fit":
+        config = {k: v for k, v in (("init", init), ("iterations", iterations)) if v}
         report = run_fit(*inputs, device=device, denoise=denoise or FIT_DENOISE, progress=False, **common,
-                         **({"direct_config": DirectConfig(init=init)} if init else {}))
+                         **({"direct_config": DirectConfig(**config)} if config else {}))
     elif base == "csd":
         report = run_csd(*inputs, denoise=denoise or "none", **common)
     else:

@@ -17,8 +17,8 @@ is its own:
 * ``predict-auto`` (on request): ``predict --denoise auto``, MP-PCA first where neighbouring
   fibres agree (on a brain it does); its MP-PCA time is in the loading seconds;
 * ``fit`` (on request, not by default: 45-60 minutes for a whole brain on 2 cores): ``shdeconv fit`` at its
-  defaults (its denoising, MP-PCA on a brain, then ``direct``'s 300 steps from its default start);
-  its estimator seconds are the steps alone;
+  defaults (its denoising, MP-PCA on a brain, then ``direct``'s 300 steps from its default start;
+  ``--fit-iterations N`` for fewer); its estimator seconds are the steps alone;
 * ``csd`` and ``csd-parallel``: ``run_csd`` with DIPY's single-shell CSD (on the highest shell of
   the HCP-like data; DIPY MSMT-CSD, ~80 ms/voxel here, would take hours), serial as DIPY runs by
   default and with DIPY's joblib engine on every core (the baseline at its best).
@@ -69,7 +69,7 @@ def predict_overlap(method: str) -> float | None:
     return None
 
 
-def _arm(method: str, data: Path, out: Path, device: str, model: Path | None) -> dict:
+def _arm(method: str, data: Path, out: Path, device: str, model: Path | None, fit_iterations: int | None) -> dict:
     from shdeconv.fitting import run_csd, run_predict
 
     inputs = (data / "dwi.nii.gz", data / "bvals", data / "bvecs")
@@ -89,8 +89,8 @@ def _arm(method: str, data: Path, out: Path, device: str, model: Path | None) ->
             if torch.cuda.is_available():
                 extra["gpu_peak_gib"] = torch.cuda.max_memory_allocated() / 2**30
     elif method == "fit":
-        core, report = run_job("fit", data, out, mask=data / "mask.nii.gz", device=device)
-        extra = {"start": report["start"], "denoise": report["denoise"]}
+        core, report = run_job("fit", data, out, mask=data / "mask.nii.gz", device=device, iterations=fit_iterations)
+        extra = {"start": report["start"], "denoise": report["denoise"], "iterations": report["direct"]["iterations"]}
     else:
         n_jobs = -1 if method == "csd-parallel" else 1
         report = run_csd(*inputs, out, mask=data / "mask.nii.gz", algorithm="ssst", n_jobs=n_jobs, force=True)
@@ -124,6 +124,8 @@ def main(argv=None) -> int:
     p.add_argument("--model", type=Path, default=None, help="model for predict (default: the shipped one)")
     p.add_argument("--score", action="store_true", help="also score both outputs against the truth")
     p.add_argument("--markdown", type=Path, default=None, help="also write the table here")
+    p.add_argument("--fit-iterations", type=int, default=None,
+                   help="steps of the fit arm (default: fit's own, 300; fewer for a smoke test)")
     p.add_argument("--arm", help=argparse.SUPPRESS)
     p.add_argument("--data", type=Path, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -133,7 +135,7 @@ def main(argv=None) -> int:
                 f"predict-overlapX (X in [0, 1)), each predict arm optionally with -bf16, got {args.methods!r}")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if args.arm:  # child process: one method, JSON on stdout
-        print(json.dumps(_arm(args.arm, args.data, args.output, args.device, args.model)))
+        print(json.dumps(_arm(args.arm, args.data, args.output, args.device, args.model, args.fit_iterations)))
         return 0
 
     from shdeconv.evaluation import evaluate_dirs
@@ -150,7 +152,8 @@ def main(argv=None) -> int:
         for method in methods:
             out = args.output / f"{scheme}-{method}"
             cmd = [sys.executable, __file__, "--arm", method, "--data", str(data), "-o", str(out),
-                   "--device", args.device] + (["--model", str(args.model)] if args.model else [])
+                   "--device", args.device] + (["--model", str(args.model)] if args.model else []) \
+                + (["--fit-iterations", str(args.fit_iterations)] if args.fit_iterations else [])
             logger.info("running %s on %s", method, scheme)
             proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
             if proc.returncode:
@@ -167,6 +170,7 @@ def main(argv=None) -> int:
     lines = [f"Machine: {_machine()}; device for predict: {args.device}.",
              f"Command: `python benchmarks/wholebrain.py --schemes {args.schemes} --device {args.device} "
              f"--shape {args.shape}" + ("" if methods == list(METHODS) else f" --methods {args.methods}")
+             + (f" --fit-iterations {args.fit_iterations}" if args.fit_iterations else "")
              + (" --score" if args.score else "") + "`", "",
              "| scheme | method | brain voxels | estimator s | voxels/s | load s | write s | end-to-end s | peak RSS GiB |"
              + (" GPU peak GiB |" if gpu else "") + (" success | AE (°) | 2-fibre success |" if args.score else ""),

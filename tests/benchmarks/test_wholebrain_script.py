@@ -36,7 +36,7 @@ def test_wholebrain_script_runs_every_arm(tmp_path):
     # and fit at its defaults (MP-PCA, the start auto resolves to: predict on this one b=1000 shell)
     proc = subprocess.run([sys.executable, str(SCRIPT), "--schemes", "clinical", "--shape", "20,24,20",
                            "-o", str(tmp_path / "wb"), "--model", str(tmp_path / "m.pt"), "--methods",
-                           "predict-overlap0,predict-auto,fit", "--score"],
+                           "predict-overlap0,predict-auto,fit", "--fit-iterations", "20", "--score"],
                           env=env, capture_output=True, text=True, check=False, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = json.loads((tmp_path / "wb" / "results.json").read_text())
@@ -44,6 +44,7 @@ def test_wholebrain_script_runs_every_arm(tmp_path):
                                                                 ("fit", None)]
     assert [r["denoise"] for r in rows] == ["none", "mppca", "mppca"]  # auto decides MP-PCA on a brain
     assert rows[2]["start"] == "predict" and 0 <= rows[1]["success"] <= 1 and 0 <= rows[2]["success"] <= 1
+    assert rows[2]["iterations"] == 20 and "--fit-iterations 20" in (tmp_path / "wb" / "results.md").read_text()
     assert "throughput =" not in (tmp_path / "wb" / "results.md").read_text()
     for wrong in ("predict,fast", "predict-overlap1.5"):
         bad = subprocess.run([sys.executable, str(SCRIPT), "--methods", wrong], env=env, capture_output=True,
