@@ -133,6 +133,8 @@ def main(argv=None) -> int:
     if not methods or any(m not in DIPY_ARMS + ("fit", "predict-auto") and predict_overlap(m) is None for m in methods):
         p.error(f"--methods must be comma-separated arms among {','.join(METHODS)},fit,predict-auto and "
                 f"predict-overlapX (X in [0, 1)), each predict arm optionally with -bf16, got {args.methods!r}")
+    if args.fit_iterations is not None and args.fit_iterations < 1:
+        p.error(f"--fit-iterations must be >= 1, got {args.fit_iterations}")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if args.arm:  # child process: one method, JSON on stdout
         print(json.dumps(_arm(args.arm, args.data, args.output, args.device, args.model, args.fit_iterations)))

@@ -50,6 +50,9 @@ def test_wholebrain_script_runs_every_arm(tmp_path):
         bad = subprocess.run([sys.executable, str(SCRIPT), "--methods", wrong], env=env, capture_output=True,
                              text=True, check=False, timeout=120)
         assert bad.returncode == 2 and "--methods" in bad.stderr
+    bad = subprocess.run([sys.executable, str(SCRIPT), "--fit-iterations", "0"], env=env, capture_output=True,
+                         text=True, check=False, timeout=120)
+    assert bad.returncode == 2 and "--fit-iterations" in bad.stderr
 
 
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs /proc (Linux)")
