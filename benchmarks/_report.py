@@ -33,6 +33,13 @@ def score_cells(values) -> str:
     return " | ".join(format_score(k, v) for k, v in zip(SCORE_KEYS, values))
 
 
+def mean_score_cells(scores) -> str:
+    """The mean of several :func:`score_values` tuples, each score's NaNs skipped, as :func:`score_cells`."""
+    import numpy as np
+
+    return score_cells(np.nanmean(np.asarray(scores, dtype=float), axis=0))
+
+
 def add_phantom_options(p: argparse.ArgumentParser, *, output: str, snrs: str) -> None:
     """``-o``, ``--snrs``, ``--seed``, ``--size``, ``--device`` and ``--markdown``."""
     p.add_argument("-o", "--output", type=Path, default=Path(output))

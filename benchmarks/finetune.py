@@ -29,8 +29,7 @@ import logging
 from contextlib import contextmanager
 from pathlib import Path
 
-import numpy as np
-from _report import SCORE_KEYS, publish, score_cells, score_values
+from _report import SCORE_KEYS, mean_score_cells, publish, score_cells, score_values
 from robustness import ALL
 
 #: kind:scheme:SNR[:departures], the departures those of robustness.py's "all four"
@@ -71,7 +70,7 @@ def run(out: Path, cells: list[str], arms: list[str], seed: int, size: str, devi
 
     model = LoadedModel.load(None)
     names = ["predict"] + [f"finetune {a}" for a in arms]
-    per = {n: {"seconds": 0.0, **{k: [] for k in SCORE_KEYS}} for n in names}
+    per = {n: {"seconds": 0.0, "scores": []} for n in names}
     rows = []
     for cell in cells:
         kind, scheme, snr, *departures = cell.split(":")
@@ -88,8 +87,7 @@ def run(out: Path, cells: list[str], arms: list[str], seed: int, size: str, devi
             scores = score_values(dest, ph)
             seconds = report["timings_s"]["finetune"]
             per[name]["seconds"] += seconds
-            for k, v in zip(SCORE_KEYS, scores):
-                per[name][k].append(v)
+            per[name]["scores"].append(scores)
             rows.append((cell, name, seconds, scores))
 
     m = machine_info(device)
@@ -107,8 +105,7 @@ def run(out: Path, cells: list[str], arms: list[str], seed: int, size: str, devi
         "|---|---:|" + "---:|" * len(SCORE_KEYS),
     ]
     for n in names:
-        lines.append(f"| {n} | {per[n]['seconds']:.0f} | "
-                     + score_cells([float(np.nanmean(per[n][k])) for k in SCORE_KEYS]) + " |")
+        lines.append(f"| {n} | {per[n]['seconds']:.0f} | {mean_score_cells(per[n]['scores'])} |")
     lines += ["", "## Per phantom (kind:scheme:SNR[:departures])\n",
               "| phantom | arm | seconds | " + " | ".join(SCORE_KEYS) + " |",
               "|---|---|---:|" + "---:|" * len(SCORE_KEYS)]

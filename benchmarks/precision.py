@@ -36,7 +36,7 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
-from _report import SCORE_KEYS, add_phantom_options, format_score, publish, score_cells, score_values
+from _report import SCORE_KEYS, add_phantom_options, format_score, mean_score_cells, publish, score_values
 
 from shdeconv._options import PRECISIONS
 
@@ -74,7 +74,7 @@ def run(out: Path, cells: list[tuple[str, str, float]], seed: int, size: str, de
     from shdeconv.sim import simulate_to_dir
 
     model = LoadedModel.load(None)
-    per = {p: {"seconds": 0.0, **{k: [] for k in SCORE_KEYS}} for p in PRECISIONS}
+    per = {p: {"seconds": 0.0, "scores": []} for p in PRECISIONS}
     rows = []
     for i, (kind, scheme, snr) in enumerate(cells):
         ph = simulate_to_dir(out / f"{kind}-{scheme}-snr{snr:g}" / "phantom", kind=kind, scheme=scheme, snr=snr,
@@ -87,8 +87,7 @@ def run(out: Path, cells: list[tuple[str, str, float]], seed: int, size: str, de
             scores[precision] = score_values(dest, ph)
             seconds[precision] = report["timings_s"]["predict"]
             per[precision]["seconds"] += seconds[precision]
-            for k, v in zip(SCORE_KEYS, scores[precision]):
-                per[precision][k].append(v)
+            per[precision]["scores"].append(scores[precision])
         mask = np.asarray(nib.load(str(ph / "mask.nii.gz")).dataobj) > 0
         rows.append((kind, scheme, snr, seconds, scores,
                      agreement(ph.parent / "predict-float32", ph.parent / "predict-bfloat16", mask)))
@@ -107,8 +106,7 @@ def run(out: Path, cells: list[tuple[str, str, float]], seed: int, size: str, de
     ]
     base = per["float32"]["seconds"]
     for p in PRECISIONS:
-        lines.append(f"| {p} | {per[p]['seconds'] / base:.2f} | "
-                     + score_cells([float(np.nanmean(per[p][k])) for k in SCORE_KEYS]) + " |")
+        lines.append(f"| {p} | {per[p]['seconds'] / base:.2f} | {mean_score_cells(per[p]['scores'])} |")
     lines += ["", "## Per phantom: float32 -> bfloat16\n",
               "| kind | scheme | SNR | seconds | " + " | ".join(SCORE_KEYS)
               + " | fODF rel. difference | first peak to nearest float32 peak, median / 99th pct (°) |",

@@ -24,8 +24,7 @@ import argparse
 import logging
 from pathlib import Path
 
-import numpy as np
-from _report import SCORE_KEYS, add_phantom_options, publish, score_cells, score_values
+from _report import SCORE_KEYS, add_phantom_options, mean_score_cells, publish, score_cells, score_values
 
 SCHEMES = ("sparse", "clinical", "multishell")
 
@@ -45,7 +44,7 @@ def run(out: Path, schemes: list[str], snrs: list[float], overlaps: list[float],
     margin = DEFAULT_TILE_OVERLAP * TRAINING_TILE  # voxels
     settings = [(TRAINING_TILE, ov) for ov in overlaps] + [(t, margin / t) for t in tiles]
     default = (TRAINING_TILE, DEFAULT_TILE_OVERLAP)
-    per = {st: {"seconds": 0.0, **{k: [] for k in SCORE_KEYS}} for st in settings}
+    per = {st: {"seconds": 0.0, "scores": []} for st in settings}
     cell_rows = []
     for i, (scheme, snr) in enumerate((s, n) for s in schemes for n in snrs):
         ph = simulate_to_dir(out / f"{scheme}-snr{snr:g}" / "phantom", scheme=scheme, snr=snr, seed=seed, size=size)
@@ -56,8 +55,7 @@ def run(out: Path, schemes: list[str], snrs: list[float], overlaps: list[float],
                                  device=device, tile=tile, overlap=ov, progress=False, force=True)
             values = score_values(dest, ph)
             per[(tile, ov)]["seconds"] += report["timings_s"]["predict"]
-            for k, v in zip(SCORE_KEYS, values):
-                per[(tile, ov)][k].append(v)
+            per[(tile, ov)]["scores"].append(values)
             cell_rows.append((scheme, snr, tile, ov, report["timings_s"]["predict"], values))
     m = machine_info(device)
     base = per[default]["seconds"]
@@ -74,16 +72,12 @@ def run(out: Path, schemes: list[str], snrs: list[float], overlaps: list[float],
         "|---:|---:|---:|" + "---:|" * len(SCORE_KEYS),
     ]
     for tile, ov in settings:
-        means = [float(np.nanmean(per[(tile, ov)][k])) for k in SCORE_KEYS]
         lines.append(f"| {tile} | {ov:.3g} | {per[(tile, ov)]['seconds'] / base:.2f} | "
-                     + score_cells(means)
-                     + " |")
+                     f"{mean_score_cells(per[(tile, ov)]['scores'])} |")
     lines += ["", "## Per phantom\n", "| scheme | SNR | tile | overlap | seconds | " + " | ".join(SCORE_KEYS) + " |",
               "|---|---:|---:|---:|---:|" + "---:|" * len(SCORE_KEYS)]
     for scheme, snr, tile, ov, sec, values in sorted(cell_rows, key=lambda r: (r[0], r[1], r[2], r[3])):
-        lines.append(f"| {scheme} | {snr:g} | {tile} | {ov:.3g} | {sec:.2f} | "
-                     + score_cells(values)
-                     + " |")
+        lines.append(f"| {scheme} | {snr:g} | {tile} | {ov:.3g} | {sec:.2f} | {score_cells(values)} |")
     return "\n".join(lines) + "\n"
 
 
