@@ -89,19 +89,18 @@ def test_failed_write_leaves_old_file_and_no_temporary(tmp_path, monkeypatch):
     atomic_save_nifti(np.zeros((2, 2, 2), np.float32), np.eye(4), target)
     before = target.read_bytes()
 
-    def boom(self, filename):
-        with open(filename, "wb") as f:
-            f.write(b"half")
+    def boom(self, file_map):
+        file_map["image"].fileobj.write(b"half")
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(nib.Nifti1Image, "to_filename", boom)
+    monkeypatch.setattr(nib.Nifti1Image, "to_file_map", boom)
     with pytest.raises(OSError, match="No space"):
         atomic_save_nifti(np.ones((2, 2, 2), np.float32), np.eye(4), target)
     assert target.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["f.nii.gz"]
     monkeypatch.undo()
     new = tmp_path / "new.nii.gz"
-    monkeypatch.setattr(nib.Nifti1Image, "to_filename", boom)
+    monkeypatch.setattr(nib.Nifti1Image, "to_file_map", boom)
     with pytest.raises(OSError):
         atomic_save_nifti(np.ones((2, 2, 2), np.float32), np.eye(4), new)
     assert not new.exists()

@@ -17,6 +17,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
+from ._gzip import open_gzip_write
 from ._validate import InputError
 
 __all__ = ["atomic_save_nifti", "atomic_torch_save", "atomic_write_bytes", "atomic_write_text", "check_output_dir",
@@ -133,7 +134,7 @@ def atomic_save_nifti(data: np.ndarray, affine: np.ndarray, path: str | PathLike
     affine : ndarray ``(4, 4)``
         Written as both sform and qform (code 1, scanner).
     path : str or PathLike
-        ``.nii`` or ``.nii.gz``.
+        ``.nii`` or ``.nii.gz`` (compressed by :mod:`._gzip`, at nibabel's level 1).
     header : nibabel header, optional
         Template (e.g. the dwi's); shape, dtype and scaling are reset for ``data``.
     """
@@ -152,10 +153,14 @@ def atomic_save_nifti(data: np.ndarray, affine: np.ndarray, path: str | PathLike
     img.set_qform(affine, code=1)
     if header is None:
         img.header.set_xyzt_units("mm")
-    with _temporary_sibling(path) as tmp:
-        img.to_filename(str(tmp))
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
+    with _temporary_sibling(path) as tmp, open(tmp, "wb") as f:
+        if path.name.endswith(".gz"):
+            with open_gzip_write(f) as gz:
+                img.to_file_map({"image": nib.FileHolder(fileobj=gz)})
+        else:
+            img.to_file_map({"image": nib.FileHolder(fileobj=f)})
+        f.flush()
+        os.fsync(f.fileno())
     return path
 
 

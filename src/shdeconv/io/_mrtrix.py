@@ -22,14 +22,15 @@ the same table as text, one ``x y z b`` row per volume.
 
 from __future__ import annotations
 
-import gzip
 from dataclasses import dataclass
+from functools import partial
 from os import PathLike
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 
+from ._gzip import BadGzipFile, open_gzip_read
 from ._validate import InputError, check_file_exists, read_numeric_table
 
 __all__ = ["MRTRIX_SUFFIXES", "is_mrtrix_image", "read_mrtrix_image", "read_mrtrix_grad", "MRtrixImage"]
@@ -39,7 +40,7 @@ MRTRIX_SUFFIXES = (".mif", ".mif.gz", ".mih")
 
 _MAGIC = b"mrtrix image"
 _MAX_HEADER = 1 << 24
-_CHUNK = 64 << 20
+_CHUNK = 8 << 20
 
 _DTYPES = {"int8": "i1", "uint8": "u1", "int16": "i2", "uint16": "u2", "int32": "i4", "uint32": "u4",
            "int64": "i8", "uint64": "u8", "float32": "f4", "float64": "f8"}
@@ -140,11 +141,11 @@ def read_mrtrix_image(path: str | PathLike, what: str = "image") -> MRtrixImage:
     file shorter than its header says.
     """
     p = check_file_exists(path, what)
-    opener = gzip.open if str(p).lower().endswith(".gz") else open
+    opener = open_gzip_read if str(p).lower().endswith(".gz") else partial(open, mode="rb")
     try:
-        with opener(p, "rb") as f:
+        with opener(p) as f:
             head = f.read(_MAX_HEADER)
-    except (OSError, EOFError, gzip.BadGzipFile) as e:
+    except (OSError, EOFError, BadGzipFile) as e:
         raise InputError(p, f"cannot read the {what} ({type(e).__name__}: {e})") from e
     entries = _header(p, head)
     dim = [int(round(v)) for v in _numbers(p, "dim", _one(p, entries, "dim"))]
@@ -175,7 +176,7 @@ def read_mrtrix_image(path: str | PathLike, what: str = "image") -> MRtrixImage:
     nbytes = (n + 7) // 8 if bits else n * dtype.itemsize
     raw = np.empty(nbytes, dtype=np.uint8)
     try:
-        with (opener(p, "rb") if name == "." else open(p.parent / name, "rb")) as f:
+        with (opener(p) if name == "." else open(p.parent / name, "rb")) as f:
             f.seek(offset)
             got = 0
             while got < nbytes:
@@ -183,7 +184,7 @@ def read_mrtrix_image(path: str | PathLike, what: str = "image") -> MRtrixImage:
                 if not step:
                     break
                 got += step
-    except (OSError, EOFError, gzip.BadGzipFile) as e:
+    except (OSError, EOFError, BadGzipFile) as e:
         raise InputError(p, f"cannot read the {what}'s voxel data ({type(e).__name__}: {e})") from e
     if got < nbytes:
         raise InputError(p, f"the {what}'s voxel data end {nbytes - got} bytes short of the {nbytes} "

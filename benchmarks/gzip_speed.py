@@ -1,0 +1,157 @@
+"""Gzip speed of the NIfTI reads and writes: ISA-L (``isal.igzip``, what shdeconv uses) against
+Python's ``gzip`` (zlib, what nibabel uses and shdeconv falls back to), on whole-brain files.
+
+The files: a brain phantom's ``dwi.nii.gz`` (90 x 108 x 90, clinical b0 + 30 directions or
+HCP-like b0 + 3 x 90, as ``benchmarks/wholebrain.py`` simulates it) read by ``load_dwi``'s
+chunked reader and written again, and the fODF ``predict`` writes for it (45 SH coefficients per
+voxel), written by ``atomic_save_nifti``.
+Both compressors in the same process, rounds alternating, medians; every file written by one is
+read back by the other and compared bit for bit.
+
+Usage: python benchmarks/gzip_speed.py [-o bench_out/gzip] [--scheme clinical|multishell] [--data DIR] [--fodf FILE]
+       [--rounds 5] [--markdown benchmarks/results/gzip_speed_cpu.md]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import logging
+import os
+import statistics
+import time
+from pathlib import Path
+
+from _report import publish
+
+logger = logging.getLogger("gzip_speed")
+
+
+def _timed(fn):
+    t = time.perf_counter()
+    out = fn()
+    return time.perf_counter() - t, out
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("-o", "--output", type=Path, default=Path("bench_out/gzip"))
+    p.add_argument("--data", type=Path, default=None,
+                   help="folder with dwi.nii.gz, bvals, bvecs, mask.nii.gz (default: simulate the clinical brain)")
+    p.add_argument("--fodf", type=Path, default=None, help="an fODF image (default: predict's on the data)")
+    p.add_argument("--scheme", default="clinical", choices=["clinical", "multishell"],
+                   help="scheme of the simulated brain (multishell: HCP-like, 3 x 90 directions)")
+    p.add_argument("--shape", default="90,108,90", help="shape of the simulated brain (smaller for a smoke test)")
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--markdown", type=Path, default=None)
+    args = p.parse_args(argv)
+    if args.rounds < 1:
+        p.error(f"--rounds must be >= 1, got {args.rounds}")
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+
+    import nibabel as nib
+    import numpy as np
+    import torch
+
+    from shdeconv.evaluation.benchmark import cpu_model
+    from shdeconv.io import _gzip, atomic_save_nifti
+    from shdeconv.io._nifti import _read_float32
+
+    data = args.data
+    if data is None:
+        from shdeconv.sim import write_phantom
+        from shdeconv.sim._brain import brain_phantom
+
+        data = args.output / f"data-{args.scheme}"
+        if not (data / "dwi.nii.gz").exists():
+            logger.info("simulating the %s brain volume", args.scheme)
+            write_phantom(brain_phantom(tuple(int(v) for v in args.shape.split(",")), scheme=args.scheme), data)
+    fodf_path = args.fodf
+    if fodf_path is None:
+        from shdeconv.fitting import run_predict
+
+        fodf_path = data.parent / f"predict-{data.name}" / "fodf.nii.gz"
+        if not fodf_path.exists():
+            logger.info("predicting the fODF to write")
+            run_predict(data / "dwi.nii.gz", data / "bvals", data / "bvecs", fodf_path.parent,
+                        mask=data / "mask.nii.gz", progress=False, force=True)
+    dwi_path = data / "dwi.nii.gz"
+    fodf_img = nib.load(fodf_path)
+    fodf = np.asarray(fodf_img.dataobj, dtype=np.float32)
+    dwi = _read_float32(nib.load(dwi_path), dwi_path)
+
+    impls = {"ISA-L (isal.igzip)": _gzip._impl, "zlib (Python gzip)": gzip}
+    if _gzip.backend() != "isal.igzip":
+        raise SystemExit("isal is not installed: nothing to compare")
+    times = {name: {"read": [], "write_fodf": [], "write_dwi": []} for name in impls}
+    sizes = {}
+    work = args.output / "files"
+    work.mkdir(parents=True, exist_ok=True)
+    try:
+        for r in range(args.rounds):  # reads and writes apart: a write's fsync is not a read's cost
+            for name, impl in impls.items():
+                _gzip._impl = impl
+                t, got = _timed(lambda: _read_float32(nib.load(dwi_path), dwi_path))
+                times[name]["read"].append(t)
+                if not np.array_equal(got, dwi):
+                    raise RuntimeError(f"{name} read different data")
+                del got
+        for r in range(args.rounds):
+            for name, impl in impls.items():
+                _gzip._impl = impl
+                for what, arr in (("fodf", fodf), ("dwi", dwi)):
+                    out = work / f"{what}-{'isal' if impl is not gzip else 'zlib'}.nii.gz"
+                    t, _ = _timed(lambda: atomic_save_nifti(arr, fodf_img.affine, out))
+                    times[name][f"write_{what}"].append(t)
+                    sizes[(name, what)] = os.path.getsize(out)
+                logger.info("round %d/%d %s: %s", r + 1, args.rounds, name,
+                            {k: round(v[-1], 3) for k, v in times[name].items()})
+        _gzip._impl = impls["ISA-L (isal.igzip)"]
+        for what, arr in (("fodf", fodf), ("dwi", dwi)):  # each compressor's file, read by the other
+            for tag, impl in (("isal", gzip), ("zlib", impls["ISA-L (isal.igzip)"])):
+                path = work / f"{what}-{tag}.nii.gz"
+                _gzip._impl = impl
+                if not np.array_equal(_read_float32(nib.load(path), path), arr):
+                    raise RuntimeError(f"{path} does not read back as written")
+    finally:
+        _gzip._impl = impls["ISA-L (isal.igzip)"]
+
+    med = {n: {k: statistics.median(v) for k, v in t.items()} for n, t in times.items()}
+    isal_name, zlib_name = impls
+    mb = {"read": dwi.nbytes / 1e6, "write_fodf": fodf.nbytes / 1e6, "write_dwi": dwi.nbytes / 1e6}
+    rows = [("read `dwi.nii.gz` (`load_dwi`'s reader)", "read", None),
+            ("write `fodf.nii.gz` (`atomic_save_nifti`, level 1)", "write_fodf", "fodf"),
+            ("write the dwi as `.nii.gz` (level 1)", "write_dwi", "dwi")]
+    lines = [f"Machine: {cpu_model()}, {os.cpu_count()} cores; torch {torch.__version__}; "
+             f"isal {_version('isal')}, zlib {_zlib_version()}, nibabel {nib.__version__}.",
+             f"Command: `python benchmarks/gzip_speed.py --rounds {args.rounds}"
+             + ("" if args.data else f" --scheme {args.scheme}")
+             + (f" --shape {args.shape}" if args.shape != "90,108,90" else "") + "`; one thread, medians of "
+             f"{args.rounds} rounds alternating the two (reads first, then writes). "
+             f"Files: `{dwi_path.name}` {dwi.shape} ({mb['read']:.0f} MB of float32), "
+             f"the fODF {fodf.shape} ({mb['write_fodf']:.0f} MB).", "",
+             "| operation | MB (uncompressed) | zlib s | ISA-L s | zlib / ISA-L | compressed MB zlib / ISA-L |",
+             "|---|---:|---:|---:|---:|---:|"]
+    for label, key, what in rows:
+        z, i = med[zlib_name][key], med[isal_name][key]
+        size = "-" if what is None else f"{sizes[(zlib_name, what)] / 1e6:.1f} / {sizes[(isal_name, what)] / 1e6:.1f}"
+        lines.append(f"| {label} | {mb[key]:.0f} | {z:.2f} | {i:.2f} | {z / i:.2f}x | {size} |")
+    lines += ["", "Every file written by one compressor was read back by the other, bit for bit."]
+    publish("\n".join(lines), args.markdown)
+    return 0
+
+
+def _version(dist: str) -> str:
+    from importlib.metadata import version
+
+    return version(dist)
+
+
+def _zlib_version() -> str:
+    import zlib
+
+    return zlib.ZLIB_RUNTIME_VERSION
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
