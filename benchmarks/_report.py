@@ -95,3 +95,32 @@ def publish(text: str, markdown: Path | None) -> None:
 
         markdown.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(markdown, text)
+
+
+def package_at(commit: str, folder: str | Path) -> dict:
+    """The environment that makes a child process import the package as it was at git ``commit``:
+    its ``src/`` exported into ``folder`` and put first on ``PYTHONPATH``."""
+    import os
+    import subprocess
+
+    root = Path(__file__).resolve().parent.parent
+    tar = subprocess.run(["git", "-C", str(root), "archive", commit, "src"], capture_output=True, check=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(folder)], input=tar, check=True)
+    return {"PYTHONPATH": os.pathsep.join(filter(None, [str(Path(folder) / "src"), os.environ.get("PYTHONPATH")]))}
+
+
+def brain_fodf(output: Path, scheme: str = "clinical", shape: str = "90,108,90") -> tuple[Path, Path]:
+    """The brain phantom of ``benchmarks/wholebrain.py`` (``output/data-<scheme>``) and the fODF
+    ``predict`` writes for it (``output/predict-data-<scheme>/fodf.nii.gz``), each made once."""
+    from shdeconv.fitting import run_predict
+    from shdeconv.sim import write_phantom
+    from shdeconv.sim._brain import brain_phantom
+
+    data = output / f"data-{scheme}"
+    if not (data / "dwi.nii.gz").exists():
+        write_phantom(brain_phantom(tuple(int(v) for v in shape.split(",")), scheme=scheme), data)
+    fodf = output / f"predict-{data.name}" / "fodf.nii.gz"
+    if not fodf.exists():
+        run_predict(data / "dwi.nii.gz", data / "bvals", data / "bvecs", fodf.parent, mask=data / "mask.nii.gz",
+                    progress=False, force=True)
+    return data, fodf

@@ -34,7 +34,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from _report import publish
+from _report import package_at, publish
 from _timing import peak_rss_gib
 
 logger = logging.getLogger("direct_speed")
@@ -98,12 +98,7 @@ def main(argv=None) -> int:
     arms = [(arm, {}) for arm in chosen]
     with tempfile.TemporaryDirectory() as tmp:
         if args.baseline:
-            root = Path(__file__).resolve().parent.parent
-            tar = subprocess.run(["git", "-C", str(root), "archive", args.baseline, "src"], capture_output=True,
-                                 check=True).stdout
-            subprocess.run(["tar", "-x", "-C", tmp], input=tar, check=True)
-            path = os.pathsep.join(filter(None, [str(Path(tmp) / "src"), os.environ.get("PYTHONPATH")]))
-            arms.append((f"blocked at {args.baseline}", {"PYTHONPATH": path}))
+            arms.append((f"blocked at {args.baseline}", package_at(args.baseline, tmp)))
         rows = []
         for r in range(args.rounds):
             for label, env in envs:

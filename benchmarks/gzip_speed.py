@@ -22,7 +22,7 @@ import statistics
 import time
 from pathlib import Path
 
-from _report import publish
+from _report import brain_fodf, publish
 
 logger = logging.getLogger("gzip_speed")
 
@@ -38,7 +38,7 @@ def main(argv=None) -> int:
     p.add_argument("-o", "--output", type=Path, default=Path("bench_out/gzip"))
     p.add_argument("--data", type=Path, default=None,
                    help="folder with dwi.nii.gz, bvals, bvecs, mask.nii.gz (default: simulate the clinical brain)")
-    p.add_argument("--fodf", type=Path, default=None, help="an fODF image (default: predict's on the data)")
+    p.add_argument("--fodf", type=Path, default=None, help="an fODF image to write (with --data)")
     p.add_argument("--scheme", default="clinical", choices=["clinical", "multishell"],
                    help="scheme of the simulated brain (multishell: HCP-like, 3 x 90 directions)")
     p.add_argument("--shape", default="90,108,90", help="shape of the simulated brain (smaller for a smoke test)")
@@ -57,24 +57,13 @@ def main(argv=None) -> int:
     from shdeconv.io import _gzip, atomic_save_nifti
     from shdeconv.io._nifti import _read_float32
 
-    data = args.data
-    if data is None:
-        from shdeconv.sim import write_phantom
-        from shdeconv.sim._brain import brain_phantom
-
-        data = args.output / f"data-{args.scheme}"
-        if not (data / "dwi.nii.gz").exists():
-            logger.info("simulating the %s brain volume", args.scheme)
-            write_phantom(brain_phantom(tuple(int(v) for v in args.shape.split(",")), scheme=args.scheme), data)
-    fodf_path = args.fodf
+    if args.data is None:
+        logger.info("the %s brain volume and predict's fODF for it (made once)", args.scheme)
+        data, fodf_path = brain_fodf(args.output, args.scheme, args.shape)
+    else:
+        data, fodf_path = args.data, args.fodf
     if fodf_path is None:
-        from shdeconv.fitting import run_predict
-
-        fodf_path = data.parent / f"predict-{data.name}" / "fodf.nii.gz"
-        if not fodf_path.exists():
-            logger.info("predicting the fODF to write")
-            run_predict(data / "dwi.nii.gz", data / "bvals", data / "bvecs", fodf_path.parent,
-                        mask=data / "mask.nii.gz", progress=False, force=True)
+        p.error("--data needs --fodf")
     dwi_path = data / "dwi.nii.gz"
     fodf_img = nib.load(fodf_path)
     fodf = np.asarray(fodf_img.dataobj, dtype=np.float32)

@@ -104,3 +104,24 @@ def test_separation_merges_close_lobes():
     for i in range(len(live)):
         for j in range(i + 1, len(live)):
             assert _ang(live[i], live[j]) >= 25.0
+
+
+def test_shipped_sphere_is_dipys_default_sphere():
+    """The extraction sphere read from ``peak_sphere.npz`` is DIPY's ``default_sphere``, and
+    extracting peaks does not import ``dipy.data`` (about a second)."""
+    import subprocess
+    import sys
+
+    from dipy.data import default_sphere
+
+    from shdeconv.direction import peak_sphere
+    from shdeconv.direction._peaks import _sphere_tables
+
+    verts, table = peak_sphere()
+    ref_verts, ref_table = _sphere_tables("dipy", default_sphere)
+    np.testing.assert_array_equal(verts, ref_verts)
+    np.testing.assert_array_equal(table, ref_table)
+    code = ("import sys, numpy as np; from shdeconv.direction import sh_peaks; "
+            "sh_peaks(np.r_[1.0, np.zeros(14)][None]); print('dipy.data' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"

@@ -33,6 +33,8 @@ import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
+from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 
@@ -48,16 +50,17 @@ _REFINE_STEPS_DEG = (3.0, 0.5)
 
 @lru_cache(maxsize=1)
 def _default_sphere():
-    from dipy.data import default_sphere
-
-    return default_sphere
+    """DIPY's ``default_sphere`` (vertices and edges), read from the copy shipped beside this
+    module (``scripts/make_peak_sphere.py``) rather than by importing ``dipy.data``."""
+    with np.load(Path(__file__).with_name("peak_sphere.npz")) as f:
+        return SimpleNamespace(vertices=f["vertices"], edges=f["edges"])
 
 
 def peak_sphere(sphere=None) -> tuple[np.ndarray, np.ndarray]:
     """Vertices ``(V, 3)`` and padded neighbour table ``(V, D)`` of the extraction sphere.
 
     ``sphere`` is any object with ``vertices`` ``(V, 3)`` and ``edges`` ``(E, 2)`` (a DIPY
-    ``Sphere``/``HemiSphere``); default DIPY's ``default_sphere``. The table is padded with
+    ``Sphere``/``HemiSphere``); default DIPY's ``default_sphere`` (a shipped copy). The table is padded with
     each vertex's own index.
     """
     sphere = _default_sphere() if sphere is None else sphere
@@ -153,18 +156,26 @@ def _select(cand_dirs, cand_vals, rel_threshold, abs_threshold, cos_sep, max_pea
 
 
 def _chunk_peaks(c, verts, table, bmat, n_cand, rel_threshold, abs_threshold, cos_sep, max_peaks, refine):
-    """Steps 1-5 of the module docstring for SH rows ``c`` ``(n, S)``: ``(n, P, 3)``, ``(n, P)``."""
-    vals = bmat @ c.T  # (V, n): the neighbour gathers below copy whole rows
+    """Steps 1-5 of the module docstring for SH rows ``c`` ``(n, S)``: ``(n, P, 3)``, ``(n, P)``.
+
+    Steps 1-2 run in float32 (``bmat`` is float32): they only pick the starting vertices, which
+    the refinement then moves in float64.
+    """
+    n = len(c)
+    vals = bmat @ c.T.astype(np.float32)  # (V, n): the neighbour gathers below copy whole rows
     nbr_max = vals[table[:, 0]]
     for k in range(1, table.shape[1]):  # neighbour by neighbour: no (V, D, n) temporary
         np.maximum(nbr_max, vals[table[:, k]], out=nbr_max)
-    is_max = vals >= nbr_max
-    masked = np.where(is_max & (vals > 0), vals, -np.inf).T  # (n, V)
-    part = np.argpartition(-masked, n_cand - 1, axis=1)[:, :n_cand]
-    pv = np.take_along_axis(masked, part, axis=1)
-    order = np.argsort(-pv, axis=1)
-    part = np.take_along_axis(part, order, axis=1)
-    pv = np.take_along_axis(pv, order, axis=1)
+    vert, vox = np.nonzero((vals >= nbr_max) & (vals > 0))  # the few positive maxima of each voxel
+    val = vals[vert, vox]
+    order = np.lexsort((-val, vox))  # by voxel, then by decreasing value
+    vert, vox, val = vert[order], vox[order], val[order]
+    rank = np.arange(len(vox)) - np.searchsorted(vox, vox)  # position within its voxel
+    keep = rank < n_cand
+    part = np.zeros((n, n_cand), dtype=np.int64)
+    pv = np.full((n, n_cand), -np.inf)
+    part[vox[keep], rank[keep]] = vert[keep]
+    pv[vox[keep], rank[keep]] = val[keep]
     dirs, amps = _select(verts[part], pv, rel_threshold, abs_threshold, cos_sep, max_peaks)
     if refine:
         live = amps > 0
@@ -234,7 +245,7 @@ def sh_peaks(sh: np.ndarray, *, sphere=None, rel_threshold: float = 0.25,
         raise ValueError(f"mask shape {np.shape(mask)} does not match the SH's {lead}")
     sel = sel & np.isfinite(flat).all(axis=1) & (flat != 0).any(axis=1)  # never the caller's mask in place
     verts, table = peak_sphere(sphere)
-    bmat = sh_matrix(verts, lmax)  # (V, S)
+    bmat = sh_matrix(verts, lmax).astype(np.float32)  # (V, S)
     cos_sep = np.cos(np.radians(min_separation_deg))
     n_cand = min(len(verts), max(8, 3 * max_peaks))
     out_d = np.zeros((len(flat), max_peaks, 3))
