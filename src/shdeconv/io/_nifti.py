@@ -368,12 +368,19 @@ def _read_part(img, path: Path, b0: np.ndarray, *, box: tuple[slice, slice, slic
     lattice = np.zeros(shape, dtype=bool)
     lattice[::stride, ::stride, ::stride] = True
     lattice &= outside
-    rows = np.empty((int(lattice.sum()), n_vol), dtype=np.float32)
+    lattice_at = _fortran_offsets(lattice)
+    voxels_at = None if box is not None else _fortran_offsets(voxels)
+    rows = np.empty((len(lattice_at), n_vol), dtype=np.float32, order="F")
     b0_sum = np.zeros(shape, dtype=np.float64)
     for g, vol in enumerate(_iter_volumes(img, path)):
-        out[..., g] = vol[box] if box is not None else vol[voxels]
-        bad |= ~np.isfinite(vol)
-        rows[:, g] = vol[lattice]
+        flat = vol.reshape(-1, order="F")  # a view of the (Fortran-ordered) volumes read from gzip
+        if box is not None:
+            out[..., g] = vol[box]
+        else:
+            np.take(flat, voxels_at, out=out[:, g])
+        if not np.isfinite(vol).all():  # one pass without a temporary where, as usual, all are finite
+            bad |= ~np.isfinite(vol)
+        np.take(flat, lattice_at, out=rows[:, g])
         if b0[g]:
             b0_sum += vol
     s0 = b0_sum / max(1, int(b0.sum()))
@@ -381,6 +388,14 @@ def _read_part(img, path: Path, b0: np.ndarray, *, box: tuple[slice, slice, slic
     keep = np.isfinite(rows).all(axis=1)
     beyond = Beyond(n_valid=int(valid.sum()), rows=rows[keep], weight=float(stride ** 3))
     return out, bad, beyond
+
+
+def _fortran_offsets(mask: np.ndarray) -> np.ndarray:
+    """Offsets of ``mask``'s voxels, in C order, in the Fortran-ordered flattening of its grid:
+    ``vol.reshape(-1, order="F")[_fortran_offsets(mask)]`` is ``vol[mask]``, without a boolean
+    pass over the volume."""
+    x, y, z = np.nonzero(mask)
+    return x + mask.shape[0] * (y + mask.shape[1] * z)
 
 
 def load_mask(mask_path: str | PathLike, shape: tuple[int, ...], affine: np.ndarray) -> np.ndarray:
