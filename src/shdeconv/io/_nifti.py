@@ -373,7 +373,7 @@ def _read_part(img, path: Path, b0: np.ndarray, *, box: tuple[slice, slice, slic
     rows = np.empty((len(lattice_at), n_vol), dtype=np.float32, order="F")
     b0_sum = np.zeros(shape, dtype=np.float64)
     for g, vol in enumerate(_iter_volumes(img, path)):
-        flat = vol.reshape(-1, order="F")  # a view of the (Fortran-ordered) volumes read from gzip
+        flat = vol.reshape(-1, order="F")  # a view where vol is Fortran-ordered (gzip), else a copy
         if box is not None:
             out[..., g] = vol[box]
         else:
