@@ -10,6 +10,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+from _tables import table_rows
 
 pytestmark = pytest.mark.slow  # runs a benchmark script end to end
 
@@ -27,11 +28,8 @@ def test_finetune_script_arms_reach_the_steps(tmp_path):
                 "--markdown", str(tmp_path / "o.md"))
     assert proc.returncode == 0, proc.stderr[-3000:]
     text = (tmp_path / "o.md").read_text()
-    rows = {}
-    for line in text.split("## Per phantom")[1].splitlines():
-        cells = re.split(r"\s*\|\s*", line.strip())[1:-1]
-        if cells and cells[0] == "voxelwise:clinical:20":
-            rows[cells[1]] = [float(c) for c in cells[3:]]
+    rows = {cells[1]: [float(c) for c in cells[3:]]
+            for cells in table_rows(text.split("## Per phantom")[1], first="voxelwise:clinical:20")}
     assert set(rows) == {"predict", "finetune 1/1e-12", "finetune 3", "finetune 3@0.1"}
     # a step that cannot move the weights reproduces predict: fine-tuning changes nothing else
     assert rows["finetune 1/1e-12"] == rows["predict"]

@@ -1,12 +1,12 @@
 """benchmarks/gzip_speed.py end to end on a small brain (the real run uses 90 x 108 x 90)."""
 
 import os
-import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from _tables import table_rows
 
 pytestmark = pytest.mark.slow  # simulates a phantom and runs predict
 
@@ -20,8 +20,7 @@ def test_gzip_speed_times_both_compressors_and_cross_reads(tmp_path):
                           env=env, capture_output=True, text=True, check=False, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     text = (tmp_path / "o.md").read_text()
-    rows = [re.split(r"\s*\|\s*", line.strip())[1:-1] for line in text.splitlines()
-            if line.startswith(("| read", "| write"))]
+    rows = [cells for cells in table_rows(text) if cells[0].startswith(("read", "write"))]
     assert len(rows) == 3
     for cells in rows:
         zlib_s, isal_s = float(cells[2]), float(cells[3])

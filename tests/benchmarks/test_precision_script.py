@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from _tables import table_rows
 
 pytestmark = pytest.mark.slow  # runs a benchmark script end to end
 
@@ -21,19 +22,15 @@ def test_precision_script_scores_both_precisions_and_their_agreement(tmp_path):
                           env=env, capture_output=True, text=True, check=False, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     text = (tmp_path / "o.md").read_text()
-    summary = {}
-    for line in text.split("## Per phantom")[0].splitlines():
-        cells = re.split(r"\s*\|\s*", line.strip())[1:-1]
-        if cells and cells[0] in ("float32", "bfloat16"):
-            summary[cells[0]] = [float(c) for c in cells[1:]]
+    summary = {cells[0]: [float(c) for c in cells[1:]] for cells in table_rows(text.split("## Per phantom")[0])
+               if cells[0] in ("float32", "bfloat16")}
     assert set(summary) == {"float32", "bfloat16"} and summary["float32"][0] == 1.0
     assert abs(summary["bfloat16"][1] - summary["float32"][1]) < 0.03  # success all
-    rows = [line for line in text.splitlines() if line.startswith(("| spatial | clinical | 20 |",
-                                                                   "| voxelwise | clinical | 20 |"))]
+    rows = [cells for cells in table_rows(text) if cells[:3] in (["spatial", "clinical", "20"],
+                                                                  ["voxelwise", "clinical", "20"])]
     assert len(rows) == 2
-    for row in rows:
-        rel = float(re.split(r"\s*\|\s*", row.strip())[-3])
-        assert 1e-4 < rel < 0.03  # bfloat16 ran, and only rounded
+    for cells in rows:
+        assert 1e-4 < float(cells[-2]) < 0.03  # relative difference: bfloat16 ran, and only rounded
     for d in ("predict-float32", "predict-bfloat16"):
         assert (tmp_path / "o" / "spatial-clinical-snr20" / d / "fodf.nii.gz").exists()
     volume = text.split("## Network phase on")[1].split("## Profile")[0]

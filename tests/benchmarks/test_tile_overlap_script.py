@@ -1,12 +1,12 @@
 """benchmarks/tile_overlap.py end to end on a quick phantom (the real run uses the default size)."""
 
 import os
-import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from _tables import table_rows
 
 pytestmark = pytest.mark.slow  # runs a benchmark script end to end
 
@@ -21,11 +21,8 @@ def test_tile_overlap_script_scores_every_overlap(tmp_path):
                           env=env, capture_output=True, text=True, check=False, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     text = (tmp_path / "o.md").read_text()
-    summary = {}
-    for line in text.split("## Per phantom")[0].splitlines():
-        cells = re.split(r"\s*\|\s*", line.strip())[1:-1]
-        if cells and re.fullmatch(r"[0-9]+", cells[0]):
-            summary[(int(cells[0]), float(cells[1]))] = [float(c) for c in cells[2:]]
+    summary = {(int(cells[0]), float(cells[1])): [float(c) for c in cells[2:]]
+               for cells in table_rows(text.split("## Per phantom")[0]) if cells[0].isdigit()}
     # the default is always measured: it is the reference; a 12^3 tile keeps its 2-voxel overlap
     assert sorted(summary) == [(8, 0.0), (8, 0.25), (8, 0.5), (12, 0.167)]
     assert summary[(8, 0.25)][0] == 1.0
