@@ -96,9 +96,33 @@ def _arm(method: str, data: Path, out: Path, device: str, model: Path | None, fi
         report = run_csd(*inputs, out, mask=data / "mask.nii.gz", algorithm="ssst", n_jobs=n_jobs, force=True)
         core, extra = report["timings_s"]["fit"], {}
     wall = time.perf_counter() - t
-    extra.update(load_s=report["timings_s"]["load"], write_s=report["timings_s"]["write"])
+    extra.update(load_s=report["timings_s"]["load"], write_s=report["timings_s"]["write"],
+                 stages=report.get("stage_seconds", {}))
     return {"method": method, "voxels": report["voxels_in_mask"], "core_s": core, "total_s": wall,
             "peak_rss_gib": peak_rss_gib(), **extra}
+
+
+def stage_table(rows: list[dict]) -> list[str]:
+    """Markdown lines of where each arm's loading and writing went (its report's
+    ``stage_seconds``), beside the estimator; the stages in the order they ran."""
+    parts = {"load": [], "write": []}
+    for r in rows:
+        for part, names in parts.items():
+            names += [n for n in r.get("stages", {}).get(part, {}) if n not in names]
+    if not parts["load"] and not parts["write"]:
+        return []
+    cols = [("load", n) for n in parts["load"]] + [("estimator", "")] + [("write", n) for n in parts["write"]]
+    head = [f"{part}: {name.replace('_', ' ')}" if name else "estimator" for part, name in cols]
+    out = ["", "Where the time goes (seconds, from each arm's `report.json` `stage_seconds`; the NIfTI files are "
+           "written in the background, so `write: nifti after the rest` is only what they took beyond the peaks "
+           "and the QC figure):", "",
+           "| scheme | method | " + " | ".join(head) + " |", "|---|---|" + "---:|" * len(cols)]
+    for r in rows:
+        st = r.get("stages", {})
+        cells = [f"{r['core_s']:.1f}" if part == "estimator" else
+                 (f"{st[part][name]:.1f}" if name in st.get(part, {}) else "-") for part, name in cols]
+        out.append(f"| {r['scheme']} | {r['method']} | " + " | ".join(cells) + " |")
+    return out
 
 
 def _machine() -> str:
@@ -198,6 +222,7 @@ def main(argv=None) -> int:
             ratio = (a["voxels"] / a["core_s"]) / (best["voxels"] / best["core_s"])
             lines.append(f"- {scheme}: {arm} throughput = {ratio:.2f} x that of DIPY {best['method']} "
                          "(the faster DIPY arm; same run, same volume)")
+    lines += stage_table(rows)
     text = "\n".join(lines) + "\n"
     args.output.mkdir(parents=True, exist_ok=True)
     (args.output / "results.md").write_text(text)

@@ -32,6 +32,11 @@ def test_wholebrain_script_runs_every_arm(tmp_path):
     assert [r["overlap"] for r in rows[:2]] == [0.25, 0.125]
     text = (tmp_path / "wb.md").read_text()
     assert "predict throughput =" in text and "predict-overlap0.125 throughput =" in text and "voxels/s" in text
+    # where the time went, for every arm
+    assert "| scheme | method | load: read | load: mask | load: gradient check |" in text
+    assert all(set(r["stages"]) == {"load", "write"} and r["stages"]["write"]["peaks"] > 0 for r in rows)
+    stage_rows = [line for line in text.split("Where the time goes")[1].splitlines() if line.startswith("| clinical |")]
+    assert len(stage_rows) == 4
     # a subset of the arms (the GPU run skips the serial CSD), on the simulated data already there,
     # and fit at its defaults (MP-PCA, the start auto resolves to: predict on this one b=1000 shell)
     proc = subprocess.run([sys.executable, str(SCRIPT), "--schemes", "clinical", "--shape", "20,24,20",

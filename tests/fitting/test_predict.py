@@ -63,6 +63,13 @@ def test_finetune_runs_unsupervised_steps_first(phantom, zero_model, tmp_path):
     t = report["timings_s"]
     assert min(t[k] for k in ("load", "finetune", "predict", "write")) > 0
     assert t["total"] >= t["load"] + t["finetune"] + t["predict"] + t["write"]
+    # where loading and writing spent their time, stage by stage, adding up to each
+    stages = report["stage_seconds"]
+    assert list(stages["load"]) == ["read", "mask", "gradient_check", "responses_and_normalisation"]
+    assert list(stages["write"]) == ["uncrop", "peaks", "qc_figure", "nifti_after_the_rest", "responses_and_sidecars"]
+    for part in ("load", "write"):
+        assert min(stages[part].values()) >= 0 and sum(stages[part].values()) <= t[part] + 1e-3
+        assert sum(stages[part].values()) > 0.8 * t[part]
     assert report["tile"] == 8  # no training record in this model file: the default patch size
     assert report["tiles_per_batch"] == auto_batch(DeconvNet(SMALL, n_iso=2), torch.device("cpu"), 8)
     # the prior: the pretrained prediction is the supervised target from the first step (where

@@ -48,6 +48,7 @@ from ..viz._qc import save_qc_figure
 from ._direct import DirectConfig, fit_direct, linear_start, start_for
 from ._fit import FitConfig, fit_network
 from ._subject import (
+    Stopwatch,
     Subject,
     acquisition_model,
     attach_subject,
@@ -110,9 +111,13 @@ def write_outputs(outdir: Path, subject: Subject, fodf_world: np.ndarray, iso: n
     ``iso`` ``[X, Y, Z, T]`` is written as ``<name>.nii.gz`` per ``iso_names``. Every map gets a
     JSON sidecar (:func:`~shdeconv.io.write_sidecars`) describing ``model_card`` (Description,
     URL, Parameters), ``nonnegativity`` and the responses. ``report["timings_s"]`` gains
-    ``write`` (these outputs, peaks included), which is added to its ``total``.
+    ``write`` (these outputs, peaks included), which is added to its ``total``;
+    ``report["stage_seconds"]`` splits ``load`` (``subject.load_seconds``) and ``write`` into
+    their stages (the NIfTI files are written in the background: ``nifti_after_the_rest`` is
+    only what they took beyond the peaks and the QC figure).
     """
     t_write = time.perf_counter()
+    stages = Stopwatch()
     affine = subject.affine
     if iso is not None and len(iso_names) != iso.shape[-1]:
         raise ValueError(f"{iso.shape[-1]} isotropic maps but names {iso_names}")
@@ -128,14 +133,18 @@ def write_outputs(outdir: Path, subject: Subject, fodf_world: np.ndarray, iso: n
             pending.append(writer.submit(atomic_save_nifti, iso[..., k].astype(np.float32), affine,
                                          outdir / f"{name}.nii.gz"))
             files[name] = f"{name}.nii.gz"
+        stages.lap("uncrop")
         dirs, amps = sh_peaks(fodf_world, workers=torch.get_num_threads())
+        stages.lap("peaks")
         pending.append(writer.submit(write_peaks, outdir / "peaks.nii.gz", dirs, amps, affine))
         files["peaks"] = "peaks.nii.gz"
         wm_fraction = np.sqrt(4 * np.pi) * fodf_world[..., 0]  # the l = 0 coefficient is rotation invariant
         save_qc_figure(outdir / "qc.png", fodf_world, wm_fraction, history, title=title,
                        rotation=subject.rotation.T)
+        stages.lap("qc_figure")
         for job in pending:
             job.result()
+        stages.lap("nifti_after_the_rest")
     files.update(subject.responses.to_files(outdir))
     r = subject.responses
     tissue_responses = {"wm": (r.bvals, r.wm)}
@@ -147,9 +156,11 @@ def write_outputs(outdir: Path, subject: Subject, fodf_world: np.ndarray, iso: n
                                 responses=tissue_responses, software={"Name": "shdeconv", "Version": __version__}))
     files["qc"] = "qc.png"
     write = time.perf_counter() - t_write
+    stages.lap("responses_and_sidecars")
     timings = dict(report.get("timings_s", {}))
     timings.update(write=write, total=timings.get("total", 0.0) + write)
-    report = dict(report, outputs=files, timings_s=timings)
+    report = dict(report, outputs=files, timings_s=timings,
+                  stage_seconds={"load": dict(subject.load_seconds), "write": stages.seconds})
     warned = list(report.get("warnings", []))
     for key, record in (("mask", subject.mask_record), ("gradient_check", subject.gradient_check),
                         ("denoise_choice", subject.denoise_record)):

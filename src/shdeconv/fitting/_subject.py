@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 import warnings
 from dataclasses import dataclass, field, replace
 
@@ -79,6 +80,7 @@ class Subject:
     denoise: str = "none"  # the denoising applied (``auto`` resolved)
     denoise_record: dict | None = None  # why ``auto`` chose it (choose_denoise), for the report
     warnings: list[str] = field(default_factory=list)  # every warning issued while loading, for the report
+    load_seconds: dict[str, float] = field(default_factory=dict)  # the loading's stages, for the report
 
     @property
     def affine(self) -> np.ndarray:
@@ -341,9 +343,12 @@ def _load_subject(dwi_path, bvals, bvecs, mask_path, *, grad, response_files, lm
     if voxels_only and denoise != "none":
         raise ValueError("PCA denoising needs each voxel's neighbours: it cannot run on the mask's voxels alone")
     crop = "voxels" if voxels_only else mppca_radius if denoise != "none" else 0
+    stages = Stopwatch()
     dwi = load_dwi(dwi_path, bvals, bvecs, mask_path, grad_path=grad, crop=crop)
+    stages.lap("read")
     mask, mask_record = brain_mask(dwi.data, dwi.bvals, dwi.directions_world, dwi.mask,
                                    source=None if mask_path is None else str(mask_path), beyond=dwi.beyond)
+    stages.lap("mask")
     if dwi.box is not None:
         mask_record["box"] = [[int(b.start), int(b.stop)] for b in dwi.box]
     if dwi.voxels is not None:
@@ -353,19 +358,36 @@ def _load_subject(dwi_path, bvals, bvecs, mask_path, *, grad, response_files, lm
     image, image_mask = (dwi.data, mask) if dwi.voxels is None else (dwi.image(), dwi.uncrop(mask))
     check = check_gradients(image, dwi.bvals, dwi.bvecs, dwi.affine, image_mask)
     gradients = gradient_record(check, dwi.gradient_file)
+    stages.lap("gradient_check")
     choice = None
     if denoise == "auto":
         denoise, choice = choose_denoise(check)
         log.info("--denoise auto: %s (%s)", denoise, choice["reason"])
     if denoise != "none":
         dwi.data = denoise_pca(dwi.data, mask.astype(bool), denoise, bvals=dwi.bvals, directions=dwi.directions_world)
+        stages.lap("denoise")
     rot = voxel_axes_rotation(dwi.affine)
     subject = prepare_subject(dwi.data, dwi.bvals, dwi.directions_world @ rot, mask, rotation=rot,
                               response_files=response_files, lmax=lmax, dwi=dwi, keep_raw=keep_raw)
+    stages.lap("responses_and_normalisation")
+    subject.load_seconds = stages.seconds
     subject.mask_record = dict(mask_record, voxels=int(subject.mask.sum()))
     subject.gradient_check = gradients
     subject.denoise, subject.denoise_record = denoise, choice
     return subject
+
+
+class Stopwatch:
+    """Seconds of consecutive stages: ``lap(name)`` ends the stage begun at the previous lap."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+        self._t = time.perf_counter()
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.seconds[name] = now - self._t
+        self._t = now
 
 
 def gradient_record(check: GradientCheck, table_path) -> dict:
