@@ -76,3 +76,16 @@ def test_corrupt_stream_raises_bad_gzip(tmp_path):
     path.write_bytes(bytes(raw))
     with pytest.raises(_gzip.BadGzipFile), _gzip.open_gzip_read(path) as f:
         f.read()
+
+
+def test_reader_reads_a_multi_member_gzip(tmp_path):
+    """A ``.nii.gz`` made of several gzip members (as bgzip and some parallel compressors write)
+    reads as the whole image."""
+    data = _image(2)
+    plain = tmp_path / "x.nii"
+    atomic_save_nifti(data, _affine(), plain)
+    raw = plain.read_bytes()
+    cuts = [0, 1000, len(raw) // 2, len(raw)]
+    path = tmp_path / "x.nii.gz"
+    path.write_bytes(b"".join(gzip.compress(raw[a:b]) for a, b in zip(cuts, cuts[1:])))
+    np.testing.assert_array_equal(_read_float32(nib.load(path), path), data)
