@@ -193,10 +193,6 @@ def sh_eval(coeffs: np.ndarray, directions: np.ndarray) -> np.ndarray:
     return coeffs @ sh_matrix(directions, lmax).T
 
 
-#: Directions per block of :func:`sh_eval_pointwise`.
-_POINTWISE_BLOCK = 4096
-
-
 def sh_eval_pointwise(coeffs: np.ndarray, directions: np.ndarray) -> np.ndarray:
     r"""Evaluate each row of coefficients at its own directions.
 
@@ -210,14 +206,8 @@ def sh_eval_pointwise(coeffs: np.ndarray, directions: np.ndarray) -> np.ndarray:
         raise ValueError(f"coeffs (N, S) and directions (N, K, 3) must agree, got {coeffs.shape} and "
                          f"{directions.shape}")
     n, k = directions.shape[:2]
-    lmax = lmax_from_ncoeffs(coeffs.shape[1])
-    out = np.empty((n, k))
-    step = max(1, _POINTWISE_BLOCK // max(k, 1))
-    for a in range(0, n, step):  # blocks whose (S, points) rows stay in the caches
-        d = directions[a:a + step]
-        rows = _sh_rows(d.reshape(-1, 3), lmax).reshape(-1, len(d), k)
-        out[a:a + step] = np.einsum("snk,sn->nk", rows, coeffs[a:a + step].T)
-    return out
+    rows = _sh_rows(directions.reshape(-1, 3), lmax_from_ncoeffs(coeffs.shape[1])).reshape(-1, n, k)
+    return np.einsum("snk,sn->nk", rows, coeffs.T)
 
 
 def zonal_to_sh(zonal: np.ndarray, direction: np.ndarray, lmax: int) -> np.ndarray:
