@@ -47,6 +47,10 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     if args.rounds < 1:
         p.error(f"--rounds must be >= 1, got {args.rounds}")
+    if (args.data is None) != (args.fodf is None):
+        p.error("--data and --fodf go together (without them the brain phantom and its fODF are made)")
+    if args.data is not None and (args.scheme != "clinical" or args.shape != "90,108,90"):
+        p.error("--scheme and --shape describe the simulated brain: not with --data")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
     import nibabel as nib
@@ -57,21 +61,19 @@ def main(argv=None) -> int:
     from shdeconv.io import _gzip, atomic_save_nifti
     from shdeconv.io._nifti import _read_float32
 
+    if _gzip.backend() != "isal.igzip":
+        raise SystemExit("isal is not installed: nothing to compare")
     if args.data is None:
         logger.info("the %s brain volume and predict's fODF for it (made once)", args.scheme)
         data, fodf_path = brain_fodf(args.output, args.scheme, args.shape)
     else:
         data, fodf_path = args.data, args.fodf
-    if fodf_path is None:
-        p.error("--data needs --fodf")
     dwi_path = data / "dwi.nii.gz"
     fodf_img = nib.load(fodf_path)
     fodf = np.asarray(fodf_img.dataobj, dtype=np.float32)
     dwi = _read_float32(nib.load(dwi_path), dwi_path)
 
-    impls = {"ISA-L (isal.igzip)": _gzip._impl, "zlib (Python gzip)": gzip}
-    if _gzip.backend() != "isal.igzip":
-        raise SystemExit("isal is not installed: nothing to compare")
+    impls = {"isal": _gzip._impl, "zlib": gzip}
     times = {name: {"read": [], "write_fodf": [], "write_dwi": []} for name in impls}
     sizes = {}
     work = args.output / "files"
@@ -89,24 +91,22 @@ def main(argv=None) -> int:
             for name, impl in impls.items():
                 _gzip._impl = impl
                 for what, arr in (("fodf", fodf), ("dwi", dwi)):
-                    out = work / f"{what}-{'isal' if impl is not gzip else 'zlib'}.nii.gz"
+                    out = work / f"{what}-{name}.nii.gz"
                     t, _ = _timed(lambda: atomic_save_nifti(arr, fodf_img.affine, out))
                     times[name][f"write_{what}"].append(t)
                     sizes[(name, what)] = os.path.getsize(out)
                 logger.info("round %d/%d %s: %s", r + 1, args.rounds, name,
                             {k: round(v[-1], 3) for k, v in times[name].items()})
-        _gzip._impl = impls["ISA-L (isal.igzip)"]
         for what, arr in (("fodf", fodf), ("dwi", dwi)):  # each compressor's file, read by the other
-            for tag, impl in (("isal", gzip), ("zlib", impls["ISA-L (isal.igzip)"])):
-                path = work / f"{what}-{tag}.nii.gz"
-                _gzip._impl = impl
+            for writer, reader in (("isal", "zlib"), ("zlib", "isal")):
+                path = work / f"{what}-{writer}.nii.gz"
+                _gzip._impl = impls[reader]
                 if not np.array_equal(_read_float32(nib.load(path), path), arr):
                     raise RuntimeError(f"{path} does not read back as written")
     finally:
-        _gzip._impl = impls["ISA-L (isal.igzip)"]
+        _gzip._impl = impls["isal"]
 
     med = {n: {k: statistics.median(v) for k, v in t.items()} for n, t in times.items()}
-    isal_name, zlib_name = impls
     mb = {"read": dwi.nbytes / 1e6, "write_fodf": fodf.nbytes / 1e6, "write_dwi": dwi.nbytes / 1e6}
     rows = [("read `dwi.nii.gz` (`load_dwi`'s reader)", "read", None),
             ("write `fodf.nii.gz` (`atomic_save_nifti`, level 1)", "write_fodf", "fodf"),
@@ -122,8 +122,8 @@ def main(argv=None) -> int:
              "| operation | MB (uncompressed) | zlib s | ISA-L s | zlib / ISA-L | compressed MB zlib / ISA-L |",
              "|---|---:|---:|---:|---:|---:|"]
     for label, key, what in rows:
-        z, i = med[zlib_name][key], med[isal_name][key]
-        size = "-" if what is None else f"{sizes[(zlib_name, what)] / 1e6:.1f} / {sizes[(isal_name, what)] / 1e6:.1f}"
+        z, i = med["zlib"][key], med["isal"][key]
+        size = "-" if what is None else f"{sizes[('zlib', what)] / 1e6:.1f} / {sizes[('isal', what)] / 1e6:.1f}"
         lines.append(f"| {label} | {mb[key]:.0f} | {z:.2f} | {i:.2f} | {z / i:.2f}x | {size} |")
     lines += ["", "Every file written by one compressor was read back by the other, bit for bit."]
     publish("\n".join(lines), args.markdown)

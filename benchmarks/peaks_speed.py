@@ -86,6 +86,8 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     if args.rounds < 1:
         p.error(f"--rounds must be >= 1, got {args.rounds}")
+    if args.fodf is not None and args.shape != "90,108,90":
+        p.error("--shape describes the brain phantom: not with --fodf")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if args.arm:
         print(json.dumps(_arm(args.fodf, args.output)))

@@ -29,7 +29,12 @@ def test_gzip_speed_times_both_compressors_and_cross_reads(tmp_path):
     assert (tmp_path / "o" / "predict-data-clinical" / "fodf.nii.gz").exists()
 
 
-def test_gzip_speed_refuses_zero_rounds(tmp_path):
+def test_gzip_speed_refuses_zero_rounds_and_ignored_options(tmp_path):
     proc = subprocess.run([sys.executable, str(SCRIPT), "--rounds", "0", "-o", str(tmp_path)],
                           capture_output=True, text=True, check=False, timeout=120)
     assert proc.returncode == 2 and "--rounds" in proc.stderr
+    for args, named in ((["--fodf", "f.nii.gz"], "--data and --fodf"),
+                        (["--data", "d", "--fodf", "f.nii.gz", "--scheme", "multishell"], "--scheme and --shape")):
+        proc = subprocess.run([sys.executable, str(SCRIPT), *args, "-o", str(tmp_path)],
+                              capture_output=True, text=True, check=False, timeout=120)
+        assert proc.returncode == 2 and named in proc.stderr  # an option that would be ignored is refused

@@ -26,7 +26,10 @@ def test_peaks_speed_times_both_arms_and_compares_their_peaks(tmp_path):
     assert same > 0.99  # the committed code and this tree extract (nearly) the same peaks
 
 
-def test_peaks_speed_refuses_zero_rounds(tmp_path):
+def test_peaks_speed_refuses_zero_rounds_and_ignored_options(tmp_path):
     proc = subprocess.run([sys.executable, str(SCRIPT), "--rounds", "0", "-o", str(tmp_path)],
                           capture_output=True, text=True, check=False, timeout=120)
     assert proc.returncode == 2 and "--rounds" in proc.stderr
+    proc = subprocess.run([sys.executable, str(SCRIPT), "--fodf", "f.nii.gz", "--shape", "20,20,20"],
+                          capture_output=True, text=True, check=False, timeout=120)
+    assert proc.returncode == 2 and "--shape" in proc.stderr  # it would be ignored: refused

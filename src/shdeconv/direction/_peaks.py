@@ -60,8 +60,8 @@ def peak_sphere(sphere=None) -> tuple[np.ndarray, np.ndarray]:
     """Vertices ``(V, 3)`` and padded neighbour table ``(V, D)`` of the extraction sphere.
 
     ``sphere`` is any object with ``vertices`` ``(V, 3)`` and ``edges`` ``(E, 2)`` (a DIPY
-    ``Sphere``/``HemiSphere``); default DIPY's ``default_sphere`` (a shipped copy). The table is padded with
-    each vertex's own index.
+    ``Sphere``/``HemiSphere``); default DIPY's ``default_sphere`` (a shipped copy). The table is
+    padded with each vertex's own index.
     """
     sphere = _default_sphere() if sphere is None else sphere
     return _sphere_tables(id(sphere), sphere)
@@ -155,14 +155,15 @@ def _select(cand_dirs, cand_vals, rel_threshold, abs_threshold, cos_sep, max_pea
     return dirs, amps
 
 
-def _chunk_peaks(c, verts, table, bmat, n_cand, rel_threshold, abs_threshold, cos_sep, max_peaks, refine):
-    """Steps 1-5 of the module docstring for SH rows ``c`` ``(n, S)``: ``(n, P, 3)``, ``(n, P)``.
+def _chunk_peaks(rows, verts, table, bmat, n_cand, rel_threshold, abs_threshold, cos_sep, max_peaks, refine):
+    """Steps 1-5 of the module docstring for SH ``rows`` ``(n, S)``: ``(n, P, 3)``, ``(n, P)``.
 
     Steps 1-2 run in float32 (``bmat`` is float32): they only pick the starting vertices, which
     the refinement then moves in float64.
     """
-    n = len(c)
-    vals = bmat @ c.T.astype(np.float32)  # (V, n): the neighbour gathers below copy whole rows
+    n = len(rows)
+    vals = bmat @ rows.T.astype(np.float32, copy=False)  # (V, n): the neighbour gathers below copy whole rows
+    c = rows.astype(np.float64, copy=False)
     nbr_max = vals[table[:, 0]]
     for k in range(1, table.shape[1]):  # neighbour by neighbour: no (V, D, n) temporary
         np.maximum(nbr_max, vals[table[:, k]], out=nbr_max)
@@ -203,7 +204,8 @@ def sh_peaks(sh: np.ndarray, *, sphere=None, rel_threshold: float = 0.25,
     ----------
     sh : ndarray, shape ``(..., S)``
         SH coefficients, e.g. ``(X, Y, Z, S)`` or ``(N, S)``. Float input is read as is and
-        converted to ``float64`` a chunk of voxels at a time.
+        converted a chunk of voxels at a time (float32 to find the discrete maxima, float64 to
+        refine them).
     sphere : DIPY Sphere/HemiSphere, optional
         Extraction sphere with edges; default DIPY ``default_sphere``.
     rel_threshold : float
@@ -254,7 +256,7 @@ def sh_peaks(sh: np.ndarray, *, sphere=None, rel_threshold: float = 0.25,
 
     def chunk(start: int) -> None:
         ids = idx_all[start:start + _CHUNK]
-        out_d[ids], out_a[ids] = _chunk_peaks(flat[ids].astype(np.float64), verts, table, bmat, n_cand,
+        out_d[ids], out_a[ids] = _chunk_peaks(flat[ids], verts, table, bmat, n_cand,
                                               rel_threshold, abs_threshold, cos_sep, max_peaks, refine)
 
     starts = range(0, len(idx_all), _CHUNK)
