@@ -1,26 +1,37 @@
 #!/usr/bin/env bash
-# Every GPU check and timing in one call, for a lent CUDA machine whose python3 already has
-# torch (the wheels of the other dependencies travel in .whl/, see the README's GPU section).
+# Every GPU check and timing, in priority order under one time budget, for a lent CUDA machine
+# whose python3 already has torch. The other dependencies travel as wheels in .whl/
+# (`bash scripts/gpu_wheels.sh` here first) and are installed under /tmp/site.
 #
-#   OUT=gpu_out bash benchmarks/gpu_run.sh            # every step
-#   OUT=gpu_out STEPS="wholebrain" bash benchmarks/gpu_run.sh   # some of: tests train_speed predict_batch wholebrain fit published_scale
+#   OUT=gpu_out BUDGET=540 bash benchmarks/gpu_run.sh        # as many steps as 540 s allow
+#   OUT=gpu_out STEPS="tests published_scale" bash benchmarks/gpu_run.sh   # only these, in this order
 #
-# Steps, each under its own time limit so that one slow step cannot eat the others:
-#   1. the CUDA tests (tests/cuda: predict GPU == CPU, fit and train --amp lower the loss,
-#      torchrun with one rank per GPU trains through nccl);
-#   2. benchmarks/train_speed.py --device cuda (training steps per second, float32 vs --amp);
-#   3. benchmarks/predict_batch.py --device cuda (tiles per pass on the GPU);
-#   4. benchmarks/wholebrain.py --device cuda on the clinical volume (predict at both overlaps and
-#      in bfloat16, DIPY CSD with joblib on every core of that machine) and the HCP-like one
-#      (predict, also in bfloat16);
-#   5. benchmarks/direct_speed.py --device cuda: a whole-brain `fit` (direct, 300 steps, 342k voxels);
-#   6. benchmarks/published_scale.py --device cuda (layer and U-Net at published scale; with
-#      REF=DIR, a copy of the authors' conv_benchmark folder, their code is timed beside ours),
-#      in float32 and then with every arm in bfloat16 (8^3 only).
+# Steps, most important first; each runs under its own time limit, cut to what is left of
+# BUDGET (seconds, default 540), and is skipped when less than its minimum is left. The last
+# lines say which steps did not run and give the STEPS= for the next call.
+#   wholebrain_clinical   benchmarks/wholebrain.py --device cuda on the clinical brain phantom:
+#                         predict, predict in bfloat16, DIPY CSD with joblib on every core
+#   fit                   the same volume: `shdeconv fit` at its defaults, end to end, scored
+#   tests                 tests/cuda: predict GPU == CPU, fit and train --amp lower the loss,
+#                         torchrun with one rank per GPU trains through nccl
+#   wholebrain_multishell the HCP-like brain: predict, predict in bfloat16, --overlap 0.125
+#   published_scale       layer and U-Net at published scale (with REF=DIR, a copy of the
+#                         authors' conv_benchmark folder, their code is timed beside ours),
+#                         float32, then every arm in bfloat16 (8^3 only)
+#   predict_batch         tiles per pass on the GPU
+#   train_speed           training steps per second, float32 vs --amp
 # Everything goes to $OUT/run.log; the tables to $OUT/*.md and $OUT/*.json.
 set -u
+START=$SECONDS
 OUT=${OUT:-gpu_out}
+BUDGET=${BUDGET:-540}
+ALL="wholebrain_clinical fit tests wholebrain_multishell published_scale predict_batch train_speed"
+STEPS=${STEPS:-$ALL}
+for s in $STEPS; do
+  [[ " $ALL " == *" $s "* ]] || { echo "unknown step $s (steps: $ALL)" >&2; exit 2; }
+done
 mkdir -p "$OUT"
+LOG=$OUT/run.log
 PY=${PYTHON:-python3}
 if compgen -G ".whl/*.whl" >/dev/null; then
   "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
@@ -28,40 +39,65 @@ if compgen -G ".whl/*.whl" >/dev/null; then
   export PYTHONPATH=/tmp/site
 fi
 export PYTHONPATH=$PWD/src${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
-LOG=$OUT/run.log
+WB=/tmp/wb
 
-STEPS=${STEPS:-tests train_speed predict_batch wholebrain fit published_scale}
-want() { [[ " $STEPS " == *" $1 "* ]]; }
+left() { echo $((BUDGET - (SECONDS - START))); }
 
-step() {  # step NAME LIMIT_S COMMAND...
-  local name=$1 limit=$2 t0=$SECONDS
+run() {  # run NAME LIMIT_S COMMAND...: one command under min(LIMIT_S, what is left)
+  local name=$1 limit=$2 t0=$SECONDS rest
   shift 2
+  rest=$(left)
+  ((limit > rest)) && limit=$rest
   echo "== $name (limit ${limit}s)" | tee -a "$LOG"
   timeout "$limit" "$@" >>"$LOG" 2>&1
   echo "== $name: exit $? after $((SECONDS - t0)) s" | tee -a "$LOG"
 }
 
+wholebrain() {  # wholebrain SCHEME METHODS NAME [more arguments]
+  local scheme=$1 methods=$2 name=$3
+  shift 3
+  "$PY" benchmarks/wholebrain.py --device cuda --schemes "$scheme" --methods "$methods" -o "$WB" \
+    --markdown "$OUT/wholebrain_gpu_$name.md" "$@" && cp "$WB/results.json" "$OUT/wholebrain_gpu_$name.json"
+}
+
+step() {  # step NAME: the commands of one step
+  case $1 in
+    wholebrain_clinical) run "$1" 200 wholebrain clinical predict,predict-bf16,csd-parallel clinical ;;
+    fit) run "$1" 400 wholebrain clinical fit clinical_fit --score ;;
+    tests) run "$1" 160 "$PY" -m pytest -q -p no:cacheprovider -m cuda tests/cuda -rA ;;
+    wholebrain_multishell)
+      run "$1" 170 wholebrain multishell predict,predict-bf16,predict-overlap0.125 multishell ;;
+    published_scale)
+      run "$1" 150 "$PY" benchmarks/published_scale.py --device cuda --reps 10 ${REF:+--reference "$REF"} \
+        --markdown "$OUT/published_scale_gpu.md"
+      run "$1"_bf16 90 "$PY" benchmarks/published_scale.py --device cuda --reps 10 --dtype bfloat16 --patches 8 \
+        ${REF:+--reference "$REF"} --markdown "$OUT/published_scale_bf16_gpu.md" ;;
+    predict_batch) run "$1" 70 "$PY" benchmarks/predict_batch.py --device cuda --batches 16,64,256,1024 --repeats 2 \
+      --markdown "$OUT/predict_batch_gpu.md" ;;
+    train_speed) run "$1" 120 "$PY" benchmarks/train_speed.py --device cuda --batches 4,16 --steps 40 -o /tmp/ts \
+      --markdown "$OUT/train_speed_gpu.md" ;;
+  esac
+}
+
+minimum() {  # seconds a step needs to give a usable number
+  case $1 in fit) echo 120 ;; wholebrain_*) echo 60 ;; *) echo 40 ;; esac
+}
+
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm --format=csv | tee -a "$LOG"
-step env 40 "$PY" -c "import torch, healpy, dipy, nibabel, shdeconv; print(torch.__version__, \
+run env 60 "$PY" -c "import torch, healpy, dipy, nibabel, isal, shdeconv; print(torch.__version__, \
 torch.cuda.get_device_name(0), healpy.__version__, dipy.__version__, nibabel.__version__, shdeconv.__file__)"
-want tests && step tests 160 "$PY" -m pytest -q -p no:cacheprovider -m cuda tests/cuda -rA
-want train_speed && step train_speed 120 "$PY" benchmarks/train_speed.py --device cuda --batches 4,16 --steps 40 \
-  -o /tmp/ts --markdown "$OUT/train_speed_gpu.md"
-want predict_batch && step predict_batch 70 "$PY" benchmarks/predict_batch.py --device cuda --batches 16,64,256,1024 --repeats 2 \
-  --markdown "$OUT/predict_batch_gpu.md"
-if want wholebrain; then
-  step wholebrain_clinical 220 "$PY" benchmarks/wholebrain.py --device cuda --schemes clinical \
-    --methods predict,predict-bf16,predict-overlap0.125,csd-parallel -o /tmp/wb --markdown "$OUT/wholebrain_gpu_clinical.md"
-  cp /tmp/wb/results.json "$OUT/wholebrain_gpu_clinical.json" 2>/dev/null
-  step wholebrain_multishell 170 "$PY" benchmarks/wholebrain.py --device cuda --schemes multishell \
-    --methods predict,predict-bf16,predict-overlap0.125 -o /tmp/wb --markdown "$OUT/wholebrain_gpu_multishell.md"
-  cp /tmp/wb/results.json "$OUT/wholebrain_gpu_multishell.json" 2>/dev/null
-fi
-want fit && step fit 300 "$PY" benchmarks/direct_speed.py --device cuda --shape 90,108,90 --iterations 300 \
-  --rounds 1 --arms blocked -o /tmp/ds --markdown "$OUT/direct_speed_gpu.md"
-want published_scale && step published_scale 150 "$PY" benchmarks/published_scale.py --device cuda --reps 10 \
-  ${REF:+--reference "$REF"} --markdown "$OUT/published_scale_gpu.md"
-want published_scale && step published_scale_bf16 90 "$PY" benchmarks/published_scale.py --device cuda --reps 10 \
-  --dtype bfloat16 --patches 8 ${REF:+--reference "$REF"} --markdown "$OUT/published_scale_bf16_gpu.md"
+skipped=""
+for s in $STEPS; do
+  if (($(left) < $(minimum "$s"))); then
+    skipped="$skipped $s"
+    continue
+  fi
+  step "$s"
+done
 grep -E "passed|failed|error" "$LOG" | tail -5
 cat "$OUT"/*.md 2>/dev/null
+echo "== used $((SECONDS - START)) of ${BUDGET} s"
+if [[ -n $skipped ]]; then
+  echo "== not run for lack of time:$skipped"
+  echo "== next call: STEPS=\"${skipped# }\" bash benchmarks/gpu_run.sh"
+fi
