@@ -89,14 +89,16 @@ def test_check_gradients_writes_the_table_in_the_format_given(tmp_path, capsys, 
 
 def test_real_oblique_data_through_mrconvert_gives_the_same_world_fodf(tmp_path, mrtrix):
     """DIPY's real small_64D (oblique, axes permuted against the scanner's): mrconvert stores
-    it near RAS, so the .mif's grid is the NIfTI's with axes swapped and flipped. In world space
-    the fODFs must agree: CSD exactly (voxel by voxel), predict to its tiling's precision."""
+    it near RAS, so the .mif's grid is the NIfTI's with axes swapped and flipped (negative
+    strides; in float32, as preprocessing writes, they reach the network unscaled). In world
+    space the fODFs must agree: CSD exactly (voxel by voxel), predict to its tiling's precision."""
     from dipy.data import get_fnames
 
     from shdeconv.direction import sh_peaks
 
     nii, bval, bvec = map(str, get_fnames(name="small_64D"))
-    subprocess.run(["mrconvert", "-quiet", nii, "-fslgrad", bvec, bval, str(tmp_path / "dwi.mif")], check=True)
+    subprocess.run(["mrconvert", "-quiet", nii, "-fslgrad", bvec, bval, "-datatype", "float32",
+                    str(tmp_path / "dwi.mif")], check=True)
     for command in ("csd", "predict"):
         assert main([command, nii, "--bvals", bval, "--bvecs", bvec, "-o", str(tmp_path / f"{command}-nii"), "-q"]) == 0
         assert main([command, str(tmp_path / "dwi.mif"), "-o", str(tmp_path / f"{command}-mif"), "-q"]) == 0

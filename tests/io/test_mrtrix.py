@@ -69,6 +69,7 @@ def test_reader_puts_every_layout_and_datatype_on_the_header_axes(tmp_path, rng,
     write_mif(tmp_path / name, data, AFFINE, layout=layout, datatype=datatype)
     img = read_mrtrix_image(tmp_path / name).image
     np.testing.assert_array_equal(np.asarray(img.dataobj, dtype=np.float32), data)
+    assert min(np.asarray(img.dataobj).strides) > 0  # reversed axes are copied, not viewed
     np.testing.assert_allclose(img.affine, AFFINE, atol=1e-9)
     assert img.header.get_sform(coded=True)[1] == 1
 

@@ -198,8 +198,8 @@ def read_mrtrix_image(path: str | PathLike, what: str = "image") -> MRtrixImage:
     order = sorted(range(len(dim)), key=lambda a: ranks[a], reverse=True)  # slowest axis first
     stored = flat.reshape([dim[a] for a in order])
     data = np.transpose(stored, np.argsort(order))
-    flips = tuple(slice(None, None, -1) if r else slice(None) for r in reversed_)
-    data = data[flips]
+    if any(reversed_):  # a copy with positive strides: torch.from_numpy refuses negative ones
+        data = np.array(data[tuple(slice(None, None, -1) if r else slice(None) for r in reversed_)], order="K")
     if "scaling" in entries:
         offset_scale = _numbers(p, "scaling", _one(p, entries, "scaling"))
         if len(offset_scale) != 2:
