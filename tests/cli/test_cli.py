@@ -210,3 +210,44 @@ def test_tile_and_patch_options_are_used_as_given_or_refused(tmp_path, capsys):
     assert main(["predict", *args, "--patch-size", "6", "--batch-size", "3", "-o", str(out)]) == 0
     report = json.loads((out / "report.json").read_text())
     assert (report["tile"], report["tiles_per_batch"]) == (6, 3)
+
+
+def test_no_voxel_with_b0_signal_exit_2_naming_the_file(tmp_path, capsys):
+    """A mask whose voxels all lack b=0 signal names the mask; an image without any names the dwi.
+    Neither leaves an output directory behind."""
+    dwi, bvals, bvecs = _write_dwi(tmp_path)
+    img = nib.load(dwi)
+    data = np.asarray(img.dataobj)
+    data[:2, :2, :2] = 0
+    nib.save(nib.Nifti1Image(data, img.affine), dwi)
+    mask = np.zeros(data.shape[:3], np.uint8)
+    mask[:2, :2, :2] = 1
+    nib.save(nib.Nifti1Image(mask, img.affine), tmp_path / "mask.nii.gz")
+    table = ["--bvals", str(bvals), "--bvecs", str(bvecs)]
+    for command in ("predict", "csd"):
+        out = tmp_path / f"out-{command}"
+        code = main([command, str(dwi), *table, "--mask", str(tmp_path / "mask.nii.gz"), "-o", str(out)])
+        err = capsys.readouterr().err.strip()
+        assert code == 2 and len(err.splitlines()) == 1, err
+        assert "mask.nii.gz" in err and "none of the mask's 8 voxels" in err
+        assert not out.exists()
+    data[..., 0] = 0  # the only b=0 volume
+    nib.save(nib.Nifti1Image(data, img.affine), dwi)
+    code = main(["predict", str(dwi), *table, "-o", str(tmp_path / "out")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and str(dwi) in err and "no voxel has a positive" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_diverging_fit_exits_2_and_removes_the_directory_it_made(tmp_path, capsys):
+    dwi, bvals, bvecs = _write_dwi(tmp_path)
+    out = tmp_path / "out"
+    code = main(["fit", str(dwi), "--bvals", str(bvals), "--bvecs", str(bvecs), "--iterations", "3",
+                 "--lr", "1e38", "--denoise", "none", "-o", str(out), "--no-progress"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and "lower --lr" in err, err
+    assert not out.exists()
+    out.mkdir()  # a directory the user made is left alone
+    assert main(["fit", str(dwi), "--bvals", str(bvals), "--bvecs", str(bvecs), "--iterations", "3",
+                 "--lr", "1e38", "--denoise", "none", "-o", str(out), "--no-progress"]) == 2
+    assert out.is_dir()

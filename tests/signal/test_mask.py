@@ -103,3 +103,18 @@ def test_mppca_failure_on_a_small_mask_keeps_the_raw_signal(tmp_path):
                          direct_config=DirectConfig(iterations=2), progress=False)
     assert report["voxels_in_mask"] == small.sum()
     assert report["mask"]["left_out_tissue_voxels"] > 0 and report["warnings"]
+
+
+def test_user_mask_voxels_without_b0_signal_are_counted_and_warned_about():
+    files = get_fnames(name="small_64D")
+    dwi = load_dwi(*files)
+    data = dwi.data.copy()
+    data[:3, :3, :3] = 0
+    user = np.zeros(dwi.shape, bool)
+    user[:3, :3, :3] = True
+    user[2:8, 2:8, 2:8] = True
+    with pytest.warns(UserWarning, match="no positive b=0 signal"):
+        mask, record = brain_mask(data, dwi.bvals, dwi.directions_world, user, source="m.nii.gz")
+    assert record["mask_voxels"] == user.sum() == 242
+    assert record["left_out_without_b0_signal"] == 27 == user.sum() - mask.sum()
+    assert record["voxels"] == 215 and "27 of the 242 voxels of the mask (m.nii.gz)" in record["warning"]

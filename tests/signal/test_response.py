@@ -155,6 +155,51 @@ def test_files_round_trip_single_shell(tmp_path):
     back = Responses.from_files(tmp_path / "response_wm.txt", bvals_of_data=bvals, s0_scale=500.0)
     np.testing.assert_allclose(back.wm, r.wm, rtol=1e-9)
     assert back.gm is None
+    lazy = Responses.from_files(tmp_path / "response_wm.txt", bvals_of_data=bvals, s0_scale=lambda: 500.0)
+    np.testing.assert_allclose(lazy.wm, r.wm, rtol=1e-9)
+
+
+def test_a_file_with_a_b0_row_is_scaled_by_it_whatever_scale_is_passed(tmp_path):
+    r = _multi_shell_responses()
+    r.to_files(tmp_path)
+    bvals = np.r_[0, 5, np.full(10, 1000), np.full(10, 1995)]
+    called = []
+    back = Responses.from_files(tmp_path / "response_wm.txt", bvals_of_data=bvals,
+                                s0_scale=lambda: called.append(1) or 123.0)
+    np.testing.assert_allclose(back.wm, r.wm, rtol=1e-9)
+    assert back.s0_scale == pytest.approx(950) and not called  # the data's scale is not even computed
+    np.testing.assert_allclose(Responses.from_files(tmp_path / "response_wm.txt", bvals_of_data=bvals,
+                                                    s0_scale=123.0).wm, r.wm, rtol=1e-9)
+
+
+def test_responses_written_by_a_run_read_back_to_the_same_fodf(tmp_path):
+    """The files of a run are the responses it used: given back (single-shell, no b=0 row), they
+    are scaled by the S0 of the same single-fibre voxels, so the fODF is the same. The mask keeps
+    the centre of a real crop, whose median b=0 differs from that of its WM voxels."""
+    import nibabel as nib
+    from dipy.data import get_fnames
+
+    from shdeconv.fitting import run_predict
+    from shdeconv.io import load_dwi
+    from shdeconv.signal import wm_s0_scale
+
+    files = get_fnames(name="small_64D")
+    dwi = load_dwi(*files)
+    mask = np.zeros(dwi.shape, np.uint8)
+    mask[2:8, 2:8, 2:8] = 1
+    nib.save(nib.Nifti1Image(mask, dwi.affine), tmp_path / "mask.nii.gz")
+    first = run_predict(*files, tmp_path / "a", mask=tmp_path / "mask.nii.gz", progress=False)
+    again = run_predict(*files, tmp_path / "b", mask=tmp_path / "mask.nii.gz", progress=False,
+                        response_files={"wm": tmp_path / "a" / "response_wm.txt"})
+    a, b = (np.asarray(nib.load(tmp_path / k / "fodf.nii.gz").dataobj) for k in ("a", "b"))
+    np.testing.assert_allclose(b, a, atol=1e-5 * np.abs(a).max())
+    assert first["inputs"]["responses"] == "estimated"
+    assert again["inputs"]["responses"] == {"wm": str(tmp_path / "a" / "response_wm.txt")}
+    good = mask.astype(bool)
+    scale = wm_s0_scale(dwi.data, dwi.bvals, dwi.directions_world, good)
+    assert scale == estimate_responses(dwi.data, dwi.bvals, dwi.directions_world, good).s0_scale
+    b0 = dwi.data[..., dwi.bvals <= 50].mean(-1)
+    assert abs(np.median(b0[good]) / scale - 1) > 0.05  # the whole mask's scale would not do
 
 
 def test_from_files_shell_mismatch(tmp_path):

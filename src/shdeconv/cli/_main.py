@@ -1,7 +1,9 @@
 """The ``shdeconv`` entry point: parse, run the command, and turn errors into exit codes.
 
-Exit codes: 0 done; 2 a bad input file or option (one line on stderr); 1 an unexpected error,
-which keeps its traceback, or out of memory (with a hint); 130 interrupted.
+Exit codes: 0 done; 2 a bad input file or option, or an optimisation that diverged at the
+options given (one line on stderr); 1 an unexpected error, which keeps its traceback, or out of
+memory (with a hint); 130 interrupted. An output directory that a failed command created and
+left empty is removed.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import logging
 import sys
 import warnings
+from pathlib import Path
 
 from .._options import OptionError
 from ._parser import build_parser
@@ -22,8 +25,6 @@ _RESUMABLE = {"fit": "rerun with --resume to continue from the last checkpoint",
 
 
 def main(argv: list[str] | None = None) -> int:
-    from ..io import InputError
-
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
@@ -33,6 +34,28 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if verbose and not quiet else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     warnings.simplefilter("default")
+    output = getattr(args, "output", None)
+    created = output is not None and not Path(output).exists()
+    code = 1
+    try:
+        code = _run(args)
+    finally:
+        if code != 0 and created:
+            _remove_if_empty(Path(output))
+    return code
+
+
+def _remove_if_empty(path: Path) -> None:
+    try:
+        if path.is_dir() and not any(path.iterdir()):
+            path.rmdir()
+    except OSError:
+        pass
+
+
+def _run(args) -> int:
+    from ..io import InputError
+
     try:
         if getattr(args, "nthreads", None) is not None:
             if args.nthreads < 1:
@@ -41,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
 
             torch.set_num_threads(args.nthreads)
         return args.func(args)
-    except (InputError, OptionError) as e:
+    except (InputError, OptionError, FloatingPointError) as e:  # the last: a loss diverged ("try a lower --lr")
         print(f"shdeconv: error: {e}", file=sys.stderr)
         return 2
     except OSError as e:

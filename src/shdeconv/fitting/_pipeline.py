@@ -218,13 +218,16 @@ def spatial_grid_report(affine: np.ndarray, what: str) -> dict:
     return out
 
 
-def input_record(dwi, bvals, bvecs, grad, mask) -> dict:
+def input_record(dwi, bvals, bvecs, grad, mask, response_files=None) -> dict:
     """The report's record of the input files; ``gradient_table`` says where the table came
-    from: FSL files, an MRtrix3 grad file or the MRtrix3 image's header."""
+    from: FSL files, an MRtrix3 grad file or the MRtrix3 image's header; ``responses`` the
+    response files read, or ``"estimated"`` from the data."""
     source = "fsl" if bvals is not None else "mrtrix-grad" if grad is not None else "image-header"
+    given = {k: str(v) for k, v in (response_files or {}).items() if v is not None}
     return {"dwi": str(dwi), "bvals": None if bvals is None else str(bvals),
             "bvecs": None if bvecs is None else str(bvecs), "grad": None if grad is None else str(grad),
-            "gradient_table": source, "mask": str(mask) if mask else None}
+            "gradient_table": source, "mask": str(mask) if mask else None,
+            "responses": given if given.get("wm") else "estimated"}
 
 
 def run_fit(dwi, bvals, bvecs, outdir, *, grad=None, mask=None, response_files=None, variant="direct", lmax=None,
@@ -314,7 +317,7 @@ def run_fit(dwi, bvals, bvecs, outdir, *, grad=None, mask=None, response_files=N
         "command": "fit",
         "model": variant,
         "versions": versions(),
-        "inputs": input_record(dwi, bvals, bvecs, grad, mask),
+        "inputs": input_record(dwi, bvals, bvecs, grad, mask, response_files),
         "device": str(dev),
         **settings,
         "voxels_in_mask": int(subject.mask.sum()),
@@ -415,7 +418,7 @@ def run_predict(dwi, bvals, bvecs, outdir, *, grad=None, mask=None, response_fil
     report = {
         "command": "predict",
         "versions": versions(),
-        "inputs": input_record(dwi, bvals, bvecs, grad, mask),
+        "inputs": input_record(dwi, bvals, bvecs, grad, mask, response_files),
         "model": str(model_path),
         "model_sha256": loaded.sha256,
         "model_meta": {k: meta[k] for k in ("recipe", "iterations", "world_size") if k in meta},
@@ -473,7 +476,7 @@ def run_csd(dwi, bvals, bvecs, outdir, *, grad=None, mask=None, response_files=N
     report = {
         "command": "csd",
         "versions": versions(),
-        "inputs": input_record(dwi, bvals, bvecs, grad, mask),
+        "inputs": input_record(dwi, bvals, bvecs, grad, mask, response_files),
         "algorithm": algorithm,
         "denoise": subject.denoise,
         "n_jobs": n_jobs,

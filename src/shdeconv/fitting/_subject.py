@@ -14,7 +14,7 @@ import numpy as np
 from .._options import DENOISERS, FIT_DENOISE, OptionError
 from ..direction import GradientCheck, check_gradients
 from ..inference import DEFAULT_TILE_OVERLAP, auto_batch, predict_volume
-from ..io import B0_THRESHOLD, DWIData, load_dwi
+from ..io import B0_THRESHOLD, DWIData, InputError, load_dwi
 from ..io._gradients import voxel_axes_rotation
 from ..models._deconv import DeconvNet, NetworkConfig
 from ..models._store import LoadedModel
@@ -24,6 +24,7 @@ from ..signal import (
     brain_mask,
     estimate_responses,
     normalise_signal,
+    wm_s0_scale,
 )
 from ..signal._forward import ForwardModel, linear_deconvolution
 
@@ -267,14 +268,16 @@ def prepare_subject(data, bvals, directions, mask, *, rotation=None, responses: 
     _, good = b0_mean(data, b0, mask)
     if not good.any():
         raise ValueError("the mask holds no voxel with a positive b=0 signal")
-    if responses is None and not (response_files and response_files.get("wm")):
-        responses = estimate_responses(data, bvals, directions, good, lmax=lmax)
-    signal, s0, mask = normalise_signal(data, b0, mask, out=None if keep_raw else data)
-    if responses is None:
+    if responses is None and response_files and response_files.get("wm"):
+        # a file without a b=0 row is scaled by the S0 of this subject's single-fibre voxels, the
+        # same voxels an estimated response would come from: a file written here reads back exactly
         responses = Responses.from_files(
             response_files["wm"], response_files.get("gm"), response_files.get("csf"),
-            bvals_of_data=bvals, s0_scale=float(np.median(s0[mask])),
+            bvals_of_data=bvals, s0_scale=lambda: wm_s0_scale(data, bvals, directions, good),
         )
+    if responses is None:
+        responses = estimate_responses(data, bvals, directions, good, lmax=lmax)
+    signal, s0, mask = normalise_signal(data, b0, mask, out=None if keep_raw else data)
     if not keep_raw and dwi is not None:
         dwi = replace(dwi, data=None)  # its array now holds the normalised signal
     rotation = np.eye(3) if rotation is None else rotation
@@ -354,6 +357,11 @@ def _load_subject(dwi_path, bvals, bvecs, mask_path, *, grad, response_files, lm
     if dwi.voxels is not None:
         mask_record["read"] = "the mask's voxels"
     mask &= ~dwi.bad_voxels
+    if not mask.any():
+        if mask_path is not None:
+            raise InputError(mask_path, f"none of the mask's {mask_record['mask_voxels']} voxels has a positive, "
+                             f"finite b=0 signal in {dwi.path}")
+        raise InputError(dwi.path, "no voxel has a positive, finite b=0 signal, so there is nothing to fit")
     # the check follows fibres from voxel to voxel: with the mask's voxels alone, by their coordinates
     image, image_mask = (dwi.data, mask) if dwi.voxels is None else (dwi.image(), dwi.uncrop(mask))
     check = check_gradients(image, dwi.bvals, dwi.bvecs, dwi.affine, image_mask)

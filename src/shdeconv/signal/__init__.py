@@ -4,7 +4,7 @@ from ._forward import ForwardModel, linear_deconvolution
 from ._grid import grid_directions, grid_to_sh_matrix, input_lmax, signal_to_grid_matrix
 from ._mask import automatic_mask, brain_mask
 from ._normalise import b0_mean, normalise_signal
-from ._response import Responses, estimate_responses, zonal_design
+from ._response import Responses, estimate_responses, wm_s0_scale, zonal_design
 
 __all__ = [
     "ForwardModel",
@@ -13,6 +13,7 @@ __all__ = [
     "b0_mean",
     "brain_mask",
     "estimate_responses",
+    "wm_s0_scale",
     "grid_directions",
     "grid_to_sh_matrix",
     "input_lmax",

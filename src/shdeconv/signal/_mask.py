@@ -172,7 +172,9 @@ def brain_mask(data: np.ndarray, bvals: np.ndarray, directions: np.ndarray, mask
         Always limited to voxels with a finite, positive mean b=0 signal.
     record : dict
         ``source``, ``method``, ``voxels``, ``voxels_with_b0_signal``, ``left_out_tissue_voxels``
-        and ``warning`` (None or the message also given to :func:`warnings.warn`).
+        and ``warning`` (None or the messages also given to :func:`warnings.warn`); with a user
+        mask also ``mask_voxels`` (its own count) and ``left_out_without_b0_signal`` (its voxels
+        with no positive, finite b=0 signal, which cannot be fitted: warned about).
     """
     bvals = np.asarray(bvals, float)
     b0, valid = _b0_image(data, bvals)
@@ -187,11 +189,20 @@ def brain_mask(data: np.ndarray, bvals: np.ndarray, directions: np.ndarray, mask
               "voxels_with_b0_signal": int(valid.sum()) + (beyond.n_valid if beyond is not None else 0),
               "left_out_tissue_voxels": left_out_tissue(data, bvals, directions, chosen, valid, b0, beyond),
               "warning": None}
+    messages = []
+    if mask is not None:
+        record["mask_voxels"] = int(np.count_nonzero(mask))
+        record["left_out_without_b0_signal"] = record["mask_voxels"] - record["voxels"]
+        if record["left_out_without_b0_signal"]:
+            messages.append(f"{record['left_out_without_b0_signal']} of the {record['mask_voxels']} voxels of the "
+                            f"mask ({record['source']}) have no positive b=0 signal and are left out")
     n_out = record["left_out_tissue_voxels"]
     if n_out >= max(WARN_MIN_VOXELS, WARN_FRACTION * record["voxels"]):
-        record["warning"] = (f"the mask ({record['source']}, {method}) keeps {record['voxels']} voxels and leaves "
-                             f"out about {n_out} with clear diffusion signal (FA > {TISSUE_FA}); "
-                             + ("check the mask" if mask is not None else "pass --mask to choose the voxels"))
+        messages.append(f"the mask ({record['source']}, {method}) keeps {record['voxels']} voxels and leaves "
+                        f"out about {n_out} with clear diffusion signal (FA > {TISSUE_FA}); "
+                        + ("check the mask" if mask is not None else "pass --mask to choose the voxels"))
+    if messages:  # one message, so that the report lists it once
+        record["warning"] = "; ".join(messages)
         warnings.warn(record["warning"], UserWarning, stacklevel=2)
     log.info("mask: %s, %d voxels", method, record["voxels"])
     return chosen, record

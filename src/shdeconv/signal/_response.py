@@ -36,6 +36,7 @@ import warnings
 from dataclasses import dataclass
 from os import PathLike
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 from scipy.special import eval_legendre
@@ -49,7 +50,7 @@ from ..io import (
 )
 from ..sphere import sh_degrees
 
-__all__ = ["Responses", "estimate_responses", "zonal_design"]
+__all__ = ["Responses", "estimate_responses", "wm_s0_scale", "zonal_design"]
 
 logger = logging.getLogger(__name__)
 
@@ -193,8 +194,8 @@ class Responses:
         return files
 
     @classmethod
-    def from_files(cls, wm, gm=None, csf=None, *, bvals_of_data, s0_scale: float | None = None,
-                   tol: float | None = None) -> "Responses":
+    def from_files(cls, wm, gm=None, csf=None, *, bvals_of_data,
+                   s0_scale: float | Callable[[], float] | None = None, tol: float | None = None) -> "Responses":
         """Read MRtrix3 response files and match their rows to the data's shells.
 
         Parameters
@@ -204,9 +205,12 @@ class Responses:
         bvals_of_data : ndarray ``(G,)``
             b-values of the data; the result has one row per shell of
             :func:`~shdeconv.io.bvals_shells`.
-        s0_scale : float, optional
-            Raw signal per unit S0 (e.g. the median b=0 in the mask), used to normalise the
-            WM file. When None, the WM file's b=0 row is used; it must then have one.
+        s0_scale : float or callable, optional
+            Raw signal per unit S0 of the WM response, for a WM file without a b=0 row (the
+            single-shell files of ``dwi2response`` and of :meth:`to_files`): e.g.
+            :func:`wm_s0_scale` of the data, or a function returning it, called only when
+            needed. A WM file with a b=0 row is normalised by that row (its own S0), whatever
+            is passed here; without one, ``s0_scale`` is required.
         tol : float, optional
             Largest b-value difference between a file row and a data shell (default 10% of
             the b-value, at least 100).
@@ -226,10 +230,12 @@ class Responses:
         shells, _ = bvals_shells(bvals_of_data)
         rows_wm, has_b0 = _match_rows(wm, shells, tol)
         has_data_b0 = shells[0] <= B0_THRESHOLD
-        if s0_scale is None:
-            if not has_b0:
-                raise InputError(wm, "the response has no b=0 row, so its S0 scale is unknown; pass s0_scale")
+        if has_b0:
             s0_scale = rows_wm[0, 0] / SQRT_4PI
+        elif s0_scale is None:
+            raise InputError(wm, "the response has no b=0 row, so its S0 scale is unknown; pass s0_scale")
+        elif callable(s0_scale):
+            s0_scale = s0_scale()
         if not (np.isfinite(s0_scale) and s0_scale > 0):
             raise InputError(wm, f"cannot normalise the response: S0 scale {s0_scale} is not positive")
         wm_n = rows_wm / s0_scale
@@ -338,6 +344,86 @@ def _tensor_fit(s: np.ndarray, bvals: np.ndarray, directions: np.ndarray):
     return np.nan_to_num(fa), np.nan_to_num(md), np.nan_to_num(e1)
 
 
+def _tensor_survey(data: np.ndarray, bvals: np.ndarray, directions: np.ndarray, mask: np.ndarray):
+    """A tensor fit of every voxel of ``mask`` with a positive, finite b=0 signal (and finite
+    volumes): their mean b=0 ``s0``, ``fa``, ``md`` and principal direction ``e1`` (each
+    ``(n,)`` or ``(n, 3)``) and their indices ``voxels`` (a tuple of arrays into ``mask``)."""
+    mask = np.asarray(mask, dtype=bool)
+    if data.shape[:-1] != mask.shape or data.shape[-1] != bvals.size or directions.shape != (bvals.size, 3):
+        raise ValueError(f"inconsistent shapes: data {data.shape}, mask {mask.shape}, bvals {bvals.shape}, "
+                         f"directions {directions.shape}")
+    b0 = bvals <= B0_THRESHOLD
+    if not b0.any():
+        raise ValueError("b=0 volumes are needed to normalise the signal")
+    # Every voxel needs only the tensor fit's volumes; whole rows are read for the few selected
+    # voxels below. The mask's voxels are fitted in chunks, each gathered from the volumes
+    # (contiguous in nibabel's Fortran order) in the data's own precision: no copy of the
+    # tensor volumes over the whole mask (0.56 GB on HCP-sized data) and no (N, G) float64
+    # temporaries of the WLS fit (GBs). The chunks are those the fit always had: same numbers.
+    tcols = np.flatnonzero(_tensor_volumes(bvals))
+    b0_cols = b0[tcols]
+    where = np.nonzero(mask)
+    fortran = data.flags.f_contiguous and data.ndim > 2
+    if fortran:  # flat indices into each volume: a third of the time of indexing with the tuple
+        flat = np.ravel_multi_index(where, mask.shape, order="F")
+    dtype = np.result_type(data.dtype, np.float32)
+    fits, s0_parts, ok_parts = [], [], []
+    for i in range(0, where[0].size, _TENSOR_CHUNK):
+        part = flat[i:i + _TENSOR_CHUNK] if fortran else tuple(w[i:i + _TENSOR_CHUNK] for w in where)
+        sub = np.empty((len(part) if fortran else part[0].size, tcols.size), dtype=dtype)
+        finite = np.ones(sub.shape[0], dtype=bool)
+        j = 0
+        for g in range(bvals.size):
+            col = data[..., g].ravel(order="F")[part] if fortran else data[..., g][part]
+            finite &= np.isfinite(col)
+            if j < tcols.size and tcols[j] == g:
+                sub[:, j] = col
+                j += 1
+        s0_chunk = sub[:, b0_cols].astype(np.float64).mean(axis=1)
+        keep = np.isfinite(s0_chunk) & (s0_chunk > 0) & finite
+        if keep.any():
+            fits.append(_tensor_fit(sub[keep] / s0_chunk[keep, None], bvals[tcols], directions[tcols]))
+        s0_parts.append(s0_chunk)
+        ok_parts.append(keep)
+    s0, ok = np.concatenate(s0_parts), np.concatenate(ok_parts)
+    if not ok.any():
+        raise ValueError("no voxel in the mask has a positive, finite b=0 signal")
+    fa, md, e1 = (np.concatenate(parts) for parts in zip(*fits))
+    s0 = s0[ok]
+    voxels = tuple(w[ok] for w in where)
+    return s0, fa, md, e1, voxels
+
+
+def _wm_voxels(fa: np.ndarray, wm_fa: float, wm_min_voxels: int, wm_max_voxels: int):
+    """The single-fibre WM voxels among the surveyed ones: the decreasing-FA ``order`` and the
+    selection ``order[:n]``, FA above ``wm_fa`` (at most ``wm_max_voxels``), else the
+    ``wm_min_voxels`` highest (with a warning)."""
+    order = np.argsort(-fa, kind="stable")
+    n_pass = int(np.sum(fa > wm_fa))
+    n_sel = min(max(n_pass, min(wm_min_voxels, fa.size)), wm_max_voxels)
+    if n_pass < min(wm_min_voxels, fa.size):
+        warnings.warn(f"only {n_pass} voxels have FA > {wm_fa}; using the {n_sel} highest-FA voxels "
+                      f"(FA >= {fa[order[n_sel - 1]]:.2f}) for the WM response", UserWarning, stacklevel=3)
+    return order, order[:n_sel]
+
+
+def wm_s0_scale(data: np.ndarray, bvals: np.ndarray, directions_world: np.ndarray, mask: np.ndarray, *,
+                wm_fa: float = 0.7, wm_max_voxels: int = 300, wm_min_voxels: int = 30) -> float:
+    """Median b=0 signal of the voxels :func:`estimate_responses` takes as single-fibre WM.
+
+    The raw signal per unit S0 of a WM response estimated from these data, the same number as
+    that function's ``Responses.s0_scale``: what turns a response file without a b=0 row (the
+    single-shell files of ``dwi2response`` and of this package) into signal fractions. Shapes
+    as :func:`estimate_responses`.
+    """
+    bvals = np.asarray(bvals, dtype=np.float64).ravel()
+    s0, fa, _, _, _ = _tensor_survey(np.asarray(data), bvals, np.asarray(directions_world, dtype=np.float64), mask)
+    with warnings.catch_warnings():  # the voxel choice is the estimator's; here it only sets a scale
+        warnings.simplefilter("ignore", UserWarning)
+        _, wm_sel = _wm_voxels(fa, wm_fa, wm_min_voxels, wm_max_voxels)
+    return float(np.median(s0[wm_sel]))
+
+
 def estimate_responses(
     data: np.ndarray,
     bvals: np.ndarray,
@@ -382,50 +468,8 @@ def estimate_responses(
     data = np.asarray(data)
     bvals = np.asarray(bvals, dtype=np.float64).ravel()
     directions = np.asarray(directions_world, dtype=np.float64)
-    mask = np.asarray(mask, dtype=bool)
-    if data.shape[:-1] != mask.shape or data.shape[-1] != bvals.size or directions.shape != (bvals.size, 3):
-        raise ValueError(f"inconsistent shapes: data {data.shape}, mask {mask.shape}, bvals {bvals.shape}, "
-                         f"directions {directions.shape}")
     shells, idx = bvals_shells(bvals)
-    b0 = bvals <= B0_THRESHOLD
-    if not b0.any():
-        raise ValueError("estimate_responses needs b=0 volumes to normalise the signal")
-    # Every voxel needs only the tensor fit's volumes; whole rows are read for the few selected
-    # voxels below. The mask's voxels are fitted in chunks, each gathered from the volumes
-    # (contiguous in nibabel's Fortran order) in the data's own precision: no copy of the
-    # tensor volumes over the whole mask (0.56 GB on HCP-sized data) and no (N, G) float64
-    # temporaries of the WLS fit (GBs). The chunks are those the fit always had: same numbers.
-    tcols = np.flatnonzero(_tensor_volumes(bvals))
-    b0_cols = b0[tcols]
-    where = np.nonzero(mask)
-    fortran = data.flags.f_contiguous and data.ndim > 2
-    if fortran:  # flat indices into each volume: a third of the time of indexing with the tuple
-        flat = np.ravel_multi_index(where, mask.shape, order="F")
-    dtype = np.result_type(data.dtype, np.float32)
-    fits, s0_parts, ok_parts = [], [], []
-    for i in range(0, where[0].size, _TENSOR_CHUNK):
-        part = flat[i:i + _TENSOR_CHUNK] if fortran else tuple(w[i:i + _TENSOR_CHUNK] for w in where)
-        sub = np.empty((len(part) if fortran else part[0].size, tcols.size), dtype=dtype)
-        finite = np.ones(sub.shape[0], dtype=bool)
-        j = 0
-        for g in range(bvals.size):
-            col = data[..., g].ravel(order="F")[part] if fortran else data[..., g][part]
-            finite &= np.isfinite(col)
-            if j < tcols.size and tcols[j] == g:
-                sub[:, j] = col
-                j += 1
-        s0_chunk = sub[:, b0_cols].astype(np.float64).mean(axis=1)
-        keep = np.isfinite(s0_chunk) & (s0_chunk > 0) & finite
-        if keep.any():
-            fits.append(_tensor_fit(sub[keep] / s0_chunk[keep, None], bvals[tcols], directions[tcols]))
-        s0_parts.append(s0_chunk)
-        ok_parts.append(keep)
-    s0, ok = np.concatenate(s0_parts), np.concatenate(ok_parts)
-    if not ok.any():
-        raise ValueError("no voxel in the mask has a positive, finite b=0 signal")
-    fa, md, e1 = (np.concatenate(parts) for parts in zip(*fits))
-    s0 = s0[ok]
-    voxels = tuple(w[ok] for w in where)
+    s0, fa, md, e1, voxels = _tensor_survey(data, bvals, directions, mask)
 
     def rows(sel: np.ndarray) -> np.ndarray:
         """Normalised signal ``(len(sel), G)`` of the selected (post-``ok``) voxels."""
@@ -441,13 +485,8 @@ def estimate_responses(
         return sums / (sel.size * np.bincount(idx, minlength=shells.size))
 
     # --- WM: single-fibre voxels, zonal fit per shell in each voxel's own frame
-    order = np.argsort(-fa, kind="stable")
-    n_pass = int(np.sum(fa > wm_fa))
-    n_sel = min(max(n_pass, min(wm_min_voxels, fa.size)), wm_max_voxels)
-    if n_pass < min(wm_min_voxels, fa.size):
-        warnings.warn(f"only {n_pass} voxels have FA > {wm_fa}; using the {n_sel} highest-FA voxels "
-                      f"(FA >= {fa[order[n_sel - 1]]:.2f}) for the WM response", UserWarning, stacklevel=2)
-    wm_sel = order[:n_sel]
+    order, wm_sel = _wm_voxels(fa, wm_fa, wm_min_voxels, wm_max_voxels)
+    n_sel = wm_sel.size
     s_wm = rows(wm_sel)
     n_l = lmax // 2 + 1
     wm = np.zeros((shells.size, n_l))
