@@ -110,6 +110,13 @@ def test_direct_writes_outputs_lowers_the_loss_and_resumes(phantom, tmp_path):
     assert resumed["resumed_from"] == 4 and len(resumed["loss_curve"]) == 6
     np.testing.assert_allclose([h["loss"] for h in resumed["loss_curve"]],
                                [h["loss"] for h in straight["loss_curve"]], rtol=1e-5)
+    # fewer iterations than the checkpoint holds: refused, rather than recording 2 steps of a
+    # 6-step state (and repeating steps 3-6 on the next resume)
+    before = (out / "checkpoint.pt").read_bytes()
+    with pytest.raises(InputError, match="at step 6, beyond --iterations 2"):
+        run_fit(*_inputs(phantom), out, mask=phantom / "mask.nii.gz", variant="direct",
+                direct_config=replace(more, iterations=2), resume=True, progress=False)
+    assert (out / "checkpoint.pt").read_bytes() == before
 
 
 def test_direct_slabs_give_the_single_slab_result(phantom, tmp_path):

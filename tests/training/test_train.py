@@ -93,6 +93,9 @@ def test_train_lowers_the_loss_and_resumes_bit_exactly(subjects, tmp_path):
     assert resumed["rank_checksums"] == full["rank_checksums"]
     net, meta = load_model(tmp_path / "full" / "model.pt")
     assert parameter_checksum(net) == full["rank_checksums"][0] and meta["iterations"] == 12
+    with pytest.raises(InputError, match="at step 12, beyond --iterations 6"):
+        train(subjects, tmp_path / "full", net_config=SMALL, weights=w, config=TrainConfig(iterations=6, **cfg),
+              progress=False, cache_dir=cache, resume=True)
 
 
 @pytest.mark.slow

@@ -231,7 +231,7 @@ def fit_direct(loss_fn: DeconvLoss, signal: np.ndarray, mask: np.ndarray, config
             u.copy_(state["u"])
             v.copy_(state["v"])
         opt.load_state_dict(state["optimizer"])
-        start = result.resume(state, checkpoint)
+        start = result.resume(state, checkpoint, config.iterations)
 
     def save(iteration: int):
         if checkpoint is not None:

@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from .._options import OptionError, ValidatedConfig, check_patch_size
 from ..inference import DEFAULT_TILE_OVERLAP
-from ..io import InputError, check_fingerprint
+from ..io import InputError, check_fingerprint, checkpoint_step
 from ..io._atomic import atomic_torch_save
 from ..losses import DeconvLoss
 from ..models._deconv import DeconvNet
@@ -68,10 +68,11 @@ class FitResult:
     def to_dict(self) -> dict:
         return asdict(self)
 
-    def resume(self, state: dict, checkpoint) -> int:
-        """Take the history of a checkpoint ``state``; returns the iteration to continue from."""
+    def resume(self, state: dict, checkpoint, iterations: int) -> int:
+        """Take the history of a checkpoint ``state``; returns the iteration to continue from
+        (refused when it lies beyond ``iterations``)."""
+        self.resumed_from = checkpoint_step(state["iteration"], iterations, checkpoint)
         self.history = list(state["history"])
-        self.resumed_from = int(state["iteration"])
         log.info("resumed from %s at iteration %d", checkpoint, self.resumed_from)
         return self.resumed_from
 
@@ -202,7 +203,7 @@ def fit_network(
         net.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         gen.set_state(state["generator"])
-        start = result.resume(state, checkpoint)
+        start = result.resume(state, checkpoint, config.iterations)
     t0 = time.perf_counter()
     bar = tqdm(range(start, config.iterations), initial=start, total=config.iterations, desc="fit",
                disable=not progress, dynamic_ncols=True)

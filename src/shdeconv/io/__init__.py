@@ -8,7 +8,7 @@ from ._atomic import (
     check_output_dir,
     refuse_earlier_outputs,
 )
-from ._checkpoint import check_fingerprint, fingerprint
+from ._checkpoint import check_fingerprint, checkpoint_step, fingerprint
 from ._gradients import (
     fsl_bvecs_to_world,
     tensor_conditioning,
@@ -45,6 +45,7 @@ __all__ = [
     "atomic_write_text",
     "bvals_shells",
     "check_fingerprint",
+    "checkpoint_step",
     "check_output_dir",
     "combine_masks",
     "fingerprint",

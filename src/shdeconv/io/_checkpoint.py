@@ -17,7 +17,7 @@ import numpy as np
 
 from ._validate import InputError
 
-__all__ = ["RESUMABLE_KEYS", "check_fingerprint", "fingerprint"]
+__all__ = ["RESUMABLE_KEYS", "check_fingerprint", "checkpoint_step", "fingerprint"]
 
 #: Settings a resumed run may change: how far it goes, not where it goes.
 RESUMABLE_KEYS = frozenset({"iterations", "checkpoint_every", "log_every"})
@@ -76,3 +76,14 @@ def check_fingerprint(saved: dict | None, current: dict, path: str | PathLike) -
     if saved.get("data") != current["data"]:
         raise InputError(path, "the checkpoint belongs to another run (other input data: dwi, bvals/bvecs, "
                                f"mask or responses); {_START_OVER}")
+
+
+def checkpoint_step(saved_step, iterations: int, path: str | PathLike) -> int:
+    """The step a checkpoint at ``saved_step`` continues from, refused (naming ``path``) when it
+    lies beyond the ``iterations`` asked for: its state is that of more steps than the run would
+    record, and going on would repeat steps."""
+    step = int(saved_step)
+    if step > iterations:
+        raise InputError(path, f"the checkpoint is at step {step}, beyond --iterations {iterations}; pass "
+                               f"--iterations {step} or more to continue it (or drop --resume)")
+    return step

@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 from .._options import ValidatedConfig, check_patch_size
 from ..fitting._fit import optimisation_step
 from ..fitting._subject import head_tissues
-from ..io import InputError, check_fingerprint, fingerprint, refuse_earlier_outputs
+from ..io import InputError, check_fingerprint, checkpoint_step, fingerprint, refuse_earlier_outputs
 from ..io._atomic import atomic_torch_save, atomic_write_text
 from ..losses import DeconvLoss, LossWeights
 from ..models._deconv import DeconvNet, NetworkConfig
@@ -210,11 +210,11 @@ def train(subject_dirs, outdir, *, net_config: NetworkConfig | None = None, weig
     if resume and ckpt_path.exists():
         state = torch.load(ckpt_path, map_location=dev, weights_only=False)
         check_fingerprint(state.get("fingerprint"), run_id, ckpt_path)
+        start = checkpoint_step(state["iteration"], config.iterations, ckpt_path)
         net.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         rng.bit_generator.state = state["rng"][rank]
         order = list(state["order"][rank])
-        start = int(state["iteration"])
         log.info("resumed from %s at step %d", ckpt_path, start)
     elif rank == 0:
         atomic_write_text(log_path, "")
