@@ -130,6 +130,13 @@ def test_grad_file_and_header_table_equal_the_fsl_files(mif_dataset):
         np.testing.assert_allclose(other.bvecs, fsl.bvecs, atol=1e-9)
     np.testing.assert_allclose(fsl.directions_world[2:], scheme[2:, :3], atol=1e-9)
     assert read_mrtrix_grad(d / "dwi.b").shape == (len(scheme), 4)
+    # as mrinfo -export_grad_mrtrix writes b=0 rows of a table whose b=0 vectors were NaN
+    with_nan = scheme.copy()
+    with_nan[:2, :3] = np.nan
+    np.savetxt(d / "nan.b", with_nan, fmt="%.10g")
+    assert "nan" in (d / "nan.b").read_text()
+    other = load_dwi(d / "dwi.nii.gz", grad_path=d / "nan.b")
+    np.testing.assert_allclose(other.directions_world, fsl.directions_world, atol=1e-9)
 
 
 def test_gradient_table_problems_are_input_errors(mif_dataset, rng):
@@ -151,6 +158,16 @@ def test_gradient_table_problems_are_input_errors(mif_dataset, rng):
     np.savetxt(d / "norm.b", bad, fmt="%.10g")
     with pytest.raises(InputError, match="not unit vectors"):
         load_dwi(d / "dwi.nii.gz", grad_path=d / "norm.b")
+    bad = scheme.copy()
+    bad[5, :3] = np.nan  # a diffusion-weighted volume
+    np.savetxt(d / "nandw.b", bad, fmt="%.10g")
+    with pytest.raises(InputError, match="NaN or Inf gradient direction"):
+        load_dwi(d / "dwi.nii.gz", grad_path=d / "nandw.b")
+    bad = scheme.copy()
+    bad[4, 3] = np.nan
+    np.savetxt(d / "nanb.b", bad, fmt="%.10g")
+    with pytest.raises(InputError, match="row 4 of the gradient table has a b-value of nan"):
+        load_dwi(d / "dwi.nii.gz", grad_path=d / "nanb.b")
     with pytest.raises(ValueError, match="once"):
         load_dwi(d / "dwi.nii.gz", d / "bvals", d / "bvecs", grad_path=d / "dwi.b")
     with pytest.raises(ValueError, match="together"):

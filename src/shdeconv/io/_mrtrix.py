@@ -220,8 +220,13 @@ def read_mrtrix_image(path: str | PathLike, what: str = "image") -> MRtrixImage:
 
 def read_mrtrix_grad(path: str | PathLike) -> np.ndarray:
     """A gradient table in MRtrix3's ``-grad`` format, ``(G, 4)``: world-frame ``x, y, z`` and
-    ``b`` per volume (rows of 4 numbers; ``#`` comments and commas allowed)."""
-    table = read_numeric_table(path, "gradient table")
+    ``b`` per volume (rows of 4 numbers; ``#`` comments and commas allowed). Directions may be
+    NaN where the caller accepts it (b=0 rows: ``mrinfo -export_grad_mrtrix`` writes ``nan`` there);
+    b-values must be finite."""
+    table = read_numeric_table(path, "gradient table", allow_nonfinite=True)
     if table.shape[1] != 4:
         raise InputError(path, f"an MRtrix3 gradient table has 4 columns (x y z b), this one has {table.shape[1]}")
+    if not np.all(np.isfinite(table[:, 3])):
+        row = int(np.flatnonzero(~np.isfinite(table[:, 3]))[0])
+        raise InputError(path, f"row {row} of the gradient table has a b-value of {table[row, 3]}")
     return table
