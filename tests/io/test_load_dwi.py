@@ -136,6 +136,9 @@ def _corrupt(kind, ds):
         b[:2] = [[1, 0, 0], [0, 1, 0]]
         np.savetxt(p["bvecs"], b.T, fmt="%.8f")
         return p["bvals"], "no b=0 volume"
+    if kind == "complex":
+        nib.save(nib.Nifti1Image((ds["data"] * (1 + 0.5j)).astype(np.complex64), AFFINE), p["dwi"])
+        return p["dwi"], "holds complex numbers (complex64)"
     if kind == "too_many_nan":
         d = ds["data"].copy()
         d[0, 0, 0, 3] = np.nan
@@ -169,7 +172,7 @@ def _corrupt(kind, ds):
 
 BAD_INPUTS = ["missing_dwi", "missing_bvecs", "garbage_dwi", "dwi_3d", "bvals_count", "bvecs_count",
               "bvals_text", "bvecs_not_unit", "bvecs_zero_dw", "bvecs_all_zero", "bvecs_in_a_plane",
-              "five_directions", "no_b0", "too_many_nan",
+              "five_directions", "no_b0", "complex", "too_many_nan",
               "mask_shape", "mask_affine", "mask_garbage", "affine_nonfinite"]
 
 

@@ -203,6 +203,9 @@ def _load_image(path: Path, what: str) -> tuple[nib.Nifti1Image, np.ndarray | No
             raise InputError(path, f"the {what} is not a readable NIfTI image ({type(e).__name__}: {e})") from e
         if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
             raise InputError(path, f"the {what} is a {type(img).__name__}, expected a NIfTI or MRtrix3 image")
+        if img.get_data_dtype().kind == "c":  # converting would silently drop the imaginary part
+            raise InputError(path, f"the {what} holds complex numbers ({img.get_data_dtype()}); give its magnitude "
+                             "(e.g. mrcalc IN -abs OUT) or real part")
     affine = np.asarray(img.affine, dtype=np.float64)
     if not np.all(np.isfinite(affine)):
         raise InputError(path, f"the {what} has a non-finite affine {affine[:3].tolist()}")
