@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import warnings
 from pathlib import Path
@@ -184,6 +185,10 @@ def test_parallel_csd_matches_serial(tmp_path, monkeypatch):
     run_csd(*args, tmp_path / "serial", mask=ph / "mask.nii.gz")
     report = run_csd(*args, tmp_path / "two", mask=ph / "mask.nii.gz", n_jobs=2)
     assert report["n_jobs"] == 2
+    # what ran is recorded, not the "auto" asked for: single-shell data -> single-shell CSD
+    assert report["algorithm"] == "ssst" and report["algorithm_requested"] == "auto"
+    card = json.loads((tmp_path / "two" / "fodf.json").read_text())
+    assert card["Model"]["Parameters"]["Algorithm"] == "ssst"
     a = np.asarray(nib.load(tmp_path / "serial" / "fodf.nii.gz").dataobj)
     b = np.asarray(nib.load(tmp_path / "two" / "fodf.nii.gz").dataobj)
     np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6)

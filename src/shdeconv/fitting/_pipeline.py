@@ -473,11 +473,13 @@ def run_csd(dwi, bvals, bvecs, outdir, *, grad=None, mask=None, response_files=N
         out = csd_fit(subject.dwi, subject.mask, subject.responses, lmax=lmax, multi_shell=multi, n_jobs=n_jobs)
     t_done = time.perf_counter()
     iso = None if out.get("gm") is None else np.stack([out["gm"], out["csf"]], -1)
+    ran = "msmt" if out["algorithm"] == "msmt" else "ssst"  # "auto" resolved by the number of shells
     report = {
         "command": "csd",
         "versions": versions(),
         "inputs": input_record(dwi, bvals, bvecs, grad, mask, response_files),
-        "algorithm": algorithm,
+        "algorithm": ran,
+        "algorithm_requested": algorithm,
         "denoise": subject.denoise,
         "n_jobs": n_jobs,
         "voxels_in_mask": int(subject.mask.sum()),
@@ -485,6 +487,6 @@ def run_csd(dwi, bvals, bvecs, outdir, *, grad=None, mask=None, response_files=N
         "timings_s": {"load": t_loaded - t_start, "fit": t_done - t_fit, "total": t_done - t_start},
     }
     card = {"Description": f"DIPY constrained spherical deconvolution ({out['algorithm'].upper()})",
-            "URL": DIPY_CSD_URL, "Parameters": {"Algorithm": algorithm, "lmax": lmax, "Denoise": subject.denoise}}
-    return write_outputs(outdir, subject, out["fodf"], iso, history=[], report=report, title=f"CSD ({algorithm})",
+            "URL": DIPY_CSD_URL, "Parameters": {"Algorithm": ran, "lmax": lmax, "Denoise": subject.denoise}}
+    return write_outputs(outdir, subject, out["fodf"], iso, history=[], report=report, title=f"CSD ({ran})",
                          model_card=card, nonnegativity="constrained")
