@@ -42,7 +42,8 @@ def dataset(request, tmp_path, rng):
 
 def _load(p, **kw):
     with pytest.warns(UserWarning, match="2 voxels contain NaN or Inf"):
-        return load_dwi(p["dwi"], p["bvals"], p["bvecs"], p["mask"], max_bad_fraction=0.01, **kw)
+        # one of the mask's 63 voxels is bad: 1.6% of the mask
+        return load_dwi(p["dwi"], p["bvals"], p["bvecs"], p["mask"], max_bad_fraction=0.02, **kw)
 
 
 def test_crop_reads_the_masks_box_and_puts_arrays_back_on_the_image_grid(dataset):

@@ -211,6 +211,17 @@ def test_nan_voxels_up_to_the_fraction_are_repaired_and_one_more_refused(dataset
     nib.save(nib.Nifti1Image(d, AFFINE), p["dwi"])
     with pytest.raises(InputError, match=f"2 of {n} voxels .* contain NaN or Inf, more than"):
         _load(p, max_bad_fraction=1 / n)
+    # with a mask, what counts is the fraction of its voxels: the two outside a small mask are repaired
+    small = np.zeros(SHAPE, np.uint8)
+    small[:2] = 1
+    nib.save(nib.Nifti1Image(small, AFFINE), p["mask"])
+    with pytest.warns(UserWarning, match="2 voxels contain NaN"):
+        out = _load(p, max_bad_fraction=1 / n)
+    assert out.mask.sum() == small.sum() and out.bad_voxels.sum() == 2
+    d[0, 0, 0, 3] = np.nan  # one inside the 40-voxel mask: 2.5%
+    nib.save(nib.Nifti1Image(d, AFFINE), p["dwi"])
+    with pytest.raises(InputError, match="1 of 40 voxels of the mask .* contain NaN or Inf"):
+        _load(p, max_bad_fraction=0.02)
 
 
 def test_clustered_directions_are_warned_about(dataset):

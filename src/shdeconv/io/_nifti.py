@@ -490,8 +490,9 @@ def load_dwi(
         Instead of ``bvals_path`` and ``bvecs_path``: an MRtrix3 gradient table (``x y z b``
         rows, world frame). Without either, an MRtrix3 image's own ``dw_scheme`` is used.
     max_bad_fraction : float
-        Largest fraction of voxels with NaN/Inf values that is repaired (set to 0, excluded
-        from the mask, with a warning) rather than refused.
+        Largest fraction of the mask's voxels (of the image's, without a mask) with NaN/Inf
+        values that is repaired (set to 0, excluded from the mask, with a warning) rather than
+        refused; such voxels outside the mask are repaired whatever their number.
     crop : int, callable or ``"voxels"``, optional
         With a mask: read only the mask's bounding box grown by this many voxels (or by
         ``crop(number of volumes)``, e.g. a denoising patch's radius), or with ``"voxels"``
@@ -575,11 +576,14 @@ def load_dwi(
     except Exception as e:
         raise InputError(dwi_p, f"cannot read the image data ({type(e).__name__}: {e})") from e
     n_bad = int(bad.sum())
-    if n_bad:
-        frac = n_bad / bad.size
+    if n_bad:  # counted where the fit looks: the user's mask, else the whole image
+        n_in, n_region = (n_bad, bad.size) if user_mask is None else (int(np.count_nonzero(bad & user_mask)),
+                                                                     int(np.count_nonzero(user_mask)))
+        frac = n_in / max(n_region, 1)
         if frac > max_bad_fraction:
+            where = "voxels" if user_mask is None else f"voxels of the mask {mask_p}"
             raise InputError(
-                dwi_p, f"{n_bad} of {bad.size} voxels ({100 * frac:.3g}%) contain NaN or Inf, more than "
+                dwi_p, f"{n_in} of {n_region} {where} ({100 * frac:.3g}%) contain NaN or Inf, more than "
                 f"the {100 * max_bad_fraction:.3g}% that can be repaired")
         data[_part(bad, box, voxels)] = 0.0
         warnings.warn(f"{dwi_p}: {n_bad} voxel{'s' if n_bad > 1 else ''} contain{'' if n_bad > 1 else 's'} NaN or "
