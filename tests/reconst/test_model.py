@@ -156,3 +156,30 @@ def test_predict_model_equals_the_predict_command(tmp_path):
     np.testing.assert_allclose(low.shm_coeff, ref16, atol=2e-4)
     with pytest.raises(ValueError, match="precision"):
         SHDPredictModel(gtab, precision="float16")
+
+
+def test_non_finite_voxels_are_left_out_not_spread():
+    """A NaN sample in one voxel: that voxel is left out with a warning (coefficients 0); every
+    other voxel is as without it, and the caller's array is untouched. As DIPY's models, a
+    gtab whose own b0_threshold would count other volumes as b=0 is warned about."""
+    from shdeconv.models import pretrained_path
+    from shdeconv.reconst import SHDPredictModel
+
+    ph = spatial_phantom(scheme="clinical", snr=30, seed=2, size="quick")
+    gtab = gradient_table(ph.bvals, bvecs=ph.directions_world, b0_threshold=50)
+    model = SHDPredictModel(gtab, model=pretrained_path())
+    ref = model.fit(ph.dwi, ph.mask)
+    inside = tuple(np.argwhere(ph.mask)[len(np.argwhere(ph.mask)) // 2])
+    data = ph.dwi.astype(np.float32).copy()
+    data[inside + (3,)] = np.nan
+    before = data.copy()
+    with pytest.warns(UserWarning, match="1 voxel of the mask hold"):
+        fit = model.fit(data, ph.mask)
+    np.testing.assert_array_equal(data, before)
+    assert np.isfinite(fit.shm_coeff).all() and not fit.shm_coeff[inside].any() and not fit.mask[inside]
+    far = np.ones(ph.mask.shape, bool)
+    far[tuple(slice(max(i - 8, 0), i + 9) for i in inside)] = False  # beyond every tile that holds the voxel
+    assert far[ph.mask].any()
+    np.testing.assert_allclose(fit.shm_coeff[far], ref.shm_coeff[far], atol=1e-6)
+    with pytest.warns(UserWarning, match="b0_threshold .* is not used"):
+        SHDPredictModel(gradient_table(ph.bvals, bvecs=ph.directions_world, b0_threshold=1500))

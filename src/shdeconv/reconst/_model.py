@@ -16,6 +16,8 @@ volume, not voxel by voxel: use
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import torch
 
@@ -189,6 +191,11 @@ def _check_gtab(gtab, sh_basis: str) -> None:
     if tensor_conditioning(np.asarray(gtab.bvecs, float)[dw]) < 1e-6:
         raise ValueError(f"gtab: its {int(dw.sum())} diffusion-weighted directions cannot determine a diffusion "
                          "tensor (at least 6 distinct axes, not all on one cone such as a plane, are needed)")
+    b0s = getattr(gtab, "b0s_mask", None)
+    if b0s is not None and np.any(np.asarray(b0s, bool) != ~dw):
+        warnings.warn(f"gtab's b0_threshold ({getattr(gtab, 'b0_threshold', '?')}) is not used: these models take "
+                      f"b <= {B0_THRESHOLD:g} as b=0 ({int((~dw).sum())} volumes here, {int(np.sum(b0s))} by gtab)",
+                      UserWarning, stacklevel=3)
 
 
 def _volume(data, mask, g: int) -> tuple[np.ndarray, np.ndarray]:
@@ -203,6 +210,14 @@ def _volume(data, mask, g: int) -> tuple[np.ndarray, np.ndarray]:
     mask = np.ones(data.shape[:3], bool) if mask is None else np.asarray(mask, bool)
     if mask.shape != data.shape[:3]:
         raise ValueError(f"mask shape {mask.shape} does not match the data's {data.shape[:3]}")
+    bad = ~np.isfinite(data).all(axis=-1)
+    if bad.any():  # as the command line: zeroed (the networks read neighbours) and left out, not spread
+        data = np.where(bad[..., None], np.float32(0), data)
+        n = int(np.count_nonzero(bad & mask))
+        mask = mask & ~bad
+        if n:
+            warnings.warn(f"{n} voxel{'s' if n > 1 else ''} of the mask hold NaN or Inf: left out of the fit "
+                          "(their coefficients are 0)", UserWarning, stacklevel=3)
     return data, mask
 
 
