@@ -30,6 +30,8 @@ def test_streamlines_follow_the_world_direction(tmp_path, algorithm, oblique):
     from dipy.io.streamline import load_tractogram
 
     sl = load_tractogram(str(tmp_path / "t.trk"), "same", bbox_valid_check=False).streamlines
+    lengths = np.array([np.linalg.norm(np.diff(s, axis=0), axis=1).sum() for s in sl])
+    assert lengths.min() >= 4.0 - 1e-3, lengths.min()  # min_length: n points span n - 1 steps
     seg = np.concatenate([np.diff(s, axis=0) for s in sl])
     seg /= np.linalg.norm(seg, axis=1, keepdims=True)
     cos = np.abs(seg @ u)
@@ -57,7 +59,8 @@ def test_missing_fodf(tmp_path):
 @pytest.mark.parametrize("setting, value, said", [
     ("step_size", 0.0, "--step-size"), ("step_size", -1.0, "--step-size"), ("step_size", float("nan"), "--step-size"),
     ("max_angle", 0.0, "--max-angle"), ("max_angle", 120.0, "--max-angle"), ("wm_threshold", -0.1, "--wm-threshold"),
-    ("relative_peak_threshold", 1.0, "relative_peak_threshold"), ("min_length", -1.0, "min_length")])
+    ("relative_peak_threshold", 1.0, "relative_peak_threshold"), ("min_length", -1.0, "min_length"),
+    ("seed", -1, "--seed")])
 def test_settings_out_of_range_are_refused_before_reading(tmp_path, setting, value, said):
     """A zero step was a ZeroDivisionError, a negative one DIPY's ValueError, a negative threshold
     or an angle above 90 degrees was used as given; all are option errors, and no fODF is read

@@ -8,6 +8,7 @@ directions in the voxel axes, so the fODF is rotated once into the voxel-axes fr
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 
 import nibabel as nib
@@ -59,7 +60,13 @@ def track_seeds(seed_mask: np.ndarray, affine: np.ndarray, seeds_per_voxel: int,
                                         random_seed=seed)
 
 
-def _check_settings(*, step_size, max_angle, wm_threshold, relative_peak_threshold, min_length) -> None:
+def min_points(min_length: float, step_size: float) -> int:
+    """Points a streamline of fixed steps needs to span ``min_length`` mm: ``n`` points span
+    ``(n - 1) * step_size``. DIPY's ``minlen`` counts points."""
+    return max(2, math.ceil(min_length / step_size - 1e-9) + 1)
+
+
+def _check_settings(*, step_size, max_angle, wm_threshold, relative_peak_threshold, min_length, seed=0) -> None:
     """:class:`OptionError` for a tracking setting outside its range (before any file is read)."""
     checks = (("--step-size", step_size, step_size > 0, "must be > 0 mm"),
               ("--max-angle", max_angle, 0 < max_angle <= 90, "must be in (0, 90] degrees"),
@@ -70,6 +77,8 @@ def _check_settings(*, step_size, max_angle, wm_threshold, relative_peak_thresho
     for name, value, ok, rule in checks:
         if not (np.isfinite(value) and ok):
             raise OptionError(f"{name} {rule}, got {value!r}")
+    if not (isinstance(seed, (int, np.integer)) and seed >= 0):
+        raise OptionError(f"--seed must be an integer >= 0, got {seed!r}")
 
 
 def tracked_streamlines(fit_dir, seed_mask: np.ndarray | None = None, *, algorithm: str = "det",
@@ -96,7 +105,7 @@ def tracked_streamlines(fit_dir, seed_mask: np.ndarray | None = None, *, algorit
     if algorithm not in ("det", "prob"):
         raise OptionError(f"algorithm must be 'det' or 'prob', got {algorithm!r}")
     _check_settings(step_size=step_size, max_angle=max_angle, wm_threshold=wm_threshold,
-                    relative_peak_threshold=relative_peak_threshold, min_length=min_length)
+                    relative_peak_threshold=relative_peak_threshold, min_length=min_length, seed=seed)
     fit_dir = Path(fit_dir)
     img, fodf_world = _load(fit_dir)
     affine = img.affine
@@ -120,7 +129,7 @@ def tracked_streamlines(fit_dir, seed_mask: np.ndarray | None = None, *, algorit
         log.warning("anisotropic voxels %s: DIPY steps in voxel units of the first axis", zooms)
     seeds = track_seeds(seed_mask, affine, seeds_per_voxel, seed)
     tracker = LocalTracking(getter, ThresholdStoppingCriterion(wm, wm_threshold), seeds, affine, step_size=step_size,
-                            random_seed=seed, minlen=max(2, int(min_length / step_size)), return_all=False)
+                            random_seed=seed, minlen=min_points(min_length, step_size), return_all=False)
     return img, Streamlines(tracker)
 
 
