@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from ._options import OptionError, resolve_device
 from .evaluation import evaluate_dirs, format_comparison
 from .fitting import FIT_DENOISE, DirectConfig, FitConfig, run_csd, run_fit, run_predict
 from .io import refuse_earlier_outputs
@@ -34,6 +35,9 @@ def run_demo(outdir="demo_out", *, quick: bool = False, seed: int = 0, device: s
     Returns the Markdown table that ``shdeconv demo`` prints; it is also written to
     ``OUTDIR/results.md``. An ``outdir`` holding an earlier demo is refused unless ``force``.
     """
+    resolve_device(device)  # the options first: nothing is written for a run that cannot go on
+    if not (isinstance(seed, int) and seed >= 0):
+        raise OptionError(f"--seed must be an integer >= 0, got {seed!r}")
     outdir = Path(outdir)
     refuse_earlier_outputs(outdir, DEMO_OUTPUTS, force=force)
     outdir.mkdir(parents=True, exist_ok=True)

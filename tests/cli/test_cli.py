@@ -80,6 +80,19 @@ def test_train_rejects_missing_subject_folders(tmp_path, capsys):
     assert not (tmp_path / "m" / "model.pt").exists()
 
 
+@pytest.mark.parametrize("option", [["--device", "cuda"], ["--seed", "-1"]])
+def test_demo_checks_its_options_before_writing(tmp_path, capsys, option):
+    import torch
+
+    if option[1] == "cuda" and torch.cuda.is_available():
+        pytest.skip("a CUDA device is present")
+    out = tmp_path / "demo"
+    assert main(["demo", "-o", str(out), "--quick", *option]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and option[0] in err, err
+    assert not out.exists()
+
+
 @pytest.mark.slow
 def test_quick_demo_runs_every_method(tmp_path, capsys):
     assert main(["demo", "-o", str(tmp_path / "demo"), "--quick"]) == 0
