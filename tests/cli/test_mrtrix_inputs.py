@@ -85,6 +85,13 @@ def test_check_gradients_writes_the_table_in_the_format_given(tmp_path, capsys, 
     np.testing.assert_allclose(fixed[:, 3], d.bvals, atol=1e-3)
     expected = fsl_bvecs_to_world(d.bvecs, d.affine)
     np.testing.assert_allclose(np.abs(np.sum(fixed[:, :3] * expected, axis=1))[d.bvals > 50], 1.0, atol=1e-5)
+    # -q: nothing on stdout for a table found right, the verdict alone for one found wrong
+    assert main(["check-gradients", str(ph / "dwi.nii.gz"), "--grad", str(grad), "-o", str(tmp_path / "q.b"),
+                 "-q"]) == 0
+    assert capsys.readouterr().out == "" and (tmp_path / "q.b").exists()
+    assert main(["check-gradients", str(ph / "dwi.nii.gz"), "--grad", str(tmp_path / "flipped.b"), "-q"]) == 0
+    said = capsys.readouterr().out
+    assert "gradient table corrected" not in said and len(said.strip().splitlines()) == 1
 
 
 def test_real_oblique_data_through_mrconvert_gives_the_same_world_fodf(tmp_path, mrtrix):

@@ -221,3 +221,8 @@ def test_predict_arms_take_a_model_file(tmp_path, capsys):
     assert main(["benchmark", "-o", str(tmp_path / "c"), "--quick", "--methods", "predict",
                  "--model", str(tmp_path / "missing.pt")]) == 2
     assert "missing.pt" in capsys.readouterr().err
+    (tmp_path / "notes.pt").write_text("not a model")
+    assert main(["benchmark", "-o", str(tmp_path / "d"), "--quick", "--methods", "predict",
+                 "--model", str(tmp_path / "notes.pt")]) == 2
+    assert "notes.pt: not a readable shdeconv model file" in capsys.readouterr().err
+    assert not (tmp_path / "d").exists()

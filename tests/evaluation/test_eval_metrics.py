@@ -128,3 +128,16 @@ def test_evaluate_dirs_from_fodf_and_peaks(phantom, tmp_path):
     assert text.startswith("### oracle") and "| 2 fibres |" in text and "75-90°" in text
     with pytest.raises(InputError, match="neither fodf.nii.gz nor peaks.nii.gz"):
         evaluate_dirs(tmp_path, out)
+
+
+def test_evaluate_checks_its_json_path_before_scoring(phantom, tmp_path, capsys):
+    from shdeconv.cli import main
+
+    out = write_phantom(phantom, tmp_path / "ph")
+    (tmp_path / "dir").mkdir()
+    for target, said in ((tmp_path / "nodir" / "x.json", f"{tmp_path / 'nodir'}: output directory does not exist"),
+                         (tmp_path / "dir", f"{tmp_path / 'dir'}: is a directory")):
+        assert main(["evaluate", str(out / "truth"), str(out), "--json", str(target), "--force"]) == 2
+        captured = capsys.readouterr()
+        assert said in captured.err and captured.out == ""  # refused before any scoring
+    assert not (tmp_path / "nodir").exists()

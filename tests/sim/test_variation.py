@@ -113,7 +113,9 @@ def test_simulate_cli_records_the_variation_and_refuses_bad_values(tmp_path, cap
     assert "--dispersion must be at most 45" in capsys.readouterr().err
     assert main(["simulate", str(bad), "--quick", "--noise-fwhm", "-1", "-q"]) == 2
     assert "--noise-fwhm must be >= 0" in capsys.readouterr().err and not bad.exists()
-    for option, value, said in (("--snr", "0", "--snr must be positive"), ("--snr", "nan", "--snr must be positive"),
+    for option, value, said in (("--snr", "0", "--snr must be a positive number"),
+                                ("--snr", "nan", "--snr must be a positive number"),
+                                ("--snr", "inf", "--snr must be a positive number"),  # was "snr": Infinity in JSON
                                 ("--seed", "-1", "--seed must be >= 0")):  # were tracebacks
         assert main(["simulate", str(bad), "--quick", option, value, "-q"]) == 2
         assert said in capsys.readouterr().err and not bad.exists()

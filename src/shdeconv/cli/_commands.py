@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 from pathlib import Path
@@ -219,8 +220,8 @@ def cmd_simulate(args) -> int:
         for field, flag in flags.items():
             message = message.replace(field, flag)
         raise OptionError(message) from None
-    if not args.snr > 0:  # also NaN
-        raise OptionError(f"--snr must be positive, got {args.snr}")
+    if not (math.isfinite(args.snr) and args.snr > 0):  # also NaN; a noise-free phantom is not a phantom of this kind
+        raise OptionError(f"--snr must be a positive number, got {args.snr}")
     if args.seed < 0:
         raise OptionError(f"--seed must be >= 0, got {args.seed}")
     refuse_earlier_outputs(args.output, PHANTOM_FILES, force=args.force)
@@ -232,10 +233,10 @@ def cmd_simulate(args) -> int:
 
 def cmd_evaluate(args) -> int:
     from ..evaluation import evaluate_dirs, format_scores
-    from ..io import refuse_earlier_outputs
+    from ..io import check_output_file
 
     if args.json:
-        refuse_earlier_outputs(args.json.parent, [args.json.name], force=args.force)
+        check_output_file(args.json, force=args.force)
     scores = evaluate_dirs(args.pred_dir, args.truth_dir)
     print(format_scores(scores, str(args.pred_dir)))
     if args.json:

@@ -77,28 +77,30 @@ def cmd_check_gradients(args: argparse.Namespace) -> int:
     from .._options import check_gradient_options
     from ..io import (
         atomic_write_text,
-        check_output_dir,
+        check_output_file,
         fsl_bvecs_to_world,
         load_dwi,
-        refuse_earlier_outputs,
     )
     from ._gradcheck import check_gradients
 
     out = Path(args.output) if getattr(args, "output", None) is not None else None
     if out is not None:
-        refuse_earlier_outputs(out.parent, [out.name], force=bool(getattr(args, "force", False)))
+        check_output_file(out, force=bool(getattr(args, "force", False)))
     check_gradient_options(args.dwi, args.bvals, args.bvecs, args.grad)
     dwi = load_dwi(args.dwi, args.bvals, args.bvecs, getattr(args, "mask", None), grad_path=args.grad)
     result = check_gradients(dwi.data, dwi.bvals, dwi.bvecs, dwi.affine, dwi.mask)
-    print(f"gradient table check of {dwi.gradient_file} ({result.n_voxels} voxels scored)")
-    print(format_ranking(result))
-    print(result.message)
+    quiet = bool(getattr(args, "quiet", False))  # then only a verdict that the table is wrong
+    if not quiet:
+        print(f"gradient table check of {dwi.gradient_file} ({result.n_voxels} voxels scored)")
+        print(format_ranking(result))
+    if not quiet or result.clearly_better:
+        print(result.message)
     if out is not None:
-        check_output_dir(out.parent)
         corrected = result.corrected_bvecs(dwi.bvecs)
         text = _fsl_text(corrected) if args.bvecs else _mrtrix_text(fsl_bvecs_to_world(corrected, dwi.affine),
                                                                      dwi.bvals)
         atomic_write_text(out, text)
         kept = "corrected" if result.clearly_better else "unchanged (no clearly better table)"
-        print(f"wrote {out}: the {'bvecs' if args.bvecs else 'gradient table'} {kept}")
+        if not quiet:
+            print(f"wrote {out}: the {'bvecs' if args.bvecs else 'gradient table'} {kept}")
     return 0

@@ -6,6 +6,7 @@ from ._atomic import (
     atomic_write_bytes,
     atomic_write_text,
     check_output_dir,
+    check_output_file,
     refuse_earlier_outputs,
 )
 from ._checkpoint import check_fingerprint, checkpoint_step, fingerprint
@@ -47,6 +48,7 @@ __all__ = [
     "check_fingerprint",
     "checkpoint_step",
     "check_output_dir",
+    "check_output_file",
     "combine_masks",
     "fingerprint",
     "fsl_bvecs_to_world",

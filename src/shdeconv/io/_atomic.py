@@ -21,7 +21,7 @@ from ._gzip import open_gzip_write
 from ._validate import InputError
 
 __all__ = ["atomic_save_nifti", "atomic_torch_save", "atomic_write_bytes", "atomic_write_text", "check_output_dir",
-           "refuse_earlier_outputs"]
+           "check_output_file", "refuse_earlier_outputs"]
 
 
 def check_output_dir(path: str | PathLike) -> Path:
@@ -48,6 +48,25 @@ def check_output_dir(path: str | PathLike) -> Path:
         os.unlink(tmp)
     except OSError as e:
         raise InputError(p, f"output directory is not writable ({e.strerror or e})") from e
+    return p
+
+
+def check_output_file(path: str | PathLike, *, force: bool = False) -> Path:
+    """Check, before any work, that the file ``path`` can be written: not a directory, in an
+    existing writable directory, and not already there unless ``force``.
+
+    Raises
+    ------
+    InputError
+        Naming ``path`` or its directory.
+    """
+    p = Path(path)
+    if p.is_dir():
+        raise InputError(p, "is a directory; give a file name")
+    if not p.parent.is_dir():
+        raise InputError(p.parent, "output directory does not exist")
+    check_output_dir(p.parent)
+    refuse_earlier_outputs(p.parent, [p.name], force=force)
     return p
 
 

@@ -162,6 +162,9 @@ class BenchmarkConfig:
         if self.model is not None:
             if not Path(self.model).is_file():
                 raise InputError(self.model, "model file does not exist")
+            from ...models._store import load_model
+
+            load_model(self.model)  # a file that is not a usable model fails now, not after hours of other methods
             object.__setattr__(self, "model", str(Path(self.model).resolve()))
         if self.size not in SUITES:
             raise OptionError(f"size must be one of {sorted(SUITES)}, got {self.size!r}")
