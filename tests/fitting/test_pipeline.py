@@ -413,3 +413,18 @@ def test_network_fit_warm_started_from_direct(phantom, tmp_path):
         run_fit(*_inputs(phantom), tmp_path / "unweighted", mask=phantom / "mask.nii.gz", variant="shd-tv",
                 fit_config=cfg, net_config=NetworkConfig(width=4, K=2), progress=False,
                 loss_weights=default_loss_weights("shd-tv"))
+
+
+def test_force_leaves_only_the_new_runs_outputs(phantom, tmp_path):
+    """A multi-shell fit (WM/GM/CSF, a checkpoint) overwritten with --force by a single-shell
+    csd: the folder then holds csd's files alone, not the fit's CSF map, responses or checkpoint."""
+    multi = simulate_to_dir(tmp_path / "multi", kind="spatial", scheme="multishell", snr=20, seed=1, size="quick")
+    out = tmp_path / "out"
+    run_fit(*_inputs(multi), out, mask=multi / "mask.nii.gz", variant="direct",
+            direct_config=DirectConfig(iterations=2), progress=False)
+    before = {p.name for p in out.iterdir()}
+    assert {"csf.nii.gz", "csf.json", "response_csf.txt", "checkpoint.pt"} <= before
+    report = run_csd(*_inputs(phantom), out, mask=phantom / "mask.nii.gz", force=True)
+    after = {p.name for p in out.iterdir()}
+    assert after == set(report["outputs"].values()) | {"report.json"}
+    assert not after & {"csf.nii.gz", "csf.json", "gm.nii.gz", "response_csf.txt", "checkpoint.pt"}

@@ -55,11 +55,25 @@ def test_zero_head_model_predicts_the_linear_deconvolution_in_the_world_frame(ph
     np.testing.assert_allclose(gm, np.clip(lin[..., 45][subject.mask], 1e-3, 10), rtol=1e-3, atol=1e-4)
 
 
-def test_finetune_runs_unsupervised_steps_first(phantom, zero_model, tmp_path):
+def test_finetune_runs_unsupervised_steps_first(phantom, zero_model, tmp_path, monkeypatch):
+    from shdeconv.fitting import _pipeline
+
+    tuned = {}
+
+    def recording_fit(net, *args, **kwargs):  # the network as fine-tuned, before it predicts
+        result = fit_network(net, *args, **kwargs)
+        tuned.update({k: v.detach().clone() for k, v in net.state_dict().items()})
+        return result
+
+    fit_network = _pipeline.fit_network
+    monkeypatch.setattr(_pipeline, "fit_network", recording_fit)
     run_predict(*_inputs(phantom), tmp_path / "ft", mask=phantom / "mask.nii.gz", model=zero_model, finetune=3,
-                progress=False)
+                seed=4, progress=False)
     report = json.loads((tmp_path / "ft" / "report.json").read_text())
-    assert report["finetune"] == 3 and (tmp_path / "ft" / "checkpoint.pt").exists()
+    assert report["finetune"] == 3 and report["seed"] == 4 and len(report["loss_curve"]) == 3
+    assert not (tmp_path / "ft" / "checkpoint.pt").exists()  # predict has no --resume to use one
+    card = json.loads((tmp_path / "ft" / "fodf.json").read_text())
+    assert card["Model"]["Parameters"]["Seed"] == 4
     t = report["timings_s"]
     assert min(t[k] for k in ("load", "finetune", "predict", "write")) > 0
     assert t["total"] >= t["load"] + t["finetune"] + t["predict"] + t["write"]
@@ -74,13 +88,12 @@ def test_finetune_runs_unsupervised_steps_first(phantom, zero_model, tmp_path):
     assert report["tiles_per_batch"] == auto_batch(DeconvNet(SMALL, n_iso=2), torch.device("cpu"), 8)
     # the prior: the pretrained prediction is the supervised target from the first step (where
     # the student still equals it), and batch norm keeps its trained statistics
-    state = torch.load(tmp_path / "ft" / "checkpoint.pt", weights_only=False)
-    parts = state["history"]
+    parts = report["loss_curve"]
     assert len(parts) == 3 and all("supervised" in h for h in parts)
     assert parts[0]["supervised"] < 1e-10 < parts[-1]["supervised"]
     trained = torch.load(zero_model, weights_only=False)["state_dict"]
     stats = [k for k in trained if k.endswith(("running_mean", "running_var"))]
-    assert stats and all(torch.equal(state["model"][k], trained[k]) for k in stats)
+    assert stats and all(torch.equal(tuned[k], trained[k]) for k in stats)
 
 
 def test_predict_cli_errors(phantom, tmp_path, capsys):

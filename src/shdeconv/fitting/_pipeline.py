@@ -105,8 +105,14 @@ def default_loss_weights(variant: str, *, init: str = "random", **overrides) -> 
 
 def write_outputs(outdir: Path, subject: Subject, fodf_world: np.ndarray, iso: np.ndarray | None, *,
                   history: list[dict], report: dict, title: str, iso_names: tuple[str, ...] = ("gm", "csf"),
-                  model_card: dict | None = None, nonnegativity: str = "constrained") -> dict:
+                  model_card: dict | None = None, nonnegativity: str = "constrained",
+                  checkpoint: bool = False) -> dict:
     """Write fodf/gm/csf/peaks/responses/report/qc; ``fodf_world`` ``[X, Y, Z, S]`` in the MRtrix3 frame.
+
+    Any other of :data:`OUTPUT_FILES` in ``outdir`` (an earlier run's, overwritten with
+    ``--force``: e.g. a multi-shell run's ``csf.nii.gz``) is removed, so that the folder holds
+    this run's outputs alone; ``checkpoint.pt`` stays where ``checkpoint`` (``fit``'s, for
+    ``--resume``).
 
     ``iso`` ``[X, Y, Z, T]`` is written as ``<name>.nii.gz`` per ``iso_names``. Every map gets a
     JSON sidecar (:func:`~shdeconv.io.write_sidecars`) describing ``model_card`` (Description,
@@ -155,6 +161,9 @@ def write_outputs(outdir: Path, subject: Subject, fodf_world: np.ndarray, iso: n
                                 model=model_card or {"Description": title}, nonnegativity=nonnegativity,
                                 responses=tissue_responses, software={"Name": "shdeconv", "Version": __version__}))
     files["qc"] = "qc.png"
+    ours = set(files.values()) | {"report.json"} | ({"checkpoint.pt"} if checkpoint else set())
+    for name in set(OUTPUT_FILES) - ours:
+        (outdir / name).unlink(missing_ok=True)
     write = time.perf_counter() - t_write
     stages.lap("responses_and_sidecars")
     timings = dict(report.get("timings_s", {}))
@@ -334,7 +343,7 @@ def run_fit(dwi, bvals, bvecs, outdir, *, grad=None, mask=None, response_files=N
                                            **json.loads(json.dumps(settings, default=_json_default))}}
     return write_outputs(outdir, subject, rotate_sh(fodf, subject.rotation), iso, history=result.history,
                          report=report, title=variant, iso_names=fm.iso_names, model_card=card,
-                         nonnegativity="constrained")
+                         nonnegativity="constrained", checkpoint=True)
 
 
 def run_predict(dwi, bvals, bvecs, outdir, *, grad=None, mask=None, response_files=None, model=None,
@@ -396,7 +405,7 @@ def run_predict(dwi, bvals, bvecs, outdir, *, grad=None, mask=None, response_fil
         teacher.set_init_matrix(net.init_matrix)
         weights = default_loss_weights(net.config.variant, supervised=FINETUNE_PRIOR_WEIGHT)
         result = fit_network(net, DeconvLoss(fm, weights, lmax=net.config.lmax), subject.signal, subject.mask,
-                             config, device=dev, checkpoint=outdir / "checkpoint.pt", progress=progress,
+                             config, device=dev, checkpoint=None, progress=progress,  # predict cannot resume
                              teacher=teacher)
         history = result.history
     t_pred = time.perf_counter()
@@ -425,6 +434,7 @@ def run_predict(dwi, bvals, bvecs, outdir, *, grad=None, mask=None, response_fil
         "device": str(dev),
         "denoise": subject.denoise,
         "finetune": finetune,
+        **({"seed": seed, "loss_curve": history} if finetune else {}),
         "tile": tile,
         "overlap": overlap,
         "tiles_per_batch": batch,
@@ -440,7 +450,8 @@ def run_predict(dwi, bvals, bvecs, outdir, *, grad=None, mask=None, response_fil
                            + (f", fine-tuned {finetune} steps on this subject" if finetune else ""),
             "URL": SHD_URL, "Parameters": {"Model": str(model_path), "ModelSHA256": loaded.sha256,
                                            "Variant": net.config.variant, "Head": net.config.head,
-                                           "Finetune": finetune, "Denoise": subject.denoise,
+                                           "Finetune": finetune, **({"Seed": seed} if finetune else {}),
+                                           "Denoise": subject.denoise,
                                            "Precision": precision}}
     # the Softplus head is non-negative on its grid; the linear head only penalises negative values
     return write_outputs(outdir, subject, rotate_sh(fodf, subject.rotation), iso, history=history, iso_names=names,
