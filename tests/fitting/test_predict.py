@@ -299,3 +299,15 @@ def test_a_mask_smaller_than_the_image_is_read_alone_with_the_same_outputs(phant
         np.testing.assert_allclose(np.asarray(a.dataobj), np.asarray(b.dataobj), atol=1e-6)
     fodf = np.asarray(nib.load(tmp_path / "part" / "fodf.nii.gz").dataobj)
     assert fodf[small, 0].all() and not fodf[~small].any()
+
+
+def test_denoising_a_volume_too_thin_for_it_is_recorded_as_not_done(tmp_path):
+    """DIPY's small_25 has 2 slices: MP-PCA cannot run, and report.json and the sidecar say so
+    (denoise "none", the warning listed) instead of recording the MP-PCA that was asked for."""
+    from dipy.data import get_fnames
+
+    report = run_predict(*get_fnames(name="small_25"), tmp_path / "out", denoise="mppca", progress=False)
+    assert report["denoise"] == "none" and "denoise" not in report["stage_seconds"]["load"]
+    assert any("MP-PCA skipped" in w and "too thin" in w for w in report["warnings"])
+    card = json.loads((tmp_path / "out" / "fodf.json").read_text())
+    assert card["Model"]["Parameters"]["Denoise"] == "none"

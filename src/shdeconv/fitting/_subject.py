@@ -155,6 +155,12 @@ def mppca_radius(n_volumes: int) -> int:
     return radius
 
 
+def too_thin_for_pca(shape) -> bool:
+    """Whether a volume of ``shape`` ``(X, Y, Z, ...)`` is too thin for PCA denoising's 3x3x3 patches
+    (:func:`denoise_pca` then returns the data as they are)."""
+    return min(shape[:3]) < 3
+
+
 def denoise_pca(data: np.ndarray, mask: np.ndarray, method: str = "mppca", *, bvals: np.ndarray | None = None,
                 directions: np.ndarray | None = None) -> np.ndarray:
     """DIPY's patch-wise PCA denoising inside the mask.
@@ -180,8 +186,9 @@ def denoise_pca(data: np.ndarray, mask: np.ndarray, method: str = "mppca", *, bv
     if method not in names:
         raise OptionError(f"denoise method must be one of {tuple(names)}, got {method!r}")
     name = names[method]
-    if min(data.shape[:3]) < 3:
-        log.warning("%s skipped: the volume %s is too thin for a 3x3x3 patch", name, data.shape[:3])
+    if too_thin_for_pca(data.shape):
+        warnings.warn(f"{name} skipped: the volume {data.shape[:3]} is too thin for a 3x3x3 patch", UserWarning,
+                      stacklevel=2)
         return np.asarray(data, dtype=np.float32)
     radius = max(1, min(mppca_radius(data.shape[-1]), (min(data.shape[:3]) - 1) // 2))
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -372,8 +379,12 @@ def _load_subject(dwi_path, bvals, bvecs, mask_path, *, grad, response_files, lm
         denoise, choice = choose_denoise(check)
         log.info("--denoise auto: %s (%s)", denoise, choice["reason"])
     if denoise != "none":
+        skipped = too_thin_for_pca(dwi.data.shape)  # denoise_pca warns; the records say what was done
         dwi.data = denoise_pca(dwi.data, mask.astype(bool), denoise, bvals=dwi.bvals, directions=dwi.directions_world)
-        stages.lap("denoise")
+        if skipped:
+            denoise = "none"
+        else:
+            stages.lap("denoise")
     rot = voxel_axes_rotation(dwi.affine)
     subject = prepare_subject(dwi.data, dwi.bvals, dwi.directions_world @ rot, mask, rotation=rot,
                               response_files=response_files, lmax=lmax, dwi=dwi, keep_raw=keep_raw)
