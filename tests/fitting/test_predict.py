@@ -311,3 +311,5 @@ def test_denoising_a_volume_too_thin_for_it_is_recorded_as_not_done(tmp_path):
     assert any("MP-PCA skipped" in w and "too thin" in w for w in report["warnings"])
     card = json.loads((tmp_path / "out" / "fodf.json").read_text())
     assert card["Model"]["Parameters"]["Denoise"] == "none"
+    modes = {p.name: p.stat().st_mode & 0o777 for p in (tmp_path / "out").iterdir()}
+    assert len(set(modes.values())) == 1, modes  # qc.png as readable as the rest (it was 0600)

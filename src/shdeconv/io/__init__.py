@@ -1,6 +1,7 @@
 """NIfTI and gradient-table I/O, input validation, the orientation frame and file formats."""
 
 from ._atomic import (
+    atomic_path,
     atomic_save_nifti,
     atomic_torch_save,
     atomic_write_bytes,
@@ -35,6 +36,7 @@ from ._sidecar import write_sidecars
 from ._validate import InputError
 
 __all__ = [
+    "atomic_path",
     "B0_THRESHOLD",
     "Beyond",
     "DWIData",

@@ -20,8 +20,8 @@ import numpy as np
 from ._gzip import open_gzip_write
 from ._validate import InputError
 
-__all__ = ["atomic_save_nifti", "atomic_torch_save", "atomic_write_bytes", "atomic_write_text", "check_output_dir",
-           "check_output_file", "refuse_earlier_outputs"]
+__all__ = ["atomic_path", "atomic_save_nifti", "atomic_torch_save", "atomic_write_bytes", "atomic_write_text",
+           "check_output_dir", "check_output_file", "refuse_earlier_outputs"]
 
 
 def check_output_dir(path: str | PathLike) -> Path:
@@ -107,8 +107,9 @@ def _umask_mode() -> int:
 
 
 @contextmanager
-def _temporary_sibling(path: Path):
-    """Yield a temporary path next to ``path`` (same suffixes); replace ``path`` on success."""
+def atomic_path(path: str | PathLike):
+    """Yield a temporary path next to ``path`` (same suffixes) to write to; on success it gets the
+    permissions of a new file (the umask's) and replaces ``path``, on failure it is removed."""
     path = Path(path)
     suffix = "".join(path.suffixes[-2:]) if path.name.endswith(".nii.gz") else path.suffix
     fd, tmp = tempfile.mkstemp(dir=path.parent if str(path.parent) else ".", prefix=f".{path.stem}.tmp-",
@@ -129,7 +130,7 @@ def _temporary_sibling(path: Path):
 def atomic_write_bytes(path: str | PathLike, data: bytes) -> Path:
     """Write ``data`` to ``path`` atomically (temporary file, fsync, :func:`os.replace`)."""
     path = Path(path)
-    with _temporary_sibling(path) as tmp:
+    with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:
             f.write(data)
             f.flush()
@@ -172,7 +173,7 @@ def atomic_save_nifti(data: np.ndarray, affine: np.ndarray, path: str | PathLike
     img.set_qform(affine, code=1)
     if header is None:
         img.header.set_xyzt_units("mm")
-    with _temporary_sibling(path) as tmp, open(tmp, "wb") as f:
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
         if path.name.endswith(".gz"):
             with open_gzip_write(f) as gz:
                 img.to_file_map({"image": nib.FileHolder(fileobj=gz)})

@@ -9,11 +9,11 @@ has the same colour in every figure.
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from ..io import atomic_path
 from ._qc import glyph_outlines
 
 __all__ = ["plot_error_vs_snr", "plot_glyph_panel", "plot_success_vs_angle", "plot_tractometry"]
@@ -30,16 +30,11 @@ def _pyplot():
 
 def _save(fig, path: Path) -> Path:
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=".fig-", suffix=".png", dir=path.parent)
-    os.close(fd)
     try:
-        fig.savefig(tmp, dpi=100)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=100)
     finally:
         _pyplot().close(fig)
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return path
 
 

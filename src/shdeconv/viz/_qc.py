@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from ..io import atomic_path
 from ..sphere import rotate_sh, sh_matrix
 
 __all__ = ["glyph_outlines", "save_qc_figure"]
@@ -87,13 +86,9 @@ def save_qc_figure(path, fodf: np.ndarray, background: np.ndarray, history: list
     ax2.set_xlabel("iteration")
     ax2.set_title("loss")
     fig.tight_layout()
-    fd, tmp = tempfile.mkstemp(prefix=".qc-", suffix=".png", dir=path.parent)
-    os.close(fd)
     try:
-        fig.savefig(tmp, dpi=90)
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=90)
     finally:
         plt.close(fig)
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return path
