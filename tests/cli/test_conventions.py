@@ -74,6 +74,10 @@ def test_a_lone_checkpoint_needs_resume_or_force(phantoms, tmp_path, capsys):
     torch.save({"kind": "direct"}, out / "checkpoint.pt")
     assert main(["fit", *_args(phantoms[0]), "--iterations", "2", "-o", str(out)]) == 2
     assert "--resume" in capsys.readouterr().err
+    for command in ("predict", "csd"):  # they have no --resume to suggest
+        assert main([command, *_args(phantoms[0]), "-o", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert "another command" in err and "--force" in err and "--resume" not in err
     # a checkpoint written before fingerprints existed cannot be checked: refused by name
     assert main(["fit", *_args(phantoms[0]), "--iterations", "2", "--resume", "-o", str(out)]) == 2
     assert "no fingerprint" in capsys.readouterr().err

@@ -70,14 +70,15 @@ def check_output_file(path: str | PathLike, *, force: bool = False) -> Path:
     return p
 
 
-def refuse_earlier_outputs(path: str | PathLike, names, *, force: bool = False, resume: bool = False,
+def refuse_earlier_outputs(path: str | PathLike, names, *, force: bool = False, resume: bool | None = None,
                            checkpoint: str = "checkpoint.pt") -> list[str]:
     """Refuse to run into ``path`` when it already holds any of ``names`` (files a command writes).
 
     As MRtrix3's ``-force`` and DIPY's ``--force``: nothing is overwritten unless ``force``.
     ``resume``: a directory holding a ``checkpoint`` is accepted with whatever else it holds
     (the run continues, and replaces its outputs; the caller checks that the checkpoint is its
-    own), one without a checkpoint is not. Reads only; returns the names found.
+    own), one without a checkpoint is not; ``None`` (the default) for a command that cannot
+    resume, whose refusal then does not suggest ``--resume``. Reads only; returns the names found.
 
     Raises
     ------
@@ -93,6 +94,9 @@ def refuse_earlier_outputs(path: str | PathLike, names, *, force: bool = False, 
     if resume and checkpoint in found:
         return found
     if found == [checkpoint]:
+        if resume is None:  # this command cannot continue it
+            raise InputError(p, f"holds {checkpoint} of an unfinished run of another command; use --force to "
+                                "replace it or choose another output directory")
         raise InputError(p, f"holds {checkpoint} of an unfinished run; use --resume to continue it or --force "
                             "to start over")
     shown = ", ".join(found[:5]) + (f" and {len(found) - 5} more" if len(found) > 5 else "")
