@@ -428,3 +428,33 @@ def test_force_leaves_only_the_new_runs_outputs(phantom, tmp_path):
     after = {p.name for p in out.iterdir()}
     assert after == set(report["outputs"].values()) | {"report.json"}
     assert not after & {"csf.nii.gz", "csf.json", "gm.nii.gz", "response_csf.txt", "checkpoint.pt"}
+
+
+def test_fit_times_and_names_its_start(phantom, tmp_path):
+    """The default start of a single-shell direct fit is the shipped model's prediction: its
+    seconds are reported (they were in no timing) and the model file is named with its hash."""
+    from shdeconv.models import LoadedModel
+
+    rep = run_fit(*_inputs(phantom), tmp_path / "out", mask=phantom / "mask.nii.gz", variant="direct",
+                  direct_config=DirectConfig(iterations=2), progress=False)
+    assert rep["start"] == "predict"
+    shipped = LoadedModel.load()
+    assert rep["start_model"] == {"path": str(shipped.path), "sha256": shipped.sha256}
+    t = rep["timings_s"]
+    assert t["start"] > 0 and t["load"] + t["start"] + t["fit"] + t["predict"] + t["write"] <= t["total"] + 1e-6
+
+
+def test_a_collapsed_fit_is_warned_about(phantom, tmp_path, monkeypatch):
+    """A network fit whose output is 0 everywhere (a diverged optimisation can end there with a
+    finite loss) is written, but with a warning on stderr and in report.json."""
+    from shdeconv.fitting import _pipeline
+
+    def zeros(net, signal, mask, **kwargs):
+        return np.zeros(mask.shape + (45,), np.float32), np.zeros(mask.shape + (1,), np.float32)
+
+    monkeypatch.setattr(_pipeline, "predict_volume", zeros)
+    with pytest.warns(UserWarning, match="collapsed"):
+        rep = run_fit(*_inputs(phantom), tmp_path / "out", mask=phantom / "mask.nii.gz", variant="shd",
+                      fit_config=replace(TINY_FIT, iterations=1),
+                      net_config=NetworkConfig(depth=2, width=4, K=2, lmax=8), progress=False)
+    assert any("collapsed" in w for w in rep["warnings"])

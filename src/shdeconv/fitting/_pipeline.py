@@ -14,6 +14,7 @@ import json
 import logging
 import platform
 import time
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -43,6 +44,7 @@ from ..io import (
 )
 from ..losses import TV_WEIGHT, DeconvLoss, LossWeights
 from ..models._deconv import VARIANTS, NetworkConfig
+from ..models._store import LoadedModel
 from ..sphere import lmax_from_ncoeffs, rotate_sh
 from ..viz._qc import save_qc_figure
 from ._direct import DirectConfig, fit_direct, linear_start, start_for
@@ -51,12 +53,12 @@ from ._subject import (
     Stopwatch,
     Subject,
     acquisition_model,
+    amortized_prediction,
     attach_subject,
     build_network,
     isotropic_responses,
     load_subject,
     network_iso_names,
-    predicted_start,
     recorded_warnings,
     subject_arrays,
 )
@@ -289,11 +291,13 @@ def run_fit(dwi, bvals, bvecs, outdir, *, grad=None, mask=None, response_files=N
                 **({"direct": asdict(direct_config), "start": start} if variant == "direct"
                    else {"network": net_config.with_variant(variant).to_dict(), "fit": asdict(fit_config)})}
     run_id = fingerprint(subject_arrays(subject), settings)
+    start_seconds, start_model = 0.0, None
     if variant == "direct":
         fm, _, _ = acquisition_model(subject.bvals, subject.directions, subject.responses, net_config.response_lmax,
                                      single_shell=single_shell_tissues)
         loss_fn = DeconvLoss(fm, weights, lmax=direct_config.lmax)
         log.info("direct fit on %d voxels (%s)", int(subject.mask.sum()), dev)
+        t_begin = time.perf_counter()
         if csd_start:
             from ..baselines import csd_fit
 
@@ -301,9 +305,12 @@ def run_fit(dwi, bvals, bvecs, outdir, *, grad=None, mask=None, response_files=N
             start_sh = rotate_sh(start_sh, subject.rotation.T)  # world -> the fit's voxel frame
             subject.dwi = replace(subject.dwi, data=None)
         elif start == "predict":
-            start_sh = predicted_start(subject, dev, progress=progress)
+            shipped = LoadedModel.load()
+            start_model = {"path": str(shipped.path), "sha256": shipped.sha256}
+            start_sh = amortized_prediction(subject, dev, shipped, progress=progress)[0]
         else:
             start_sh = linear_start(fm, subject.signal)
+        start_seconds = time.perf_counter() - t_begin
         log.info("direct fit from the %s start", start)
         fodf, iso, result = fit_direct(loss_fn, subject.signal, subject.mask, direct_config, start_sh=start_sh,
                                        device=dev, checkpoint=outdir / "checkpoint.pt", resume=resume,
@@ -322,6 +329,11 @@ def run_fit(dwi, bvals, bvecs, outdir, *, grad=None, mask=None, response_files=N
         fodf, iso = predict_volume(net, subject.signal, subject.mask, tile=fit_config.patch_size,
                                    overlap=fit_config.tile_overlap, device=dev, progress=progress)
     t_done = time.perf_counter()
+    collapsed = []
+    if not np.any(fodf[subject.mask]):
+        collapsed.append(f"the fitted fODF is 0 in all {int(subject.mask.sum())} voxels of the mask: the "
+                         "optimisation collapsed (try a lower --lr)")
+        warnings.warn(collapsed[0], UserWarning, stacklevel=2)
     report = {
         "command": "fit",
         "model": variant,
@@ -331,10 +343,12 @@ def run_fit(dwi, bvals, bvecs, outdir, *, grad=None, mask=None, response_files=N
         **settings,
         "voxels_in_mask": int(subject.mask.sum()),
         **grid,
+        **({"start_model": start_model} if start_model else {}),
         "loss_curve": result.history,
         "resumed_from": result.resumed_from,
-        "timings_s": {"load": t_loaded - t_start, "fit": result.seconds, "predict": t_done - t_pred,
-                      "total": t_done - t_start},
+        "warnings": collapsed,
+        "timings_s": {"load": t_loaded - t_start, "start": start_seconds, "fit": result.seconds,
+                      "predict": t_done - t_pred, "total": t_done - t_start},
     }
     card = {"Description": f"shdeconv fit --variant {variant}: the unsupervised SHD objective minimised "
                            + ("over free per-voxel values" if variant == "direct" else f"through a {variant} network")
@@ -365,7 +379,7 @@ def run_predict(dwi, bvals, bvecs, outdir, *, grad=None, mask=None, response_fil
     bfloat16 matrix products (:func:`~shdeconv.inference.native_bfloat16`).
     Returns the report dict (also in report.json).
     """
-    from ..models._store import LoadedModel, load_model
+    from ..models._store import load_model
 
     if finetune < 0:
         raise OptionError(f"--finetune must be >= 0, got {finetune}")
