@@ -184,7 +184,12 @@ def test_parallel_csd_matches_serial(tmp_path, monkeypatch):
     args = (ph / "dwi.nii.gz", ph / "bvals", ph / "bvecs")
     run_csd(*args, tmp_path / "serial", mask=ph / "mask.nii.gz")
     report = run_csd(*args, tmp_path / "two", mask=ph / "mask.nii.gz", n_jobs=2)
-    assert report["n_jobs"] == 2
+    assert report["n_jobs"] == 2 and report["n_jobs_requested"] == 2
+    small = run_csd(*args, tmp_path / "small", mask=ph / "mask.nii.gz", n_jobs=-1)
+    assert small["n_jobs"] == -1  # PARALLEL_MIN_VOXELS is 0 here
+    monkeypatch.setattr(_csd, "PARALLEL_MIN_VOXELS", 10**9)
+    small = run_csd(*args, tmp_path / "serial-again", mask=ph / "mask.nii.gz", n_jobs=-1)
+    assert small["n_jobs"] == 1 and small["n_jobs_requested"] == -1  # what ran, below the threshold
     # what ran is recorded, not the "auto" asked for: single-shell data -> single-shell CSD
     assert report["algorithm"] == "ssst" and report["algorithm_requested"] == "auto"
     card = json.loads((tmp_path / "two" / "fodf.json").read_text())

@@ -437,7 +437,7 @@ def test_fit_times_and_names_its_start(phantom, tmp_path):
 
     rep = run_fit(*_inputs(phantom), tmp_path / "out", mask=phantom / "mask.nii.gz", variant="direct",
                   direct_config=DirectConfig(iterations=2), progress=False)
-    assert rep["start"] == "predict"
+    assert rep["start"] == "predict" and rep["isotropic_tissues"] == ["gm"]  # single-shell default
     shipped = LoadedModel.load()
     assert rep["start_model"] == {"path": str(shipped.path), "sha256": shipped.sha256}
     t = rep["timings_s"]

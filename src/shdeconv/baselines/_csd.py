@@ -78,7 +78,8 @@ def csd_fit(dwi: DWIData, mask: np.ndarray | None, responses: Responses, *, lmax
         ``fodf``: ``(X, Y, Z, S)`` float32, MRtrix3 basis and world frame, in units of S0
         (fODF of the normalised signal); ``gm``, ``csf``: ``(X, Y, Z)`` float32 signal
         fractions, or None for single-shell CSD; ``wm``: ``(X, Y, Z)`` WM fraction
-        (:math:`\\sqrt{4\\pi}\\,c_{00}`); ``algorithm``: ``"csd"`` or ``"msmt"``.
+        (:math:`\\sqrt{4\\pi}\\,c_{00}`); ``algorithm``: ``"csd"`` or ``"msmt"``; ``n_jobs``:
+        the worker processes used (1, or ``n_jobs`` as given).
     """
     data = dwi.data if data is None else np.asarray(data)
     bvals = np.asarray(dwi.bvals, dtype=np.float64)
@@ -114,6 +115,7 @@ def csd_fit(dwi: DWIData, mask: np.ndarray | None, responses: Responses, *, lmax
     full = np.zeros(data.shape[:3] + (s,), dtype=np.float32)
     full[fit_mask] = fodf
     res = {"fodf": full, "gm": None, "csf": None, "algorithm": algorithm,
+           "n_jobs": 1 if algorithm == "msmt" else _processes(n_jobs, int(fit_mask.sum())),
            "wm": (np.sqrt(4 * np.pi) * full[..., 0]).astype(np.float32)}
     if out_iso is not None:
         for j, name in enumerate(("csf", "gm")):
@@ -121,6 +123,12 @@ def csd_fit(dwi: DWIData, mask: np.ndarray | None, responses: Responses, *, lmax
             v[fit_mask] = out_iso[:, j]
             res[name] = v
     return res
+
+
+def _processes(n_jobs: int, n_voxels: int) -> int:
+    """Worker processes single-shell CSD uses for ``n_voxels``: ``n_jobs`` (-1: every core), or 1
+    below :data:`PARALLEL_MIN_VOXELS`, where starting them costs more than they save."""
+    return 1 if n_jobs == 1 or n_voxels < PARALLEL_MIN_VOXELS else n_jobs
 
 
 def _fit(data, bvals, dirs, mask, responses, lmax, use_msmt, shells, idx, b0, n_jobs=1):
@@ -169,8 +177,7 @@ def _fit(data, bvals, dirs, mask, responses, lmax, use_msmt, shells, idx, b0, n_
         if s > int(np.sum(idx == shell)):
             warnings.warn(f"lmax {lmax} needs {s} coefficients but the b={shells[shell]:g} shell has only "
                           f"{int(np.sum(idx == shell))} directions", UserWarning, stacklevel=3)
-        serial = n_jobs == 1 or len(signal) < PARALLEL_MIN_VOXELS
-        parallel = {} if serial else {"engine": "joblib", "n_jobs": n_jobs}
+        parallel = {} if _processes(n_jobs, len(signal)) == 1 else {"engine": "joblib", "n_jobs": n_jobs}
         fit = model.fit(signal[:, vols], **parallel) if signal.size else None
         coef = np.nan_to_num(fit.shm_coeff) if fit is not None else np.zeros((0, s))
         fodf = coef @ to_mrtrix.T

@@ -344,6 +344,7 @@ def run_fit(dwi, bvals, bvecs, outdir, *, grad=None, mask=None, response_files=N
         "voxels_in_mask": int(subject.mask.sum()),
         **grid,
         **({"start_model": start_model} if start_model else {}),
+        "isotropic_tissues": list(fm.iso_names),  # what was fitted (single_shell_tissues None: the default)
         "loss_curve": result.history,
         "resumed_from": result.resumed_from,
         "warnings": collapsed,
@@ -506,7 +507,8 @@ def run_csd(dwi, bvals, bvecs, outdir, *, grad=None, mask=None, response_files=N
         "algorithm": ran,
         "algorithm_requested": algorithm,
         "denoise": subject.denoise,
-        "n_jobs": n_jobs,
+        "n_jobs": out["n_jobs"],  # what ran: 1 for MSMT and for small volumes
+        "n_jobs_requested": n_jobs,
         "voxels_in_mask": int(subject.mask.sum()),
         "warnings": fit_warnings,
         "timings_s": {"load": t_loaded - t_start, "fit": t_done - t_fit, "total": t_done - t_start},
