@@ -83,10 +83,10 @@ def cmd_check_gradients(args: argparse.Namespace) -> int:
     )
     from ._gradcheck import check_gradients
 
+    check_gradient_options(args.dwi, args.bvals, args.bvecs, args.grad)
     out = Path(args.output) if getattr(args, "output", None) is not None else None
     if out is not None:
         check_output_file(out, force=bool(getattr(args, "force", False)))
-    check_gradient_options(args.dwi, args.bvals, args.bvecs, args.grad)
     dwi = load_dwi(args.dwi, args.bvals, args.bvecs, getattr(args, "mask", None), grad_path=args.grad)
     result = check_gradients(dwi.data, dwi.bvals, dwi.bvecs, dwi.affine, dwi.mask)
     quiet = bool(getattr(args, "quiet", False))  # then only a verdict that the table is wrong
