@@ -151,6 +151,19 @@ def test_a_bug_in_one_series_is_reported_with_its_type_and_isolated(bids_dir, tm
     assert _files(tmp_path / "out" / "shdeconv" / "sub-02" / "ses-1" / "dwi") == []
 
 
+def test_an_interrupted_run_leaves_no_working_folder(bids_dir, tmp_path, monkeypatch):
+    import shdeconv.fitting
+
+    def interrupted(dwi, bvals, bvecs, outdir, **kw):  # as a csd stopped by Ctrl-C, its folder made
+        Path(outdir).mkdir(parents=True)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(shdeconv.fitting, "run_csd", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run_bids(bids_dir, tmp_path / "out", method="csd", progress=False, quiet=True)
+    assert not (tmp_path / "out" / "shdeconv" / ".work").exists()
+
+
 def test_each_method_denoises_as_its_own_command_does_unless_told(bids_dir, tmp_path, monkeypatch):
     """``bids --method fit`` is ``shdeconv fit``: auto denoising by default (predict and csd: none)."""
     import shdeconv.fitting

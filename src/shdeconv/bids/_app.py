@@ -213,40 +213,42 @@ def run_bids(bids_dir: str | PathLike, output_dir: str | PathLike, *, participan
     root = check_output_dir(root)
     _dataset_description(root, bids_dir)
     records = []
-    for s, names, skip in plans:
-        folder = root / s.folder
-        record = {"subject": s.subject, "session": s.session, "dwi": str(s.dwi), "status": "skipped",
-                  "outputs": {}, "error": None}
-        records.append(record)
-        if skip:
-            record["outputs"] = {"fodf": str(folder / names["fodf.nii.gz"]),
-                                 "report": str(folder / names["report.json"])}
-            _say(quiet, f"shdeconv bids: {s.label}: skipped (outputs exist in {folder}; --force to redo)")
-            continue
-        work = root / ".work" / s.stem
-        shutil.rmtree(work, ignore_errors=True)
-        storing = False
-        try:
-            report = _run_job(s, work, method, model=loaded, device=device, progress=progress, n_jobs=n_jobs,
-                              denoise=denoise, precision=precision)
-            storing = True
-            stored = _store(work, folder, names, report)
-        except Exception as e:
-            if storing or not _finished(folder, names):
-                _remove(folder, names.values())
-            users = isinstance(e, (InputError, OptionError)) or (isinstance(e, OSError) and e.filename is not None)
-            record.update(status="failed", error=str(e) if users else f"{type(e).__name__}: {e}")
-            print(f"shdeconv bids: {s.label}: {record['error']}", file=sys.stderr, flush=True)
-            if not users:  # a bug: its traceback, as the other commands keep it
-                log.error("%s: %s failed", s.label, method, exc_info=True)
-        else:
-            record.update(status="done", outputs={k: str(folder / v) for k, v in stored.items()})
-            _say(quiet, f"shdeconv bids: {s.label}: done ({len(stored)} files in {folder})")
-        finally:
-            shutil.rmtree(work, ignore_errors=True)
     try:
-        (root / ".work").rmdir()
-    except OSError:  # absent, or holding another run's series
-        pass
+        for s, names, skip in plans:
+            folder = root / s.folder
+            record = {"subject": s.subject, "session": s.session, "dwi": str(s.dwi), "status": "skipped",
+                      "outputs": {}, "error": None}
+            records.append(record)
+            if skip:
+                record["outputs"] = {"fodf": str(folder / names["fodf.nii.gz"]),
+                                     "report": str(folder / names["report.json"])}
+                _say(quiet, f"shdeconv bids: {s.label}: skipped (outputs exist in {folder}; --force to redo)")
+                continue
+            work = root / ".work" / s.stem
+            shutil.rmtree(work, ignore_errors=True)
+            storing = False
+            try:
+                report = _run_job(s, work, method, model=loaded, device=device, progress=progress, n_jobs=n_jobs,
+                                  denoise=denoise, precision=precision)
+                storing = True
+                stored = _store(work, folder, names, report)
+            except Exception as e:
+                if storing or not _finished(folder, names):
+                    _remove(folder, names.values())
+                users = isinstance(e, (InputError, OptionError)) or (isinstance(e, OSError) and e.filename is not None)
+                record.update(status="failed", error=str(e) if users else f"{type(e).__name__}: {e}")
+                print(f"shdeconv bids: {s.label}: {record['error']}", file=sys.stderr, flush=True)
+                if not users:  # a bug: its traceback, as the other commands keep it
+                    log.error("%s: %s failed", s.label, method, exc_info=True)
+            else:
+                record.update(status="done", outputs={k: str(folder / v) for k, v in stored.items()})
+                _say(quiet, f"shdeconv bids: {s.label}: done ({len(stored)} files in {folder})")
+            finally:
+                shutil.rmtree(work, ignore_errors=True)
+    finally:  # also when interrupted: no empty working folder is left behind
+        try:
+            (root / ".work").rmdir()
+        except OSError:  # absent, or holding another run's series
+            pass
     counts = {k: sum(r["status"] == k for r in records) for k in ("done", "skipped", "failed")}
     return {"output_dir": str(root), "method": method, "series": records, **counts}
