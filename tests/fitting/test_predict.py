@@ -83,7 +83,8 @@ def test_finetune_runs_unsupervised_steps_first(phantom, zero_model, tmp_path, m
     assert list(stages["write"]) == ["uncrop", "peaks", "qc_figure", "nifti_after_the_rest", "responses_and_sidecars"]
     for part in ("load", "write"):
         assert min(stages[part].values()) >= 0 and sum(stages[part].values()) <= t[part] + 1e-3
-        assert sum(stages[part].values()) > 0.8 * t[part]
+        # the stages cover the part but for a few fixed milliseconds (on this tiny phantom a part takes ~0.1 s)
+        assert t[part] - sum(stages[part].values()) < max(0.2 * t[part], 0.05)
     assert report["tile"] == 8  # no training record in this model file: the default patch size
     assert report["tiles_per_batch"] == auto_batch(DeconvNet(SMALL, n_iso=2), torch.device("cpu"), 8)
     # the prior: the pretrained prediction is the supervised target from the first step (where
